@@ -1,0 +1,42 @@
+# ablate: `make run` and `make test` are all a newcomer needs; each creates .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The setup's torch: a current release. Without an NVIDIA GPU, PyTorch's CPU build (a few hundred MB, not GBs).
+TORCH ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+JOBS ?= 1
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test sweep claims report ui bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(PY) -m pip install -q "$(TORCH)"; \
+	else \
+	  echo "No NVIDIA GPU found: installing PyTorch's CPU build."; \
+	  $(PY) -m pip install -q --retries 1 --timeout 20 "$(TORCH)" --extra-index-url $(TORCH_CPU_INDEX); \
+	fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.ready  ## create .venv with ablate and its dependencies
+
+run: $(VENV)/.ready  ## train the seed notebook's model on the shipped data, recorded in MLflow (ARGS=overrides)
+	$(PY) -m ablate $(ARGS)
+
+test: $(VENV)/.ready  ## run the test suite
+	$(PY) -m pytest -q $(ARGS)
+
+ui: $(VENV)/.ready  ## open the MLflow UI on ./mlflow.db and print where the runs are
+	$(PY) -m ablate.ui
+
+clean:  ## remove run outputs (keeps .venv and the MLflow store)
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,34 @@
+"""``python -m ablate [overrides]``: compose the config, train one variant, record it. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ablate import UserError
+from ablate.config import register_configs, to_run_config
+
+register_configs()
+log = logging.getLogger("ablate")
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Returns the validation accuracy (test where there is no validation split), NaN for a failed run."""
+    try:
+        run_cfg = to_run_config(cfg)  # range checks, before any data is read
+        from ablate.runner import train_and_log  # imported late: `--help` and config errors stay instant
+
+        result = train_and_log(run_cfg)
+    except UserError as err:
+        log.error(f"error: {err}")
+        sys.exit(2)
+    return result.metrics.get("val_acc", result.metrics.get("test_acc", math.nan))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Typed configuration: the single source of allowed values.
+
+The YAML groups under ``conf/`` only choose between values; these dataclasses say which values exist.
+Hydra validates types and enum choices while it composes (``model.bn=foo`` fails there, naming the key and
+the choices); ``to_run_config`` then checks ranges (``model.dropout=1.5``) before any data is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from ablate import UserError
+
+
+class ConfigValueError(UserError, ValueError):
+    """A configuration value outside its allowed range; the message names the key and the range."""
+
+
+class BN(str, Enum):
+    none = "none"  # no BatchNorm
+    pre = "pre"  # Linear -> BN -> ReLU (the notes' "case 1")
+    post = "post"  # Linear -> ReLU -> BN (the notes' "case 2")
+
+
+class DataSource(str, Enum):
+    csv = "csv"  # label column first, then pixels 0-255 (the seed notebook's format)
+    digits = "digits"  # scikit-learn's bundled 8x8 digits
+    idx = "idx"  # the official Fashion-MNIST IDX files
+
+
+class OptimName(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class L2Mode(str, Enum):
+    penalty = "penalty"  # loss += weight_decay * sum(w**2), as the notes write it
+    decoupled = "decoupled"  # w <- w - lr * weight_decay * w in the update (AdamW-style)
+
+
+class Device(str, Enum):
+    auto = "auto"  # cuda, then mps, then cpu
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}.")
+
+
+@dataclass
+class DataConfig:
+    name: str = "fmnist_small"
+    source: DataSource = DataSource.csv
+    path: Optional[str] = "data/fmnist_small.csv.gz"  # csv: the file; idx: the folder holding the IDX files
+    url: Optional[str] = None  # idx: where missing files are downloaded from
+    n_classes: int = 10
+    val_fraction: float = 0.1  # 0 = no validation split (the notebook's setting)
+    test_fraction: float = 0.2  # ignored where the source has its own test set (idx)
+    split_seed: int = 20  # the notebook's random_state
+    stratify: bool = True
+    limit: Optional[int] = None  # keep a stratified subset of this many rows (quick runs)
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "in [0, 1)")
+        _require(0 < self.test_fraction < 1, "data.test_fraction", self.test_fraction, "in (0, 1)")
+        _require(self.val_fraction + self.test_fraction < 1, "data.val_fraction + data.test_fraction",
+                 self.val_fraction + self.test_fraction, "below 1")
+        _require(self.n_classes >= 2, "data.n_classes", self.n_classes, "at least 2")
+        _require(self.limit is None or self.limit >= 10 * self.n_classes, "data.limit", self.limit,
+                 f"null or at least {10 * self.n_classes} (10 rows per class)")
+        _require(self.source == DataSource.digits or bool(self.path), "data.path", self.path,
+                 "a file or folder for sources csv and idx")
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    bn: BN = BN.pre
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1  # weight of the current batch in BN's running averages (the notes' 1 - alpha)
+    dropout: float = 0.3  # after each activation; 0 = none
+    init_scale: float = 1.0  # multiplies PyTorch's default weight initialisation (the init-sensitivity claim)
+
+    def __post_init__(self) -> None:
+        _require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "model.hidden", self.hidden,
+                 "a non-empty list of positive layer widths")
+        _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        _require(self.bn_eps > 0, "model.bn_eps", self.bn_eps, "positive")
+        _require(0 < self.bn_momentum <= 1, "model.bn_momentum", self.bn_momentum, "in (0, 1]")
+        _require(self.init_scale > 0, "model.init_scale", self.init_scale, "positive")
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.sgd
+    lr: float = 0.1
+    momentum: float = 0.0  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam only
+    eps: float = 1e-8  # adam only
+    weight_decay: float = 0.0  # lambda; applied to weight matrices only, never to biases or BN gamma/beta
+    l2: L2Mode = L2Mode.penalty
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "optim.lr", self.lr, "positive")
+        _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
+        _require(not self.nesterov or self.momentum > 0, "optim.nesterov", self.nesterov,
+                 "false unless optim.momentum > 0")
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas,
+                 "two numbers in [0, 1)")
+        _require(self.eps > 0, "optim.eps", self.eps, "positive")
+        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "0 or positive")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    device: Device = Device.auto
+    dtype: DType = DType.float32
+    eval_batch_size: int = 4096  # evaluation only; any size gives the same numbers
+    target_val_acc: float = 0.8  # "epochs to reach" this validation accuracy is reported per run
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "trainer.epochs", self.epochs, "at least 1")
+        _require(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "at least 2 (BatchNorm needs 2 rows)")
+        _require(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "at least 1")
+        _require(0 < self.target_val_acc <= 1, "trainer.target_val_acc", self.target_val_acc, "in (0, 1]")
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides it (see conf/tracking/mlflow.yaml)
+    experiment: str = "ablate"
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 42  # the notebook's torch.manual_seed
+    force: bool = False  # re-run even when a FINISHED run of the same config and code exists
+    experiment_name: Optional[str] = None  # set by conf/experiment/*: names the study in MLflow tags
+
+
+def register_configs() -> None:
+    """Register the schema that conf/config.yaml starts from, so every group option is validated against it."""
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
+    """Composed DictConfig -> RunConfig; range checks run here (dataclass __post_init__)."""
+    if isinstance(cfg, RunConfig):
+        return cfg
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def flatten(cfg: RunConfig) -> dict[str, Any]:
+    """Dotted names -> plain values (``model.bn`` -> ``pre``): MLflow params and config hashing use these."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}{key}.", value)
+        else:
+            flat[prefix[:-1]] = node
+
+    walk("", OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
+    return flat
+
+
+# Keys that say where results go or how a run is launched, not what is trained.
+_NOT_IDENTITY = ("tracking.", "force", "experiment_name", "trainer.eval_batch_size")
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A stable hash of what determines a run's result: resume and dedup compare runs by it."""
+    identity = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_IDENTITY)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,216 @@
+"""MLflow: one experiment per study, one run per trained model, never left RUNNING.
+
+Uses ``MlflowClient`` rather than the fluent API, so that several runs (a population, a sweep's parent and
+children) can be open at once without global state. Metrics are sent in batches (one ``log_batch`` costs
+about as much as one ``log_metric``), throttled to about one flush a second during training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import mlflow
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from omegaconf import OmegaConf
+
+from ablate.config import RunConfig, TrackingConfig, config_hash, flatten
+
+REPO = Path(__file__).resolve().parent.parent
+TAG_HASH, TAG_CODE, TAG_SWEEP = "ablate.config_hash", "ablate.code_version", "ablate.sweep_id"
+TAG_HOST, TAG_PID, TAG_ERROR, TAG_KIND = "ablate.host", "ablate.pid", "ablate.error", "ablate.kind"
+FLUSH_EVERY_S = 1.0
+
+
+@functools.cache
+def code_version() -> str:
+    """The git commit of the code, plus a digest of uncommitted changes: runs are reused only for equal code."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit, diff = git("rev-parse", "HEAD").strip(), git("diff", "HEAD", "--", "ablate")
+    except (OSError, subprocess.CalledProcessError):
+        from ablate import __version__
+
+        return f"ablate-{__version__}"
+    return commit[:12] + (f"+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_name(cfg: RunConfig) -> str:
+    m, o = cfg.model, cfg.optim
+    return (f"bn={m.bn.value} p={m.dropout:g} {o.name.value} lr={o.lr:g} "
+            f"wd={o.weight_decay:g}{'' if o.l2.value == 'penalty' else '(dec)'} seed={cfg.seed}")
+
+
+@dataclass
+class SweepGroup:
+    """The sweep a job belongs to. The sweep's process sets it in the environment, which its jobs inherit
+    (in-process, joblib, submitit and local Ray workers alike)."""
+
+    sweep_id: str
+    parent_run_id: str
+
+    @classmethod
+    def from_env(cls) -> Optional["SweepGroup"]:
+        sweep_id, parent = os.environ.get("ABLATE_SWEEP_ID"), os.environ.get("ABLATE_PARENT_RUN_ID")
+        return cls(sweep_id, parent) if sweep_id and parent else None
+
+    def to_env(self) -> None:
+        os.environ["ABLATE_SWEEP_ID"], os.environ["ABLATE_PARENT_RUN_ID"] = self.sweep_id, self.parent_run_id
+
+
+class Tracker:
+    """The MLflow experiment runs are recorded in; created on first use with the UI's training-runs view."""
+
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.uri = cfg.uri
+        mlflow.set_tracking_uri(cfg.uri)  # also for mlflow's own helpers that read the global URI
+        self.client = MlflowClient(cfg.uri)
+        experiment = self.client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            with contextlib.suppress(mlflow.exceptions.MlflowException):  # another worker created it first
+                self.client.create_experiment(
+                    cfg.experiment, artifact_location=self._artifact_root(cfg.uri, cfg.experiment),
+                    tags={"mlflow.experimentKind": "custom_model_development"})  # MLflow 3: the runs table
+            experiment = self.client.get_experiment_by_name(cfg.experiment)
+        self.experiment_id: str = experiment.experiment_id
+
+    @staticmethod
+    def _artifact_root(uri: str, experiment: str) -> Optional[str]:
+        """Beside a SQLite file: ``mlartifacts/<experiment>``; a server or PostgreSQL store decides for itself."""
+        if not uri.startswith("sqlite:///"):
+            return None
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts" / experiment).as_uri()
+
+    def runs_url(self, host: str = "http://127.0.0.1:5000") -> str:
+        return f"{host}/#/experiments/{self.experiment_id}/runs"
+
+    def search(self, filter_string: str, max_results: int = 50_000) -> list[Run]:
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string,
+                                           max_results=min(max_results, 10_000), page_token=token)
+            runs += page
+            token = page.token
+            if not token or len(runs) >= max_results:
+                return runs
+
+    def find_finished(self, cfg: RunConfig) -> Optional[Run]:
+        """A FINISHED run of the same config and code: what resume skips."""
+        runs = self.search(f"tags.`{TAG_HASH}` = '{config_hash(cfg)}' and tags.`{TAG_CODE}` = '{code_version()}' "
+                           f"and attributes.status = 'FINISHED'", max_results=1)
+        return runs[0] if runs else None
+
+    def mark_dead_runs(self, extra_filter: str = "") -> int:
+        """Runs shown RUNNING whose process on this host has died (kill -9, power cut) become KILLED."""
+        host, marked = socket.gethostname(), 0
+        query = "attributes.status = 'RUNNING'" + (f" and {extra_filter}" if extra_filter else "")
+        for run in self.search(query):
+            tags = run.data.tags
+            if tags.get(TAG_HOST) == host and TAG_PID in tags and not _pid_alive(int(tags[TAG_PID])):
+                self.client.set_tag(run.info.run_id, TAG_ERROR, "its process died while the run was RUNNING")
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+                marked += 1
+        return marked
+
+    def start_run(self, name: str, tags: dict[str, str], parent_id: Optional[str] = None) -> "RecordedRun":
+        tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_CODE: code_version(),
+                "mlflow.source.git.commit": code_version().split("+")[0], "mlflow.source.name": "ablate", **tags}
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
+        return RecordedRun(self.client, run.info.run_id)
+
+    @contextlib.contextmanager
+    def training_run(self, cfg: RunConfig, device: str, parent_id: Optional[str] = None,
+                     sweep_id: Optional[str] = None) -> Iterator["RecordedRun"]:
+        """One MLflow run for one trained model: params, config, versions; FINISHED, FAILED or KILLED at the end."""
+        tags = {TAG_HASH: config_hash(cfg), TAG_KIND: "train", "device": device,
+                "torch": torch.__version__, "mlflow": mlflow.__version__}
+        if sweep_id:
+            tags[TAG_SWEEP] = sweep_id
+        if cfg.experiment_name:
+            tags["ablate.experiment"] = cfg.experiment_name
+        run = self.start_run(run_name(cfg), tags, parent_id)
+        with run.lifecycle():
+            run.log_params(flatten(cfg))
+            run.log_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), "config.yaml")
+            yield run
+
+
+class RecordedRun:
+    """An open MLflow run: buffered metrics, artifacts, and its end state."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self._pending: list[Metric] = []
+        self._last_flush = time.monotonic()
+
+    def log_params(self, params: dict[str, object]) -> None:
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if k != "epoch"]
+        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+            self.flush()
+
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        self.log_metrics(metrics, step=int(metrics["epoch"]))
+
+    def flush(self) -> None:
+        for i in range(0, len(self._pending), 1000):  # MLflow's limit of metrics per batch
+            self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
+        self._pending, self._last_flush = [], time.monotonic()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_file(self, path: str | Path, folder: Optional[str] = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def end(self, status: str, error: Optional[str] = None) -> None:
+        self.flush()
+        if error:
+            self.set_tags({TAG_ERROR: error[:5000]})
+        self.client.set_terminated(self.run_id, status)
+
+    @contextlib.contextmanager
+    def lifecycle(self) -> Iterator["RecordedRun"]:
+        """FINISHED on success, KILLED on Ctrl-C, FAILED with the error otherwise; the error propagates."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.end("KILLED", "interrupted (Ctrl-C)")
+            raise
+        except BaseException as err:
+            self.end("FAILED", f"{type(err).__name__}: {err}")
+            raise
+        self.end("FINISHED")

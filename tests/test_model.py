@@ -1,0 +1,53 @@
+import pytest
+import torch
+from torch import nn
+
+from ablate.config import BN, ModelConfig
+from ablate.model import build_mlp, decayed_weights, summary
+
+
+def kinds(model):
+    return [type(m).__name__ for m in model]
+
+
+@pytest.mark.parametrize("bn, block", [
+    (BN.pre, ["Linear", "BatchNorm1d", "ReLU", "Dropout"]),
+    (BN.post, ["Linear", "ReLU", "BatchNorm1d", "Dropout"]),
+    (BN.none, ["Linear", "ReLU", "Dropout"]),
+])
+def test_bn_placement_per_mode(bn, block):
+    assert kinds(build_mlp(ModelConfig(bn=bn), 784, 10)) == block * 2 + ["Linear"]
+
+
+def test_seed_model_has_109770_parameters_like_the_notebook():
+    model = build_mlp(ModelConfig(), 784, 10)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 109_770
+    assert "Trainable params: 109,770" in summary(model, 784)
+
+
+def test_no_dropout_layer_at_p0_and_hidden_sizes_configurable():
+    model = build_mlp(ModelConfig(hidden=[32, 16, 8], dropout=0.0, bn=BN.none), 20, 3)
+    assert "Dropout" not in kinds(model)
+    assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [32, 16, 8, 3]
+
+
+def test_bn_hyperparameters_reach_the_layers():
+    model = build_mlp(ModelConfig(bn_eps=1e-3, bn_momentum=0.05), 784, 10)
+    norms = [m for m in model if isinstance(m, nn.BatchNorm1d)]
+    assert all(n.eps == 1e-3 and n.momentum == 0.05 for n in norms)
+
+
+def test_decayed_weights_are_the_linear_matrices_only():
+    model = build_mlp(ModelConfig(), 784, 10)
+    decayed = decayed_weights(model)
+    assert [tuple(w.shape) for w in decayed] == [(128, 784), (64, 128), (10, 64)]
+    others = [p for p in model.parameters() if all(p is not w for w in decayed)]
+    assert all(p.dim() == 1 for p in others) and len(others) == 7  # 3 biases, 2 BN gammas, 2 BN betas
+
+
+def test_init_scale_scales_weights_not_biases():
+    torch.manual_seed(0)
+    base = build_mlp(ModelConfig(), 784, 10)
+    torch.manual_seed(0)
+    scaled = build_mlp(ModelConfig(init_scale=3.0), 784, 10)
+    assert torch.allclose(scaled[0].weight, 3 * base[0].weight) and torch.equal(scaled[0].bias, base[0].bias)

@@ -1,0 +1,110 @@
+"""One run end to end into a temporary MLflow store: what is recorded, and that nothing is left RUNNING."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from ablate.runner import train_and_log
+from ablate.tracking import TAG_ERROR, TAG_HOST, TAG_PID, Tracker
+from tests.conftest import QUICK, REPO, make_config
+
+
+def runs(uri):
+    client = MlflowClient(uri)
+    return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_a_run_is_recorded_finished_with_params_metrics_and_artifacts(tracking_uri):
+    result = train_and_log(make_config(*QUICK))
+    client, [run] = runs(tracking_uri)
+    assert run.info.status == "FINISHED" and run.info.run_id == result.run_id
+    assert run.data.params["model.bn"] == "pre" and run.data.params["optim.lr"] == "0.1"
+    assert run.data.params["data.name"] == "digits" and run.data.tags["ablate.config_hash"]
+    assert run.data.tags["mlflow.source.git.commit"] and run.data.tags["torch"] and run.data.tags["device"] == "cpu"
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+    assert run.data.metrics["test_acc"] == pytest.approx(result.metrics["test_acc"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model_summary.txt"} <= artifacts
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_seed_notebook_logs_109770_parameters(tracking_uri):
+    cfg = make_config("+experiment=seed_notebook", "trainer.epochs=1", "trainer.device=cpu")
+    assert cfg.data.val_fraction == 0 and not cfg.data.stratify
+    result = train_and_log(cfg)
+    client = MlflowClient(tracking_uri)
+    text = client.download_artifacts(result.run_id, "model_summary.txt")
+    assert "Trainable params: 109,770" in open(text).read()
+    assert "val_acc" not in client.get_run(result.run_id).data.metrics
+
+
+def test_rerun_skips_a_finished_config_and_force_reruns(tracking_uri):
+    first = train_and_log(make_config(*QUICK))
+    again = train_and_log(make_config(*QUICK))
+    assert (again.status, again.run_id) == ("SKIPPED", first.run_id)
+    forced = train_and_log(make_config(*QUICK, "force=true"))
+    assert forced.status == "FINISHED" and forced.run_id != first.run_id
+    assert len(runs(tracking_uri)[1]) == 2
+
+
+def test_diverged_run_is_failed_with_its_error(tracking_uri):
+    result = train_and_log(make_config(*QUICK, "model.bn=none", "model.init_scale=50", "optim.lr=50"))
+    _, [run] = runs(tracking_uri)
+    assert result.status == "FAILED" and run.info.status == "FAILED"
+    assert "Diverged" in run.data.tags[TAG_ERROR]
+
+
+def test_ctrl_c_marks_the_run_killed_and_an_error_marks_it_failed(tracking_uri):
+    tracker = Tracker(make_config().tracking)
+    for error, status in [(KeyboardInterrupt(), "KILLED"), (RuntimeError("boom"), "FAILED")]:
+        with pytest.raises(type(error)):
+            with tracker.training_run(make_config(*QUICK), "cpu") as run:
+                raise error
+        assert MlflowClient(tracking_uri).get_run(run.run_id).info.status == status
+
+
+def test_runs_of_dead_processes_are_marked_killed(tracking_uri):
+    tracker = Tracker(make_config().tracking)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tracker.start_run("stale", {TAG_PID: str(dead.pid)})
+    alive = tracker.start_run("alive", {})
+    assert tracker.mark_dead_runs() == 1
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(stale.run_id).info.status == "KILLED"
+    assert client.get_run(alive.run_id).info.status == "RUNNING" and client.get_run(alive.run_id).data.tags[TAG_HOST]
+    alive.end("FINISHED")
+
+
+def run_cli(*args, cwd, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_rejects_a_bad_value_fast_naming_key_and_choices(tmp_path):
+    out = run_cli("model.bn=foo", cwd=tmp_path)
+    assert out.returncode != 0 and "model.bn" in out.stderr and "none, pre, post" in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started
+
+
+def test_cli_help_lists_groups_and_examples(tmp_path):
+    out = run_cli("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for word in ("data:", "fmnist_small", "digits", "fashion_mnist", "model:", "optim:", "adamw", "trainer:",
+                 "python -m ablate -m model.bn=pre,post,none"):
+        assert word in out.stdout
+
+
+def test_cli_run_prints_epochs_and_where_the_run_went(tracking_uri, tmp_path):
+    out = run_cli(*QUICK, "model.bn=post", "model.dropout=0.1", "optim.lr=0.05", "optim.weight_decay=1e-4",
+                  "seed=3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    assert "bn=post, dropout=0.1, sgd lr=0.05, weight_decay=0.0001" in text and "seed=3" in text
+    assert "epoch   2/2" in text and "FINISHED" in text and "#/experiments/" in text and tracking_uri in text

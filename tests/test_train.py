@@ -1,0 +1,159 @@
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ablate.config import BN, L2Mode, ModelConfig, OptimName
+from ablate.model import build_mlp, decayed_weights
+from ablate.runner import cached_splits
+from ablate.train import Diverged, OptimizerState, batch_starts, epochs_to_reach, fit, hyper, optimizer_step
+from tests.conftest import QUICK, make_config
+
+
+def test_bn_uses_batch_statistics_in_train_mode_and_running_averages_in_eval():
+    torch.manual_seed(0)
+    model = build_mlp(ModelConfig(dropout=0.0), 8, 3)
+    x = torch.randn(64, 8) * 5 + 2
+    model.train()
+    model(x)  # one training forward updates the running averages
+    bn = model[1]
+    assert not torch.allclose(bn.running_mean, torch.zeros(bn.num_features))
+    model.eval()
+    one_row = model(x[:1])
+    in_batch = model(x)[:1]
+    assert torch.allclose(one_row, in_batch, atol=1e-6)  # eval: a row's output does not depend on its batch
+    model.train()
+    assert not torch.allclose(model(x[:2])[:1], model(x)[:1])  # train: it does (batch statistics)
+
+
+def test_dropout_is_random_in_train_mode_and_off_in_eval():
+    torch.manual_seed(0)
+    model = build_mlp(ModelConfig(bn=BN.none, dropout=0.5), 8, 3)
+    x = torch.randn(16, 8)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def _step_with_zero_grads(l2: L2Mode, kind: OptimName):
+    cfg = make_config(f"optim={'sgd' if kind == OptimName.sgd else 'adam'}", "optim.weight_decay=0.1",
+                      f"optim.l2={l2.value}")
+    torch.manual_seed(0)
+    model = build_mlp(cfg.model, 8, 3)
+    params = list(model.parameters())
+    decayed = [any(p is w for w in decayed_weights(model)) for p in params]
+    before = [p.detach().clone() for p in params]
+    optimizer_step(cfg.optim.name, params, [torch.zeros_like(p) for p in params], decayed,
+                   OptimizerState.zeros_like(params), hyper([cfg], torch.device("cpu"), torch.float32, False))
+    return [(d, not torch.equal(b, p)) for d, b, p in zip(decayed, before, params)]
+
+
+@pytest.mark.parametrize("l2", list(L2Mode))
+@pytest.mark.parametrize("kind", list(OptimName))
+def test_weight_decay_moves_weight_matrices_only(l2, kind):
+    moved = _step_with_zero_grads(l2, kind)
+    assert all(changed == decayed for decayed, changed in moved)  # biases and BN gamma/beta untouched
+    assert sum(d for d, _ in moved) == 3
+
+
+def test_penalty_update_is_the_gradient_of_lambda_sum_w2():
+    """l2=penalty: the step equals SGD on loss + lambda * sum(w**2), differentiated by autograd."""
+    cfg = make_config("optim.weight_decay=0.01", "optim.l2=penalty", "model.dropout=0")
+    torch.manual_seed(0)
+    model, x, y = build_mlp(cfg.model, 8, 3), torch.randn(16, 8), torch.randint(0, 3, (16,))
+    reference = build_mlp(cfg.model, 8, 3)
+    reference.load_state_dict(model.state_dict())
+    params, weights = list(model.parameters()), decayed_weights(model)
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    optimizer_step(cfg.optim.name, params, grads, [any(p is w for w in weights) for p in params],
+                   OptimizerState.zeros_like(params), hyper([cfg], torch.device("cpu"), torch.float32, False))
+    loss = F.cross_entropy(reference(x), y) + 0.01 * sum(w.pow(2).sum() for w in decayed_weights(reference))
+    loss.backward()
+    with torch.no_grad():
+        for p, q in zip(params, reference.parameters()):
+            assert torch.allclose(p, q - 0.1 * q.grad, atol=1e-7)
+
+
+@pytest.mark.parametrize("overrides, make_torch_opt", [
+    (["optim.momentum=0.9"], lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)),
+    (["optim.momentum=0.9", "optim.nesterov=true"], lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True)),
+    (["optim=adam"], lambda ps: torch.optim.Adam(ps, lr=1e-3)),
+    (["optim=adamw"], lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=1e-2)),
+])
+def test_optimizer_matches_torch_optim(overrides, make_torch_opt):
+    """Our update is torch.optim's (AdamW: weight matrices only, so only they are given decay there)."""
+    cfg = make_config("model.dropout=0", "model.bn=none", *overrides)
+    torch.manual_seed(0)
+    ours, theirs = build_mlp(cfg.model, 8, 3), build_mlp(cfg.model, 8, 3)
+    theirs.load_state_dict(ours.state_dict())
+    weights = decayed_weights(theirs)
+    others = [p for p in theirs.parameters() if all(p is not w for w in weights)]
+    torch_opt = make_torch_opt([{"params": weights}, {"params": others, "weight_decay": 0.0}])
+    params = list(ours.parameters())
+    decayed = [any(p is w for w in decayed_weights(ours)) for p in params]
+    state, hp = OptimizerState.zeros_like(params), hyper([cfg], torch.device("cpu"), torch.float32, False)
+    for step in range(5):
+        x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        optimizer_step(cfg.optim.name, params, torch.autograd.grad(F.cross_entropy(ours(x), y), params),
+                       decayed, state, hp)
+        torch_opt.zero_grad()
+        F.cross_entropy(theirs(x), y).backward()
+        torch_opt.step()
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_same_seed_same_metrics_on_cpu():
+    cfg = make_config(*QUICK)
+    splits = cached_splits(cfg.data)
+
+    def run(seed):
+        torch.manual_seed(seed)
+        return fit(build_mlp(cfg.model, splits.n_features, 10), splits, replace(cfg, seed=seed))
+
+    a, b, c = run(1), run(1), run(2)
+    assert a.epochs == [{**m, "epoch_seconds": a.epochs[i]["epoch_seconds"]} for i, m in enumerate(b.epochs)]
+    assert a.final["test_acc"] == b.final["test_acc"]
+    assert a.epochs[-1]["train_loss"] != c.epochs[-1]["train_loss"]
+
+
+def test_metrics_per_epoch_and_final():
+    cfg = make_config(*QUICK)
+    splits = cached_splits(cfg.data)
+    torch.manual_seed(0)
+    seen = []
+    history = fit(build_mlp(cfg.model, splits.n_features, 10), splits, cfg, on_epoch=seen.append)
+    assert seen == history.epochs and [m["epoch"] for m in seen] == [1.0, 2.0]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "epoch_seconds"} <= set(seen[0])
+    assert 0.5 < history.final["test_acc"] <= 1.0 and history.final["test_loss"] > 0
+
+
+def test_a_nan_loss_stops_the_run_as_diverged():
+    cfg = make_config(*QUICK, "model.bn=none", "model.init_scale=50", "optim.lr=50")
+    splits = cached_splits(cfg.data)
+    torch.manual_seed(0)
+    with pytest.raises(Diverged, match="lower optim.lr"):
+        fit(build_mlp(cfg.model, splits.n_features, 10), splits, cfg)
+
+
+def test_batches_never_leave_a_single_row_for_batchnorm():
+    assert batch_starts(65, 32) == [0, 32]  # rows 64..64 would be a batch of one
+    assert batch_starts(66, 32) == [0, 32, 64]
+
+
+def test_epochs_to_reach_target():
+    history = [{"epoch": 1.0, "val_acc": 0.5}, {"epoch": 2.0, "val_acc": 0.81}, {"epoch": 3.0, "val_acc": 0.9}]
+    assert epochs_to_reach(history, 0.8) == 2.0 and math.isnan(epochs_to_reach(history, 0.95))
+
+
+@pytest.mark.slow
+def test_seed_configuration_reaches_the_notebooks_accuracy_on_the_shipped_file():
+    """The notebook reached 0.82-0.85 on this file over three seeds; ablate's default must land in 0.80-0.89."""
+    cfg = make_config("trainer.device=cpu")
+    splits = cached_splits(cfg.data)
+    torch.manual_seed(cfg.seed)
+    history = fit(build_mlp(cfg.model, splits.n_features, splits.n_classes), splits, cfg)
+    assert 0.80 <= history.final["test_acc"] <= 0.89
