@@ -35,6 +35,12 @@ run: $(VENV)/.ready  ## train the seed notebook's model on the shipped data, rec
 test: $(VENV)/.ready  ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
 
+sweep: $(VENV)/.ready  ## the full ablation grid (360 runs); JOBS=2 runs variants side by side; EXPERIMENT=bn|dropout|l2|lr for one factor
+	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
+
+report: $(VENV)/.ready  ## markdown + PNG report of the latest sweep (SWEEP=<id> for another)
+	$(PY) -m ablate.report $(if $(SWEEP),sweep=$(SWEEP))
+
 ui: $(VENV)/.ready  ## open the MLflow UI on ./mlflow.db and print where the runs are
 	$(PY) -m ablate.ui
 

@@ -51,8 +51,8 @@ def train_and_log(cfg: RunConfig) -> RunResult:
     """
     tracker = Tracker(cfg.tracking)
     sweep = SweepGroup.from_env()
-    if not cfg.force and (done := tracker.find_finished(cfg)) is not None:
-        log.info(f"skipped: run {done.info.run_id} already FINISHED this config with this code (+force=true re-runs)")
+    if not cfg.force and (done := tracker.find_finished(cfg, sweep.sweep_id if sweep else None)) is not None:
+        log.info(f"skipped: run {done.info.run_id} already FINISHED this config with this code (force=true re-runs)")
         return RunResult(done.info.run_id, "SKIPPED", dict(done.data.metrics))
 
     splits = cached_splits(cfg.data)  # a bad data file fails here, before any run is opened
@@ -64,9 +64,10 @@ def train_and_log(cfg: RunConfig) -> RunResult:
                                   sweep.sweep_id if sweep else None) as run:
             run.log_text(summary(model, splits.n_features), "model_summary.txt")
             log.info(f"run {run.run_id}: {model_line(cfg, splits)} on {device}")
+            epoch_level = logging.DEBUG if sweep else logging.INFO  # in a sweep, the progress bar reports
 
             def on_epoch(metrics: dict[str, float]) -> None:
-                log.info(_epoch_line(metrics, cfg.trainer.epochs))
+                log.log(epoch_level, _epoch_line(metrics, cfg.trainer.epochs))
                 run.log_epoch(metrics)
 
             history = fit(model, splits, cfg, on_epoch)
@@ -77,7 +78,7 @@ def train_and_log(cfg: RunConfig) -> RunResult:
         return RunResult(run.run_id, "FAILED", {})
     last = history.epochs[-1]
     metrics = {**{k: last[k] for k in ("train_loss", "train_acc", "val_acc") if k in last}, **final}
-    _report(tracker, run.run_id, metrics, history.final["train_seconds"])
+    _report(tracker, run.run_id, metrics, history.final["train_seconds"], brief=sweep is not None)
     return RunResult(run.run_id, "FINISHED", metrics)
 
 
@@ -89,9 +90,11 @@ def model_line(cfg: RunConfig, splits: Splits) -> str:
             f"{len(splits.test)} test rows")
 
 
-def _report(tracker: Tracker, run_id: str, metrics: dict[str, float], seconds: float) -> None:
+def _report(tracker: Tracker, run_id: str, metrics: dict[str, float], seconds: float, brief: bool) -> None:
     val = f", val acc {metrics['val_acc']:.4f}" if "val_acc" in metrics else ""
-    log.info(f"FINISHED in {seconds:.1f} s: test acc {metrics['test_acc']:.4f}, test loss "
-             f"{metrics['test_loss']:.4f}{val}\n"
+    line = f"FINISHED in {seconds:.1f} s: test acc {metrics['test_acc']:.4f}, test loss {metrics['test_loss']:.4f}{val}"
+    if brief:
+        return log.info(line)
+    log.info(f"{line}\n"
              f"  recorded in {tracker.uri}, experiment {tracker.experiment_id}, run {run_id}\n"
              f"  look at it: make ui, then open {tracker.runs_url()}/{run_id}")

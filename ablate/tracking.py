@@ -117,10 +117,11 @@ class Tracker:
             if not token or len(runs) >= max_results:
                 return runs
 
-    def find_finished(self, cfg: RunConfig) -> Optional[Run]:
-        """A FINISHED run of the same config and code: what resume skips."""
+    def find_finished(self, cfg: RunConfig, sweep_id: Optional[str] = None) -> Optional[Run]:
+        """A FINISHED run of the same config and code (within the sweep, if given): what resume skips."""
+        in_sweep = f" and tags.`{TAG_SWEEP}` = '{sweep_id}'" if sweep_id else ""
         runs = self.search(f"tags.`{TAG_HASH}` = '{config_hash(cfg)}' and tags.`{TAG_CODE}` = '{code_version()}' "
-                           f"and attributes.status = 'FINISHED'", max_results=1)
+                           f"and attributes.status = 'FINISHED'{in_sweep}", max_results=1)
         return runs[0] if runs else None
 
     def mark_dead_runs(self, extra_filter: str = "") -> int:

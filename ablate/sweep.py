@@ -1,0 +1,127 @@
+"""Sweeps: a Hydra multirun as one group in MLflow, resumable, with a progress bar and a summary table.
+
+A sweep is identified by its definition (the multirun's overrides and the experiment's grid), so starting the
+same command again continues the same MLflow parent run: variants with a FINISHED run of the same config and
+code are skipped (``runner.train_and_log``), runs whose process died are marked KILLED, the rest are trained.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import time
+from typing import Any, Optional
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from ablate.config import TrackingConfig
+from ablate.tracking import TAG_KIND, TAG_SWEEP, SweepGroup, Tracker
+
+
+
+def say(text: str) -> None:
+    """The sweep's own messages go to the console beside its progress bar (Hydra's process log is quiet)."""
+    tqdm.write(text)
+
+TAG_FACTORS, TAG_DEFINITION = "ablate.factors", "ablate.definition"
+
+
+def sweep_definition(config: DictConfig) -> list[str]:
+    """The overrides that define a multirun: the command line's and the experiment's ``hydra.sweeper.params``."""
+    params = config.hydra.sweeper.get("params") or {}
+    return sorted([f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task))
+
+
+def grid_shape(definition: list[str]) -> tuple[list[str], int]:
+    """The swept keys (the factors, ``seed`` included) and the number of jobs the grid expands to."""
+    factors, total = [], 1
+    for override in OverridesParser.create().parse_overrides(definition):
+        if override.is_sweep_override():
+            factors.append(override.key_or_group)
+            total *= len(list(override.sweep_string_iterator()))
+    return factors, total
+
+
+class Sweep:
+    """The MLflow parent run of a sweep: opened (or re-opened) at the start, closed with a summary."""
+
+    def __init__(self, tracker: Tracker, definition: list[str], total: int, factors: list[str]) -> None:
+        self.tracker, self.total, self.factors = tracker, total, factors
+        self.sweep_id = "sweep-" + hashlib.sha256("\n".join(definition).encode()).hexdigest()[:10]
+        self.started_ms = int(time.time() * 1000)
+        marked = tracker.mark_dead_runs(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}'")
+        if marked:
+            say(f"{marked} run(s) of an earlier, killed attempt at this sweep marked KILLED")
+        previous = tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` = 'sweep'", 1)
+        if previous:
+            self.parent_id = previous[0].info.run_id
+            tracker.client.update_run(self.parent_id, status="RUNNING")
+            say(f"continuing sweep {self.sweep_id} (MLflow run {self.parent_id}): finished variants are skipped")
+        else:
+            name = " ".join(definition)[:200] or "sweep"
+            self.parent_id = tracker.start_run(name, {TAG_SWEEP: self.sweep_id, TAG_KIND: "sweep",
+                                                      TAG_FACTORS: ",".join(factors),
+                                                      TAG_DEFINITION: " ".join(definition)[:5000]}).run_id
+        SweepGroup(self.sweep_id, self.parent_id).to_env()
+        self.bar = tqdm(total=total, desc=f"sweep {self.sweep_id}", unit="run", dynamic_ncols=True)
+        self.closed = False
+        atexit.register(self._kill_if_open)  # Ctrl-C or a crash: the parent is not left RUNNING
+
+    def job_done(self) -> None:
+        self.bar.update()
+
+    def failed_runs(self) -> int:
+        return len(self.tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` = 'train' "
+                                       f"and attributes.status = 'FAILED' "
+                                       f"and attributes.start_time >= {self.started_ms}"))
+
+    def close(self) -> int:
+        """Summary table, FINISHED parent; returns how many of this attempt's runs failed."""
+        from ablate.report import load_runs, markdown_table, summary_table  # pandas only at the end
+
+        self.bar.close()
+        runs = load_runs(self.tracker, self.sweep_id)
+        table = summary_table(runs, [f for f in self.factors if f != "seed"])
+        text = markdown_table(table) if len(table) else "(no FINISHED runs)"
+        self.tracker.client.log_text(self.parent_id, text, "summary.md")
+        failed = self.failed_runs()
+        self.tracker.client.set_terminated(self.parent_id, "FINISHED" if not failed else "FAILED")
+        self.closed = True
+        say(f"\nSweep {self.sweep_id}: {len(runs)} FINISHED runs, {failed} failed in this attempt\n{text}\n"
+                 f"  MLflow: {self.tracker.runs_url()} (filter: tags.`{TAG_SWEEP}` = '{self.sweep_id}')\n"
+                 f"  report: python -m ablate.report sweep={self.sweep_id}")
+        return failed
+
+    def _kill_if_open(self) -> None:
+        if not self.closed:
+            self.bar.close()
+            self.tracker.client.set_terminated(self.parent_id, "KILLED")
+
+
+class SweepCallback(Callback):
+    """Hydra callback (conf/config.yaml): groups every multirun as one ``Sweep``."""
+
+    def __init__(self) -> None:
+        self.sweep: Optional[Sweep] = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        definition = sweep_definition(config)
+        factors, total = grid_shape(definition)
+        tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+        self.sweep = Sweep(Tracker(tracking), definition, total, factors)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.sweep is not None:  # None in a launcher's worker process: the bar lives in the sweep's process
+            self.sweep.job_done()
+            if job_return.status == JobStatus.FAILED:
+                say(f"job failed: {job_return._return_value}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.sweep is not None and (failed := self.sweep.close()):
+            raise SystemExit(f"{failed} run(s) of sweep {self.sweep.sweep_id} failed "
+                             f"(their errors are in MLflow, tag ablate.error); the others are recorded.")
+

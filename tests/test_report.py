@@ -1,0 +1,60 @@
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ablate.config import TrackingConfig
+from ablate.report import best_variant, build_report, effect_table, load_runs, mean_ci, summary_table
+from ablate.tracking import Tracker
+from tests.conftest import REPO
+
+
+def test_mean_ci_on_known_values():
+    mean, std, half, n = mean_ci(pd.Series([1.0, 2.0, 3.0]))
+    assert (mean, std, n) == (2.0, 1.0, 3)
+    assert half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, df=2) = 4.302653
+    assert math.isnan(mean_ci([5.0])[2]) and mean_ci([])[3] == 0
+
+
+def test_effect_and_summary_tables_on_constructed_runs():
+    runs = pd.DataFrame({"run_id": list("abcdef"), "model.bn": ["pre"] * 3 + ["none"] * 3, "seed": [0, 1, 2] * 2,
+                         "val_acc": [0.8, 0.82, 0.84, 0.7, 0.7, 0.7], "test_acc": [0.81, 0.8, 0.79, 0.6, 0.7, 0.8],
+                         "train_loss": [0.5] * 6, "epochs_to_target": [2, 3, np.nan, np.nan, np.nan, np.nan]})
+    table = effect_table(runs, "model.bn", ["val_acc"]).set_index("model.bn")
+    assert table.loc["pre", "val_acc"] == pytest.approx(0.82) and table.loc["pre", "val_acc std"] == pytest.approx(0.02)
+    assert table.loc["none", "val_acc std"] == pytest.approx(0.0) and table.loc["none", "runs"] == 3
+    summary = summary_table(runs, ["model.bn"]).set_index("model.bn")
+    assert summary.loc["none", "test_acc std"] == pytest.approx(0.1) and summary.loc["pre", "epochs_to_target"] == 2.5
+    assert best_variant(runs, ["model.bn"])["model.bn"] == "pre"  # chosen on validation, not test
+
+
+def test_report_on_a_small_grid_matches_the_runs_in_mlflow(tracking_uri, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "ablate", "-m", "model.bn=pre,none", "model.dropout=0,0.3",
+                          "seed=0,1", "data=digits", "trainer.epochs=2", "trainer.device=cpu"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    tracker = Tracker(TrackingConfig(uri=tracking_uri))
+    client = MlflowClient(tracking_uri)
+    sweep_id = client.search_runs([tracker.experiment_id], "tags.`ablate.kind` = 'sweep'")[0].data.tags["ablate.sweep_id"]
+    report = build_report(tracker, sweep_id, tmp_path / "reports")
+    pngs = sorted(p.name for p in report.parent.glob("*.png"))
+    assert len(pngs) >= 3 and "learning_curves.png" in pngs and "gap_vs_dropout.png" in pngs
+
+    # Recompute one cell from the raw runs: mean test accuracy of bn=none over its 4 runs.
+    raw = [r.data.metrics["test_acc"] for r in client.search_runs([tracker.experiment_id],
+                                                                  "tags.`ablate.kind` = 'train' and params.`model.bn` = 'none'")]
+    assert len(raw) == 4
+    text = report.read_text()
+    row = next(line for line in text.split("## Main effect of BatchNorm")[1].splitlines() if line.startswith("| none"))
+    test_cell = row.split("|")[4]
+    assert f"{np.mean(raw):.4f} ± {np.std(raw, ddof=1):.4f}" in test_cell
+    assert load_runs(tracker, sweep_id).shape[0] == 8
+    artifacts = [a.path for a in client.list_artifacts(client.search_runs(
+        [tracker.experiment_id], "tags.`ablate.kind` = 'sweep'")[0].info.run_id, "report")]
+    assert "report/report.md" in artifacts and len(artifacts) == 1 + len(pngs)

@@ -1,0 +1,84 @@
+"""Sweeps through the real CLI (Hydra multirun) into a temporary MLflow store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from mlflow import MlflowClient
+
+from ablate.sweep import grid_shape
+from tests.conftest import REPO
+
+FAST = ["data=digits", "trainer.device=cpu"]
+
+
+def multirun(*args, cwd, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "ablate", "-m", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def train_runs(uri, status=None):
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`ablate.kind` = 'train'")
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+def test_grid_shape_counts_jobs_and_factors():
+    assert grid_shape(["model.bn=pre,post,none", "seed=range(4)", "optim.lr=0.1", "+experiment=bn"]) == \
+        (["model.bn", "seed"], 12)
+
+
+def test_multirun_is_one_group_with_a_summary(tracking_uri, tmp_path):
+    out = multirun("model.bn=pre,post,none", "trainer.epochs=1", *FAST, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    runs = train_runs(tracking_uri)
+    assert sorted(r.data.params["model.bn"] for r in runs) == ["none", "post", "pre"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["ablate.sweep_id"] for r in runs}) == 1
+    parent_ids = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parent_ids) == 1
+    parent = MlflowClient(tracking_uri).get_run(parent_ids.pop())
+    assert parent.info.status == "FINISHED" and parent.data.tags["ablate.factors"] == "model.bn"
+    assert "| model.bn | runs | val_acc | test_acc |" in out.stdout and "3 FINISHED runs" in out.stdout
+
+
+def test_rerun_skips_finished_variants_and_force_reruns_all(tracking_uri, tmp_path):
+    args = ("model.bn=pre,none", "trainer.epochs=1", *FAST)
+    assert multirun(*args, cwd=tmp_path).returncode == 0
+    again = multirun(*args, cwd=tmp_path)
+    assert again.stdout.count("skipped: run") == 2 and len(train_runs(tracking_uri)) == 2
+    assert multirun(*args, "force=true", cwd=tmp_path).returncode == 0
+    assert len(train_runs(tracking_uri, "FINISHED")) == 4
+
+
+def test_a_diverging_variant_fails_alone_and_the_sweep_says_so(tracking_uri, tmp_path):
+    out = multirun("optim.lr=0.01,1e4", "model.bn=none", "trainer.epochs=1", *FAST, cwd=tmp_path)
+    assert out.returncode != 0 and "1 run(s) of sweep" in out.stderr + out.stdout
+    assert sorted(r.info.status for r in train_runs(tracking_uri)) == ["FAILED", "FINISHED"]
+
+
+def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running(tracking_uri, tmp_path):
+    args = ["-m", "model.dropout=0,0.1,0.2,0.3", "trainer.epochs=3", *FAST]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(train_runs(tracking_uri, "FINISHED")) < 1:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before = {r.data.tags["ablate.config_hash"] for r in train_runs(tracking_uri, "FINISHED")}
+    assert 1 <= len(finished_before) < 4  # killed midway
+
+    out = multirun(*args[1:], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    runs = train_runs(tracking_uri)
+    finished = [r.data.tags["ablate.config_hash"] for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 4 and len(set(finished)) == 4  # exactly one FINISHED run per variant
+    assert finished_before <= set(finished)  # the runs finished before the kill were kept, not redone
+    client = MlflowClient(tracking_uri)
+    everything = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert not [r for r in everything if r.info.status == "RUNNING"]
