@@ -38,6 +38,9 @@ test: $(VENV)/.ready  ## run the test suite
 sweep: $(VENV)/.ready  ## the full ablation grid (360 runs); JOBS=2 runs variants side by side; EXPERIMENT=bn|dropout|l2|lr for one factor
 	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
 
+claims: $(VENV)/.ready  ## test each claim of the seed notes (13 variants x 5 seeds) and print the verdicts
+	$(PY) -m ablate.claims $(ARGS)
+
 report: $(VENV)/.ready  ## markdown + PNG report of the latest sweep (SWEEP=<id> for another)
 	$(PY) -m ablate.report $(if $(SWEEP),sweep=$(SWEEP))
 

@@ -24,11 +24,12 @@ LABELS = {"model.bn": "BatchNorm", "model.dropout": "dropout p", "optim.weight_d
 
 
 # ------------------------------------------------------------------------------------------- reading
-def load_runs(tracker: Tracker, sweep_id: str) -> pd.DataFrame:
-    """One row per variant: its params (dotted names) and final metrics; the latest FINISHED run per config."""
-    runs = tracker.search(f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_KIND}` = 'train' "
-                          f"and attributes.status = 'FINISHED'")
-    rows = [{"run_id": r.info.run_id, "start_time": r.info.start_time, "config_hash": r.data.tags.get(TAG_HASH),
+def load_runs(tracker: Tracker, sweep_id: str, statuses: tuple[str, ...] = ("FINISHED",)) -> pd.DataFrame:
+    """One row per variant: its params (dotted names) and final metrics; the latest run per config."""
+    runs = [r for s in statuses for r in tracker.search(f"tags.`{TAG_SWEEP}` = '{sweep_id}' and "
+                                                        f"tags.`{TAG_KIND}` = 'train' and attributes.status = '{s}'")]
+    rows = [{"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time,
+             "config_hash": r.data.tags.get(TAG_HASH),
              **{k: _number(v) for k, v in r.data.params.items()}, **r.data.metrics} for r in runs]
     if not rows:
         return pd.DataFrame(columns=["run_id", "config_hash", *METRICS])

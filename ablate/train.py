@@ -221,5 +221,7 @@ def fit(model: nn.Module, splits: Splits, cfg: RunConfig, on_epoch: Optional[Epo
     history.final = {"test_loss": test_loss, "test_acc": test_acc,
                      "train_eval_loss": train_eval_loss, "train_eval_acc": train_eval_acc,
                      "train_seconds": time.perf_counter() - began,
-                     "epochs_to_target": epochs_to_reach(history.epochs, cfg.trainer.target_val_acc)}
+                     "epochs_to_target": epochs_to_reach(history.epochs, cfg.trainer.target_val_acc),
+                     # mean validation accuracy over the epochs (area under the learning curve): training speed
+                     "val_acc_auc": sum(m.get("val_acc", math.nan) for m in history.epochs) / len(history.epochs)}
     return history
