@@ -1,8 +1,17 @@
-"""The MLP of the seed notebook, with BatchNorm placement and dropout as the factors under study."""
+"""The MLP of the seed notebook, with BatchNorm placement and dropout as the factors under study.
+
+``build_mlp`` is the readable definition (an ``nn.Sequential``, as in the notebook). ``StackedMLP`` holds K
+copies of it as [K, ...] tensors and computes the same layers with batched matmuls: the trainer trains that,
+K = 1 for a single run, so a single run and a population member share every line of maths.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Optional, Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablate.config import BN, ModelConfig
@@ -52,3 +61,88 @@ def summary(model: nn.Module, in_features: int) -> str:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append(f"Trainable params: {trainable:,}")
     return "\n".join(lines)
+
+
+class StackedMLP:
+    """K copies of ``build_mlp``'s network as [K, ...] tensors; the layer order comes from a template model."""
+
+    def __init__(self, cfgs: Sequence[ModelConfig], seeds: Sequence[int], n_features: int, n_classes: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        models = []
+        for cfg, seed in zip(cfgs, seeds):
+            torch.manual_seed(seed)  # each member's own initialisation
+            models.append(build_mlp(cfg, n_features, n_classes))
+        # The template has Dropout layers wherever any member needs them (members with p = 0 keep every unit).
+        self.layers = list(build_mlp(replace(cfgs[0], dropout=max(c.dropout for c in cfgs)),
+                                     n_features, n_classes).children())
+        self.cfgs, self.n_features, self.n_classes = list(cfgs), n_features, n_classes
+
+        def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+            return torch.stack(list(tensors)).to(device=device, dtype=dtype)
+
+        weights = decayed_weights(models[0])
+        self.decayed = [any(p is w for w in weights) for p in models[0].parameters()]
+        # Linear weights are stored [K, in, out] (nn.Linear keeps [out, in]): their gradients then come out
+        # of the batched matmul contiguous, which makes the backward pass and the update markedly faster.
+        self.params = [stack([p.t() if is_weight else p for p in ps]).requires_grad_()
+                       for is_weight, ps in zip(self.decayed, zip(*(m.parameters() for m in models)))]
+        self.buffers = [stack(bs) for bs in zip(*(_running_stats(m) for m in models))]
+        dropout = torch.tensor([c.dropout for c in cfgs], device=device, dtype=dtype).view(-1, 1, 1)
+        self.keep, self.rescale = 1 - dropout, 1 / (1 - dropout)
+
+    def member(self, k: int) -> nn.Sequential:
+        """Member k as the plain ``build_mlp`` module, trained weights and running averages included."""
+        model = build_mlp(self.cfgs[k], self.n_features, self.n_classes).to(self.params[0].dtype)
+        with torch.no_grad():
+            for mine, stacked in zip([*model.parameters(), *_running_stats(model)], [*self.params, *self.buffers]):
+                mine.copy_(stacked[k].t() if stacked.dim() == 3 else stacked[k])
+        return model
+
+    def weight_norms(self) -> torch.Tensor:
+        return torch.sqrt(sum(p.detach().pow(2).flatten(1).sum(1) for p, d in zip(self.params, self.decayed) if d))
+
+    def forward(self, x: torch.Tensor, train: bool, masks: Optional[torch.Generator] = None) -> torch.Tensor:
+        """x: [K, B, F] (each member its own batch) or [B, F] (one batch for all, evaluation) -> [K, B, classes]."""
+        params, buffers = iter(self.params), iter(self.buffers)
+        h = x
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                weight, bias = next(params), next(params)
+                h = torch.baddbmm(bias.unsqueeze(1), h, weight) if h.dim() == 3 \
+                    else torch.matmul(h, weight) + bias.unsqueeze(1)
+            elif isinstance(layer, nn.BatchNorm1d):
+                gamma, beta, running_mean, running_var = next(params), next(params), next(buffers), next(buffers)
+                h = _batch_norm(h, gamma, beta, running_mean, running_var, train, layer.momentum, layer.eps)
+            elif isinstance(layer, nn.ReLU):
+                h = torch.relu(h)
+            elif isinstance(layer, nn.Dropout) and train:  # each unit kept with probability 1 - p, rescaled
+                h = h * torch.bernoulli(self.keep.expand_as(h), generator=masks).mul_(self.rescale)
+        return h
+
+
+def _running_stats(model: nn.Module) -> list[torch.Tensor]:
+    return [b for name, b in model.named_buffers() if not name.endswith("num_batches_tracked")]
+
+
+def _batch_norm(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor,
+                running_var: torch.Tensor, train: bool, momentum: float, eps: float) -> torch.Tensor:
+    """BatchNorm of K members with PyTorch's own kernel, the members' channels side by side: per channel it
+    computes exactly what nn.BatchNorm1d computes (bit for bit, running averages included)."""
+    k, c = gamma.shape
+    rows = _ContiguousGrad.apply(h).transpose(0, 1).reshape(-1, k * c)  # [B, K*C]: member k's channel j at k*C+j
+    out = F.batch_norm(rows, running_mean.view(-1), running_var.view(-1), gamma.reshape(-1), beta.reshape(-1),
+                       train, momentum, eps)
+    return out.view(-1, k, c).transpose(0, 1).contiguous()
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward hands on a contiguous gradient: the batched matmul before a BatchNorm would
+    otherwise get the transposed view of ``_batch_norm``'s layout and fall back to a much slower kernel."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()

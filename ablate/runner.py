@@ -1,20 +1,25 @@
-"""One configured job, end to end: data -> model -> fit -> MLflow. ``python -m ablate`` and sweeps call it."""
+"""Jobs end to end: data -> model -> fit -> MLflow, for one variant or a population of them.
+
+``python -m ablate`` trains one variant; the population launcher passes a whole sweep. Either way each variant
+is its own MLflow run in the same form, so reports and resume cannot tell how it was trained.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import Callable, Optional, Sequence
 
 from ablate.config import DataConfig, RunConfig
 from ablate.data import Splits, load_splits
 from ablate.model import build_mlp, summary
-from ablate.tracking import REPO, SweepGroup, Tracker
-from ablate.train import Diverged, fit, resolve_device
+from ablate.population import populations
+from ablate.tracking import REPO, RecordedRun, SweepGroup, Tracker
+from ablate.train import fit_population, resolve_device
 
 log = logging.getLogger("ablate")
 _splits_cache: dict[str, Splits] = {}
@@ -37,49 +42,81 @@ def cached_splits(cfg: DataConfig) -> Splits:
     return _splits_cache[key]
 
 
-def _epoch_line(m: dict[str, float], epochs: int) -> str:
-    val = f" | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f}" if "val_acc" in m else ""
-    return (f"epoch {int(m['epoch']):>3}/{epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f}"
-            f"{val} | |w| {m['weight_norm']:.2f} | {m['epoch_seconds']:.2f} s")
-
-
 def train_and_log(cfg: RunConfig) -> RunResult:
-    """Train one variant and record it, unless a FINISHED run of the same config and code exists (resume).
+    """One variant (see ``train_and_log_all``)."""
+    return train_and_log_all([cfg])[0]
 
-    A diverging run is recorded FAILED and returned as such; other errors propagate after the run is
-    marked FAILED (or KILLED on Ctrl-C).
+
+def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
+                      on_result: Optional[Callable[[RunConfig, RunResult], None]] = None) -> list[RunResult]:
+    """Train and record ``cfgs``, up to ``population_size`` at once; results in the order of ``cfgs``.
+
+    A variant with a FINISHED run of the same config and code (in the same sweep, inside one) is skipped.
+    A diverging variant is recorded FAILED alone; any other error marks its population's open runs FAILED
+    (KILLED on Ctrl-C) and propagates.
     """
-    tracker = Tracker(cfg.tracking)
+    tracker = Tracker(cfgs[0].tracking)
     sweep = SweepGroup.from_env()
-    if not cfg.force and (done := tracker.find_finished(cfg, sweep.sweep_id if sweep else None)) is not None:
+    results: dict[int, RunResult] = {}
+    todo: list[RunConfig] = []
+    for cfg in cfgs:
+        done = None if cfg.force else tracker.find_finished(cfg, sweep.sweep_id if sweep else None)
+        if done is None:
+            todo.append(cfg)
+            continue
         log.info(f"skipped: run {done.info.run_id} already FINISHED this config with this code (force=true re-runs)")
-        return RunResult(done.info.run_id, "SKIPPED", dict(done.data.metrics))
+        results[id(cfg)] = RunResult(done.info.run_id, "SKIPPED", dict(done.data.metrics))
+        if on_result:
+            on_result(cfg, results[id(cfg)])
+    if todo:  # a bad data file fails here, before any run is opened
+        splits_of = {id(c): cached_splits(c.data) for c in todo}
+        sizes = next(iter(splits_of.values()))
+        for group in populations(todo, population_size, sizes.n_features, sizes.n_classes,
+                                 max(len(sizes.train), len(sizes.test))):
+            for cfg, result in zip(group, _train_group(tracker, group, splits_of[id(group[0])], sweep)):
+                results[id(cfg)] = result
+                if on_result:
+                    on_result(cfg, result)
+    return [results[id(cfg)] for cfg in cfgs]
 
-    splits = cached_splits(cfg.data)  # a bad data file fails here, before any run is opened
-    torch.manual_seed(cfg.seed)
-    model = build_mlp(cfg.model, splits.n_features, splits.n_classes)
-    device = resolve_device(cfg.trainer.device)
-    try:
-        with tracker.training_run(cfg, str(device), sweep.parent_run_id if sweep else None,
-                                  sweep.sweep_id if sweep else None) as run:
-            run.log_text(summary(model, splits.n_features), "model_summary.txt")
-            log.info(f"run {run.run_id}: {model_line(cfg, splits)} on {device}")
-            epoch_level = logging.DEBUG if sweep else logging.INFO  # in a sweep, the progress bar reports
 
-            def on_epoch(metrics: dict[str, float]) -> None:
-                log.log(epoch_level, _epoch_line(metrics, cfg.trainer.epochs))
-                run.log_epoch(metrics)
+def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits,
+                 sweep: Optional[SweepGroup]) -> list[RunResult]:
+    """One population: K open MLflow runs, one ``fit_population``, then each run ended on its own."""
+    device, single = str(resolve_device(cfgs[0].trainer.device)), len(cfgs) == 1
+    with contextlib.ExitStack() as stack:
+        runs: list[RecordedRun] = [stack.enter_context(tracker.training_run(
+            cfg, device, sweep.parent_run_id if sweep else None, sweep.sweep_id if sweep else None)) for cfg in cfgs]
+        for run, cfg in zip(runs, cfgs):
+            run.log_text(summary(build_mlp(cfg.model, splits.n_features, splits.n_classes), splits.n_features),
+                         "model_summary.txt")
+            if not single:
+                run.flush_every_s = None  # K runs: their metrics go in one batch each at the end
+        log.info(f"run {runs[0].run_id}: {model_line(cfgs[0], splits)} on {device}" if single else
+                 f"population of {len(cfgs)} on {device}: {model_line(cfgs[0], splits).split(', seed')[0]} ...")
+        epoch_level = logging.INFO if single and not sweep else logging.DEBUG
 
-            history = fit(model, splits, cfg, on_epoch)
-            final = {k: v for k, v in history.final.items() if not math.isnan(v)}
+        def on_epoch(member: int, metrics: dict[str, float]) -> None:
+            log.log(epoch_level, _epoch_line(metrics, cfgs[member].trainer.epochs))
+            runs[member].log_epoch(metrics)
+
+        members, _ = fit_population(cfgs, splits, on_epoch)
+        results = []
+        for run, cfg, member in zip(runs, cfgs, members):
+            if member.error is not None:
+                run.end("FAILED", f"Diverged: {member.error}")
+                log.error(f"run {run.run_id} diverged: {member.error}")
+                results.append(RunResult(run.run_id, "FAILED", {}))
+                continue
+            final = {k: v for k, v in member.history.final.items() if not math.isnan(v)}
             run.log_metrics(final, step=cfg.trainer.epochs)
-    except Diverged as err:  # recorded FAILED by the run's lifecycle; a sweep goes on with the next variant
-        log.error(f"run {run.run_id} diverged: {err}")
-        return RunResult(run.run_id, "FAILED", {})
-    last = history.epochs[-1]
-    metrics = {**{k: last[k] for k in ("train_loss", "train_acc", "val_acc") if k in last}, **final}
-    _report(tracker, run.run_id, metrics, history.final["train_seconds"], brief=sweep is not None)
-    return RunResult(run.run_id, "FINISHED", metrics)
+            last = member.history.epochs[-1]
+            metrics = {**{k: last[k] for k in ("train_loss", "train_acc", "val_acc") if k in last}, **final}
+            results.append(RunResult(run.run_id, "FINISHED", metrics))
+    for run, result in zip(runs, results):
+        if result.status == "FINISHED":
+            _report(tracker, run.run_id, result.metrics, brief=not single or sweep is not None)
+    return results
 
 
 def model_line(cfg: RunConfig, splits: Splits) -> str:
@@ -90,11 +127,17 @@ def model_line(cfg: RunConfig, splits: Splits) -> str:
             f"{len(splits.test)} test rows")
 
 
-def _report(tracker: Tracker, run_id: str, metrics: dict[str, float], seconds: float, brief: bool) -> None:
+def _epoch_line(m: dict[str, float], epochs: int) -> str:
+    val = f" | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f}" if "val_acc" in m else ""
+    return (f"epoch {int(m['epoch']):>3}/{epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f}"
+            f"{val} | |w| {m['weight_norm']:.2f} | {m['epoch_seconds']:.2f} s")
+
+
+def _report(tracker: Tracker, run_id: str, metrics: dict[str, float], brief: bool) -> None:
     val = f", val acc {metrics['val_acc']:.4f}" if "val_acc" in metrics else ""
-    line = f"FINISHED in {seconds:.1f} s: test acc {metrics['test_acc']:.4f}, test loss {metrics['test_loss']:.4f}{val}"
+    line = (f"FINISHED in {metrics['train_seconds']:.1f} s: test acc {metrics['test_acc']:.4f}, "
+            f"test loss {metrics['test_loss']:.4f}{val}")
     if brief:
-        return log.info(line)
-    log.info(f"{line}\n"
-             f"  recorded in {tracker.uri}, experiment {tracker.experiment_id}, run {run_id}\n"
+        return log.info(f"run {run_id} {line}")
+    log.info(f"{line}\n  recorded in {tracker.uri}, experiment {tracker.experiment_id}, run {run_id}\n"
              f"  look at it: make ui, then open {tracker.runs_url()}/{run_id}")

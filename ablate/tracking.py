@@ -166,6 +166,8 @@ class RecordedRun:
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client, self.run_id = client, run_id
+        self.flush_every_s = FLUSH_EVERY_S  # a population's members set None: one batch at the end
+        self.status: Optional[str] = None  # set once the run has ended
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
 
@@ -177,7 +179,7 @@ class RecordedRun:
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
         now = int(time.time() * 1000)
         self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if k != "epoch"]
-        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+        if self.flush_every_s is not None and time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
@@ -198,6 +200,9 @@ class RecordedRun:
         self.client.log_artifact(self.run_id, str(path), folder)
 
     def end(self, status: str, error: Optional[str] = None) -> None:
+        if self.status is not None:
+            return
+        self.status = status
         self.flush()
         if error:
             self.set_tags({TAG_ERROR: error[:5000]})

@@ -1,26 +1,31 @@
-"""Training one model: epochs of shuffled batches sliced from whole tensors, evaluation, divergence.
+"""The trainer: K >= 1 variants of one architecture trained at once, K = 1 being a single run.
 
-The maths of a step lives in two small functions that ``population.py`` reuses unchanged for K stacked
-models: ``hyper`` (hyperparameters as tensors, scalars here and [K] there) and ``optimizer_step``. Training knows nothing of MLflow or Optuna: it calls ``on_epoch`` with the metrics and
-the caller logs, prunes or stops.
+A sweep of small MLPs is dominated by per-step overhead, not arithmetic. Stacking K models along a leading
+member axis (``model.StackedMLP``) turns K small matmuls into one batched matmul per layer, so K models cost
+little more than one. Every member keeps what makes it a variant: its seed (initialisation and batch order),
+dropout p, learning rate, momentum, betas, weight decay and L2 mode ([K] hyperparameter tensors). A single run
+is simply K = 1, so the single run and a population member share every line of maths.
+
+Batches are slices of whole tensors already on the device (no per-sample Dataset). Training knows nothing of
+MLflow or Optuna: it calls ``on_epoch`` with each member's metrics, and the caller logs, prunes or stops.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ablate.config import Device, DType, L2Mode, OptimName, RunConfig
-from ablate.data import Split, Splits
-from ablate.model import decayed_weights
+from ablate.data import Splits
+from ablate.model import StackedMLP
 
-EpochCallback = Callable[[dict[str, float]], None]
+# on_epoch(member, metrics) -> True stops that member (a pruned trial); its history ends there.
+MemberCallback = Callable[[int, dict[str, float]], Optional[bool]]
 
 
 class Diverged(RuntimeError):
@@ -47,7 +52,7 @@ def torch_dtype(dtype: DType) -> torch.dtype:
 # ----------------------------------------------------------------------------------- the step's maths
 @dataclass
 class Hyper:
-    """Per-run hyperparameters as tensors: 0-dim for one model, [K] for a population of K.
+    """Per-member hyperparameters as [K] tensors, or viewed [K, 1, ...] to broadcast against one parameter.
 
     The ``uses_*`` flags say whether any member needs a term, so that a step skips work that is zero for all.
     """
@@ -65,12 +70,17 @@ class Hyper:
     uses_penalty: bool = True
     uses_decoupled: bool = True
 
+    def like(self, param: torch.Tensor) -> "Hyper":
+        """The same values viewed [K, 1, ...] to broadcast against a [K, ...] parameter (made once, not per step)."""
+        shape = (-1, *([1] * (param.dim() - 1)))
+        return replace(self, **{f.name: getattr(self, f.name).view(shape) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
 
-def hyper(cfgs: Sequence[RunConfig], device: torch.device, dtype: torch.dtype, stacked: bool) -> Hyper:
-    """Hyperparameters of one run (``stacked=False``) or of K runs stacked along a leading member axis."""
+
+def hyper(cfgs: Sequence[RunConfig], device: torch.device, dtype: torch.dtype) -> Hyper:
+    """The hyperparameters of K runs, stacked along the member axis."""
     def column(values: list[float]) -> torch.Tensor:
-        t = torch.tensor(values, device=device, dtype=dtype)
-        return t if stacked else t[0]
+        return torch.tensor(values, device=device, dtype=dtype)
 
     o = [c.optim for c in cfgs]
     penalty = [x.weight_decay * (x.l2 == L2Mode.penalty) for x in o]
@@ -83,27 +93,25 @@ def hyper(cfgs: Sequence[RunConfig], device: torch.device, dtype: torch.dtype, s
                  uses_penalty=any(penalty), uses_decoupled=any(decoupled))
 
 
-def _per_member(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast a [K] hyperparameter against a [K, ...] parameter (a 0-dim one broadcasts as it is)."""
-    return value.view(-1, *([1] * (like.dim() - 1))) if value.dim() == 1 else value
-
-
 @dataclass
 class OptimizerState:
-    """Momentum buffers (SGD) or first and second moments (Adam), one per parameter, plus the step count."""
+    """Momentum buffers (SGD) or first and second moments (Adam), one per parameter, plus the step count;
+    and the hyperparameters viewed to broadcast against each parameter."""
 
+    hp: list[Hyper]
     first: list[torch.Tensor]
     second: list[torch.Tensor]
     step: int = 0
 
     @classmethod
-    def zeros_like(cls, params: Sequence[torch.Tensor]) -> "OptimizerState":
-        return cls([torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params])
+    def create(cls, params: Sequence[torch.Tensor], hp: Hyper) -> "OptimizerState":
+        return cls([hp.like(p) for p in params], [torch.zeros_like(p) for p in params],
+                   [torch.zeros_like(p) for p in params])
 
 
 @torch.no_grad()
 def optimizer_step(kind: OptimName, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-                   decayed: Sequence[bool], state: OptimizerState, hp: Hyper) -> None:
+                   decayed: Sequence[bool], state: OptimizerState) -> None:
     """One update of SGD (momentum, Nesterov) or Adam, as torch.optim computes them, with L2 on weights only.
 
     ``l2=penalty`` adds lambda * sum(w**2) to the loss; its gradient, 2 * lambda * w, is added here rather
@@ -111,24 +119,21 @@ def optimizer_step(kind: OptimName, params: Sequence[torch.Tensor], grads: Seque
     ``lr * lambda`` before the gradient step, as AdamW does. Biases and BN's gamma and beta never decay.
     """
     state.step += 1
-    for p, g, decays, m, v in zip(params, grads, decayed, state.first, state.second):
-        lr = _per_member(hp.lr, p)
+    for p, g, decays, hp, m, v in zip(params, grads, decayed, state.hp, state.first, state.second):
         if decays and hp.uses_penalty:
-            g = g.add(2 * _per_member(hp.penalty_decay, p) * p)
+            g = g.add(2 * hp.penalty_decay * p)
         if decays and hp.uses_decoupled:
-            p.mul_(1 - lr * _per_member(hp.decoupled_decay, p))
+            p.mul_(1 - hp.lr * hp.decoupled_decay)
         if kind == OptimName.sgd:
             if hp.uses_momentum:
-                momentum = _per_member(hp.momentum, p)
-                m.mul_(momentum).add_(g)
-                g = torch.lerp(m, g + momentum * m, _per_member(hp.nesterov, p)) if hp.uses_nesterov else m
-            p.addcmul_(lr, g, value=-1)
+                m.mul_(hp.momentum).add_(g)  # torch's buffer: momentum * buffer + gradient
+                g = torch.lerp(m, g + hp.momentum * m, hp.nesterov) if hp.uses_nesterov else m
+            p.addcmul_(hp.lr, g, value=-1)
         else:
-            beta1, beta2 = _per_member(hp.beta1, p), _per_member(hp.beta2, p)
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            m_hat, v_hat = m / (1 - beta1 ** state.step), v / (1 - beta2 ** state.step)
-            p.addcmul_(lr, m_hat / (v_hat.sqrt() + _per_member(hp.eps, p)), value=-1)
+            m.lerp_(g, 1 - hp.beta1)
+            v.mul_(hp.beta2).add_((1 - hp.beta2) * g * g)
+            m_hat, v_hat = m / (1 - hp.beta1 ** state.step), v / (1 - hp.beta2 ** state.step)
+            p.addcmul_(hp.lr, m_hat / (v_hat.sqrt() + hp.eps), value=-1)
 
 
 def batch_starts(n_rows: int, batch_size: int) -> list[int]:
@@ -148,80 +153,109 @@ class History:
     final: dict[str, float] = field(default_factory=dict)  # test metrics, timing, epochs to target
 
 
+@dataclass
+class MemberResult:
+    history: History
+    error: Optional[Diverged] = None  # set for a member whose loss stopped being finite
+    stopped: bool = False  # stopped early by on_epoch (a pruned trial)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy in eval mode: BN uses its running averages, dropout is off."""
-    model.eval()
-    loss, correct = 0.0, 0
-    for start in range(0, len(split), batch_size):
-        logits = model(split.x[start:start + batch_size])
-        y = split.y[start:start + batch_size]
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return loss / len(split), correct / len(split)
+def evaluate(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member: mean cross-entropy and accuracy in eval mode (BN's running averages, dropout off)."""
+    k = net.params[0].shape[0]
+    loss = torch.zeros(k, device=x.device, dtype=x.dtype)
+    correct = torch.zeros(k, device=x.device, dtype=x.dtype)
+    for start in range(0, len(y), batch_size):
+        logits = net.forward(x[start:start + batch_size], train=False)  # [K, b, classes]
+        target = y[start:start + batch_size]
+        loss += F.cross_entropy(logits.transpose(1, 2), target.expand(k, -1), reduction="none").sum(1)
+        correct += (logits.argmax(2) == target).sum(1)
+    return loss / len(y), correct / len(y)
 
 
-def weight_norm(weights: Sequence[torch.Tensor]) -> float:
-    """sqrt(sum(w**2)) over the weight matrices: what L2 shrinks."""
-    return math.sqrt(sum(w.detach().pow(2).sum().item() for w in weights))
+def fit_population(cfgs: Sequence[RunConfig], splits: Splits,
+                   on_epoch: Optional[MemberCallback] = None) -> tuple[list[MemberResult], StackedMLP]:
+    """Train ``cfgs`` at once (they share ``population.group_key``); per member the metrics of a single run.
 
-
-def fit(model: nn.Module, splits: Splits, cfg: RunConfig, on_epoch: Optional[EpochCallback] = None) -> History:
-    """Train ``model`` (built after ``torch.manual_seed(cfg.seed)``) and evaluate it once on the test split.
-
-    The batch order comes from a generator seeded with ``cfg.seed``, so on the CPU the same seed gives the
-    same metrics. Raises ``Diverged`` when the loss stops being finite.
+    Returns each member's result and the trained network (``net.member(k)`` is member k as an nn.Module).
     """
-    device, dtype = resolve_device(cfg.trainer.device), torch_dtype(cfg.trainer.dtype)
-    model.to(device=device, dtype=dtype)
+    cfg = cfgs[0]
+    k, device, dtype = len(cfgs), resolve_device(cfg.trainer.device), torch_dtype(cfg.trainer.dtype)
     data = splits.to(device, dtype)
-    params = list(model.parameters())
-    weights = decayed_weights(model)
-    decayed = [any(p is w for w in weights) for p in params]
-    hp = hyper([cfg], device, dtype, stacked=False)
-    state = OptimizerState.zeros_like(params)
-    order = torch.Generator().manual_seed(cfg.seed)
-    starts = batch_starts(len(data.train), cfg.trainer.batch_size)
-    history = History()
+    net = StackedMLP([c.model for c in cfgs], [c.seed for c in cfgs], splits.n_features, splits.n_classes,
+                     device, dtype)
+    state = OptimizerState.create(net.params, hyper(cfgs, device, dtype))
+    orders = [torch.Generator().manual_seed(c.seed) for c in cfgs]  # each member's own batch order
+    masks = torch.Generator(device=device).manual_seed(cfg.seed)  # dropout masks, independent across members
+    batch, n = cfg.trainer.batch_size, len(data.train)
+    starts = batch_starts(n, batch)
+    seen = sum(min(batch, n - s) for s in starts)
+    results = [MemberResult(History()) for _ in cfgs]
+    active = [True] * k
     began = time.perf_counter()
 
     for epoch in range(1, cfg.trainer.epochs + 1):
         epoch_began = time.perf_counter()
-        model.train()
-        perm = torch.randperm(len(data.train), generator=order).to(device)
-        shuffled_x, shuffled_y = data.train.x[perm], data.train.y[perm]  # one gather; batches are then views
-        loss_sum = torch.zeros((), device=device, dtype=dtype)  # summed on the device: no sync per step
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        perms = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # [K, n]
+        loss_sum = torch.zeros(k, device=device, dtype=dtype)  # summed on the device: no sync per step
+        correct = torch.zeros(k, device=device, dtype=dtype)
         for start in starts:
-            x = shuffled_x[start:start + cfg.trainer.batch_size]
-            y = shuffled_y[start:start + cfg.trainer.batch_size]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            grads = torch.autograd.grad(loss, params)
-            optimizer_step(cfg.optim.name, params, grads, decayed, state, hp)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-        seen = sum(min(cfg.trainer.batch_size, len(data.train) - s) for s in starts)
-        metrics = {"epoch": float(epoch), "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
-        if not math.isfinite(metrics["train_loss"]):
-            raise Diverged(f"the training loss became {metrics['train_loss']} in epoch {epoch} "
-                           f"(optim.lr={cfg.optim.lr}); lower optim.lr or add BatchNorm (model.bn=pre).")
-        if data.val is not None:
-            metrics["val_loss"], metrics["val_acc"] = evaluate(model, data.val, cfg.trainer.eval_batch_size)
-        metrics.update(lr=cfg.optim.lr, weight_norm=weight_norm(weights),
-                       epoch_seconds=time.perf_counter() - epoch_began)
-        history.epochs.append(metrics)
-        if on_epoch is not None:
-            on_epoch(metrics)
+            idx = perms[:, start:start + batch]
+            x, y = data.train.x[idx], data.train.y[idx]  # [K, B, F], [K, B]: each member its own batch
+            logits = net.forward(x, train=True, masks=masks)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
+            grads = torch.autograd.grad(losses.sum(), net.params)  # member k's gradient is its own loss's
+            optimizer_step(cfg.optim.name, net.params, grads, net.decayed, state)
+            loss_sum += losses.detach() * y.shape[1]
+            correct += (logits.detach().argmax(2) == y).sum(1)
+        train_loss, train_acc = (loss_sum / seen).tolist(), (correct / seen).tolist()
+        val = evaluate(net, data.val.x, data.val.y, cfg.trainer.eval_batch_size) if data.val is not None else None
+        norms = net.weight_norms().tolist()
+        seconds = (time.perf_counter() - epoch_began) / k  # amortised: the population's epoch shared by K
+        for i, result in enumerate(results):
+            if not active[i]:
+                continue
+            if not math.isfinite(train_loss[i]):
+                result.error = Diverged(f"the training loss became {train_loss[i]} in epoch {epoch} "
+                                        f"(optim.lr={cfgs[i].optim.lr}); lower optim.lr or add BatchNorm "
+                                        f"(model.bn=pre).")
+                active[i] = False
+                continue
+            metrics = {"epoch": float(epoch), "train_loss": train_loss[i], "train_acc": train_acc[i]}
+            if val is not None:
+                metrics["val_loss"], metrics["val_acc"] = val[0][i].item(), val[1][i].item()
+            metrics.update(lr=cfgs[i].optim.lr, weight_norm=norms[i], epoch_seconds=seconds)
+            result.history.epochs.append(metrics)
+            if on_epoch is not None and on_epoch(i, metrics):
+                result.stopped, active[i] = True, False
+        if not any(active):
+            break
 
     # Train accuracy in eval mode (dropout off): the running one above is measured under dropout, which
     # would make a train-minus-validation gap shrink with p for no reason but the measurement.
-    train_eval_loss, train_eval_acc = evaluate(model, data.train, cfg.trainer.eval_batch_size)
-    test_loss, test_acc = evaluate(model, data.test, cfg.trainer.eval_batch_size)
-    history.final = {"test_loss": test_loss, "test_acc": test_acc,
-                     "train_eval_loss": train_eval_loss, "train_eval_acc": train_eval_acc,
-                     "train_seconds": time.perf_counter() - began,
-                     "epochs_to_target": epochs_to_reach(history.epochs, cfg.trainer.target_val_acc),
-                     # mean validation accuracy over the epochs (area under the learning curve): training speed
-                     "val_acc_auc": sum(m.get("val_acc", math.nan) for m in history.epochs) / len(history.epochs)}
-    return history
+    train_eval = evaluate(net, data.train.x, data.train.y, cfg.trainer.eval_batch_size)
+    test = evaluate(net, data.test.x, data.test.y, cfg.trainer.eval_batch_size)
+    seconds = (time.perf_counter() - began) / k
+    for i, result in enumerate(results):
+        if result.error is None and not result.stopped:
+            epochs = result.history.epochs
+            result.history.final = {
+                "test_loss": test[0][i].item(), "test_acc": test[1][i].item(),
+                "train_eval_loss": train_eval[0][i].item(), "train_eval_acc": train_eval[1][i].item(),
+                "train_seconds": seconds, "epochs_to_target": epochs_to_reach(epochs, cfg.trainer.target_val_acc),
+                # mean validation accuracy over the epochs (area under the learning curve): training speed
+                "val_acc_auc": sum(m.get("val_acc", math.nan) for m in epochs) / len(epochs)}
+    return results, net
+
+
+def fit(cfg: RunConfig, splits: Splits, on_epoch: Optional[Callable[[dict[str, float]], None]] = None) -> History:
+    """One run: a population of one. Raises ``Diverged`` when its loss stops being finite.
+
+    The model is ``build_mlp(cfg.model)`` initialised after ``torch.manual_seed(cfg.seed)``; the batch order
+    comes from a generator seeded with ``cfg.seed``, so on the CPU the same seed gives the same metrics.
+    """
+    [result], _ = fit_population([cfg], splits, None if on_epoch is None else lambda _, m: on_epoch(m))
+    if result.error is not None:
+        raise result.error
+    return result.history

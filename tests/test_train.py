@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ablate.config import BN, L2Mode, ModelConfig, OptimName
 from ablate.model import build_mlp, decayed_weights
 from ablate.runner import cached_splits
+from ablate.model import StackedMLP
 from ablate.train import Diverged, OptimizerState, batch_starts, epochs_to_reach, fit, hyper, optimizer_step
 from tests.conftest import QUICK, make_config
 
@@ -38,6 +39,34 @@ def test_dropout_is_random_in_train_mode_and_off_in_eval():
     assert torch.equal(model(x), model(x))
 
 
+@pytest.mark.parametrize("bn", list(BN))
+def test_the_stacked_network_computes_what_build_mlp_computes(bn):
+    """The trainer's [K, ...] network vs the readable nn.Sequential, in train mode (dropout 0) and eval mode."""
+    cfgs = [ModelConfig(bn=bn, dropout=0.0), ModelConfig(bn=bn, dropout=0.0)]
+    net = StackedMLP(cfgs, [3, 4], 8, 3, torch.device("cpu"), torch.float64)
+    x = torch.randn(2, 16, 8, dtype=torch.float64)
+    out = net.forward(x, train=True)
+    for k in range(2):
+        torch.manual_seed(3 + k)
+        plain = build_mlp(cfgs[k], 8, 3).double()
+        assert torch.allclose(out[k], plain.train()(x[k]), atol=1e-12)  # same init from the same seed
+        exported = net.member(k).state_dict()  # weights and the running averages the forward just updated
+        for name, value in plain.state_dict().items():
+            if not name.endswith("num_batches_tracked"):
+                assert torch.allclose(exported[name], value, atol=1e-12), name
+        assert torch.allclose(net.forward(x[k], train=False)[k], net.member(k).eval()(x[k]), atol=1e-12)
+
+
+def test_stacked_eval_uses_running_averages_and_no_dropout():
+    net = StackedMLP([ModelConfig(dropout=0.5)], [0], 8, 3, torch.device("cpu"), torch.float32)
+    x = torch.randn(1, 64, 8) * 5 + 2
+    net.forward(x, train=True)  # a training step moves the running averages
+    assert torch.equal(net.forward(x[0], train=False), net.forward(x[0], train=False))  # no dropout
+    assert torch.allclose(net.forward(x[0, :1], train=False)[0], net.forward(x[0], train=False)[0, :1], atol=1e-6)
+    first, second = net.forward(x, train=True), net.forward(x, train=True)
+    assert not torch.equal(first, second)  # dropout is random in training
+
+
 def _step_with_zero_grads(l2: L2Mode, kind: OptimName):
     cfg = make_config(f"optim={'sgd' if kind == OptimName.sgd else 'adam'}", "optim.weight_decay=0.1",
                       f"optim.l2={l2.value}")
@@ -47,7 +76,7 @@ def _step_with_zero_grads(l2: L2Mode, kind: OptimName):
     decayed = [any(p is w for w in decayed_weights(model)) for p in params]
     before = [p.detach().clone() for p in params]
     optimizer_step(cfg.optim.name, params, [torch.zeros_like(p) for p in params], decayed,
-                   OptimizerState.zeros_like(params), hyper([cfg], torch.device("cpu"), torch.float32, False))
+                   OptimizerState.create(params, hyper([cfg], torch.device("cpu"), torch.float32)))
     return [(d, not torch.equal(b, p)) for d, b, p in zip(decayed, before, params)]
 
 
@@ -69,7 +98,7 @@ def test_penalty_update_is_the_gradient_of_lambda_sum_w2():
     params, weights = list(model.parameters()), decayed_weights(model)
     grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
     optimizer_step(cfg.optim.name, params, grads, [any(p is w for w in weights) for p in params],
-                   OptimizerState.zeros_like(params), hyper([cfg], torch.device("cpu"), torch.float32, False))
+                   OptimizerState.create(params, hyper([cfg], torch.device("cpu"), torch.float32)))
     loss = F.cross_entropy(reference(x), y) + 0.01 * sum(w.pow(2).sum() for w in decayed_weights(reference))
     loss.backward()
     with torch.no_grad():
@@ -94,11 +123,11 @@ def test_optimizer_matches_torch_optim(overrides, make_torch_opt):
     torch_opt = make_torch_opt([{"params": weights}, {"params": others, "weight_decay": 0.0}])
     params = list(ours.parameters())
     decayed = [any(p is w for w in decayed_weights(ours)) for p in params]
-    state, hp = OptimizerState.zeros_like(params), hyper([cfg], torch.device("cpu"), torch.float32, False)
+    state = OptimizerState.create(params, hyper([cfg], torch.device("cpu"), torch.float32))
     for step in range(5):
         x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
         optimizer_step(cfg.optim.name, params, torch.autograd.grad(F.cross_entropy(ours(x), y), params),
-                       decayed, state, hp)
+                       decayed, state)
         torch_opt.zero_grad()
         F.cross_entropy(theirs(x), y).backward()
         torch_opt.step()
@@ -111,8 +140,7 @@ def test_same_seed_same_metrics_on_cpu():
     splits = cached_splits(cfg.data)
 
     def run(seed):
-        torch.manual_seed(seed)
-        return fit(build_mlp(cfg.model, splits.n_features, 10), splits, replace(cfg, seed=seed))
+        return fit(replace(cfg, seed=seed), splits)
 
     a, b, c = run(1), run(1), run(2)
     assert a.epochs == [{**m, "epoch_seconds": a.epochs[i]["epoch_seconds"]} for i, m in enumerate(b.epochs)]
@@ -123,9 +151,8 @@ def test_same_seed_same_metrics_on_cpu():
 def test_metrics_per_epoch_and_final():
     cfg = make_config(*QUICK)
     splits = cached_splits(cfg.data)
-    torch.manual_seed(0)
     seen = []
-    history = fit(build_mlp(cfg.model, splits.n_features, 10), splits, cfg, on_epoch=seen.append)
+    history = fit(cfg, splits, on_epoch=seen.append)
     assert seen == history.epochs and [m["epoch"] for m in seen] == [1.0, 2.0]
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "epoch_seconds"} <= set(seen[0])
     assert 0.5 < history.final["test_acc"] <= 1.0 and history.final["test_loss"] > 0
@@ -134,9 +161,8 @@ def test_metrics_per_epoch_and_final():
 def test_a_nan_loss_stops_the_run_as_diverged():
     cfg = make_config(*QUICK, "model.bn=none", "model.init_scale=50", "optim.lr=50")
     splits = cached_splits(cfg.data)
-    torch.manual_seed(0)
     with pytest.raises(Diverged, match="lower optim.lr"):
-        fit(build_mlp(cfg.model, splits.n_features, 10), splits, cfg)
+        fit(cfg, splits)
 
 
 def test_batches_never_leave_a_single_row_for_batchnorm():
@@ -154,6 +180,5 @@ def test_seed_configuration_reaches_the_notebooks_accuracy_on_the_shipped_file()
     """The notebook reached 0.82-0.85 on this file over three seeds; ablate's default must land in 0.80-0.89."""
     cfg = make_config("trainer.device=cpu")
     splits = cached_splits(cfg.data)
-    torch.manual_seed(cfg.seed)
-    history = fit(build_mlp(cfg.model, splits.n_features, splits.n_classes), splits, cfg)
+    history = fit(cfg, splits)
     assert 0.80 <= history.final["test_acc"] <= 0.89

@@ -1,0 +1,64 @@
+"""Populations: which variants can train together, and how many fit in memory at once.
+
+The trainer (``train.fit_population``) trains any list of configs that share a ``group_key``; this module
+turns a sweep's variants into such groups, each no larger than ``max_size`` and the free memory allow.
+(All the variants passed at once are assumed to share the data's shape; ``group_key`` keeps data apart.)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+
+from ablate.config import RunConfig
+from ablate.train import resolve_device, torch_dtype
+
+
+def group_key(cfg: RunConfig) -> tuple:
+    """What members of one population must share: the data, the architecture, the trainer, the optimiser kind.
+
+    Everything else (seed, dropout p, init scale, lr, momentum, betas, weight decay and its mode) is per member.
+    """
+    m, t = cfg.model, cfg.trainer
+    return (repr(cfg.data), tuple(m.hidden), m.bn, m.bn_eps, m.bn_momentum, t.epochs, t.batch_size, t.device,
+            t.dtype, t.eval_batch_size, t.target_val_acc, cfg.optim.name)
+
+
+def bytes_per_member(cfg: RunConfig, n_features: int, n_classes: int, n_eval_rows: int) -> int:
+    """A generous estimate of one member's working memory: parameters with their gradients and two optimiser
+    states, a training batch with the activations autograd keeps, and the evaluation activations."""
+    widths = [n_features, *cfg.model.hidden, n_classes]
+    n_params = sum(a * b + b for a, b in zip(widths, widths[1:])) + 4 * sum(cfg.model.hidden)
+    rows = cfg.trainer.batch_size * 6 + min(n_eval_rows, cfg.trainer.eval_batch_size)
+    return torch.finfo(torch_dtype(cfg.trainer.dtype)).bits // 8 * (4 * n_params + rows * sum(widths))
+
+
+def free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: assume 8 GiB
+        return 8 << 30
+
+
+def populations(cfgs: Sequence[RunConfig], max_size: int, n_features: int, n_classes: int, n_eval_rows: int,
+                memory_fraction: float = 0.5) -> list[list[RunConfig]]:
+    """Group by ``group_key`` (first-seen order), then cut each group to at most ``max_size`` members and to
+    what fits in ``memory_fraction`` of the device's free memory, checked before any group starts."""
+    groups: dict[tuple, list[RunConfig]] = {}
+    for cfg in cfgs:
+        groups.setdefault(group_key(cfg), []).append(cfg)
+    chunks = []
+    for members in groups.values():
+        device = resolve_device(members[0].trainer.device)
+        need = bytes_per_member(members[0], n_features, n_classes, n_eval_rows)
+        fits = int(memory_fraction * free_bytes(device) // need)
+        if fits < 1:
+            raise MemoryError(f"one model needs about {need / 2**20:.0f} MiB, more than {memory_fraction:.0%} "
+                              f"of the free memory on {device}; lower trainer.batch_size or model.hidden.")
+        size = max(1, min(max_size, fits))
+        chunks += [members[i:i + size] for i in range(0, len(members), size)]
+    return chunks

@@ -1,0 +1,124 @@
+"""Training throughput: the notebook's loop vs ablate's trainer, one model and populations of K.
+
+    python bench/trainer.py [--epochs 10] [--sizes 8 32 144] [--repeats 3] [--device cpu]
+
+Same process, same data shape as the seed (data/fmnist_small.csv.gz: 6,000 x 784, 10 classes), batch 32.
+Prints model-epochs per second and the ratio to the reference measured in the same run (best of --repeats,
+since a shared machine's timings are noisy). The reference is the notebook's loop: a per-sample Dataset and
+DataLoader, nn.Sequential, torch.optim.SGD. Lightning is timed too when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ablate.config import ModelConfig, RunConfig, TrainerConfig, Device, DataConfig
+from ablate.data import load_splits
+from ablate.model import build_mlp
+from ablate.tracking import REPO
+from ablate.train import fit_population
+
+
+class NotebookDataset(Dataset):  # the seed notebook's CustomDataset
+    def __init__(self, features, labels):
+        self.features, self.labels = features, labels
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, idx):
+        return self.features[idx], self.labels[idx]
+
+
+def reference(splits, epochs: int, device: torch.device) -> float:
+    """The notebook's training loop; returns seconds."""
+    torch.manual_seed(42)
+    model = build_mlp(ModelConfig(), splits.n_features, splits.n_classes).to(device)
+    loader = DataLoader(NotebookDataset(splits.train.x, splits.train.y), batch_size=32, shuffle=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    criterion = nn.CrossEntropyLoss()
+    began = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = criterion(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - began
+
+
+def lightning_run(splits, epochs: int) -> float | None:
+    """One Lightning Trainer run of the same model (the peer a lightning-hydra-template user would pick)."""
+    try:
+        import lightning as L
+    except ImportError:
+        return None
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = build_mlp(ModelConfig(), splits.n_features, splits.n_classes)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = DataLoader(NotebookDataset(splits.train.x, splits.train.y), batch_size=32, shuffle=True)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    began = time.perf_counter()
+    trainer.fit(Module(), loader)
+    return time.perf_counter() - began
+
+
+def population(splits, k: int, epochs: int, device: str) -> float:
+    """ablate's trainer on K seeds of the seed config (K = 1 is a single run); returns seconds."""
+    cfgs = [RunConfig(data=DataConfig(), model=ModelConfig(), trainer=TrainerConfig(epochs=epochs, device=Device(device)),
+                      seed=seed) for seed in range(k)]
+    began = time.perf_counter()
+    fit_population(cfgs, splits)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[8, 32, 144])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    splits = load_splits(DataConfig(path=str(REPO / "data" / "fmnist_small.csv.gz")))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+          f"{len(splits.train)} train rows, batch 32, {args.epochs} epochs, best of {args.repeats}")
+
+    rows = []
+    best = lambda f: min(f() for _ in range(args.repeats))  # noqa: E731
+    ref = best(lambda: reference(splits, args.epochs, device))
+    rows.append(("reference: notebook loop (Dataset + DataLoader)", 1, ref))
+    light = lightning_run(splits, args.epochs)
+    if light is not None:
+        rows.append(("Lightning Trainer, one run", 1, light))
+    for k in [1, *args.sizes]:
+        seconds = best(lambda: population(splits, k, args.epochs, args.device))
+        rows.append((f"ablate {'single run' if k == 1 else f'population K={k}'}", k, seconds))
+
+    ref_rate = args.epochs / ref
+    print(f"\n| trainer | models | seconds | model-epochs/s | x reference |\n|---|---|---|---|---|")
+    for name, k, seconds in rows:
+        rate = k * args.epochs / seconds
+        print(f"| {name} | {k} | {seconds:.2f} | {rate:.1f} | {rate / ref_rate:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

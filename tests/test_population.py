@@ -1,0 +1,103 @@
+"""Population training does the single run's maths, member by member."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from ablate import population
+from ablate.population import group_key, populations
+from ablate.runner import cached_splits
+from ablate.train import fit, fit_population
+from tests.conftest import make_config
+
+DIGITS = ("data=digits", "trainer.device=cpu")
+VARIED = [["seed=1"], ["seed=2", "optim.lr=0.05", "optim.weight_decay=1e-3"],
+          ["seed=3", "optim.weight_decay=2e-3", "optim.l2=decoupled", "optim.momentum=0.9", "optim.nesterov=true"],
+          ["seed=4", "optim.lr=0.2", "model.init_scale=0.5", "optim.weight_decay=5e-4", "optim.l2=penalty"]]
+
+
+def compare(cfgs, epochs_checked=None):
+    """Max difference of metrics and trained weights between each member and its single run."""
+    splits = cached_splits(cfgs[0].data)
+    members, net = fit_population(cfgs, splits)
+    worst = 0.0
+    for k, cfg in enumerate(cfgs):
+        single_net = fit_population([cfg], splits)[1]
+        single = fit(cfg, splits)
+        for a, b in zip(single.epochs, members[k].history.epochs[:epochs_checked]):
+            worst = max(worst, *(abs(a[m] - b[m]) for m in ("train_loss", "train_acc", "val_loss", "val_acc",
+                                                               "weight_norm")))
+        for a, b in zip(single_net.member(0).state_dict().values(), net.member(k).state_dict().values()):
+            worst = max(worst, (a.double() - b.double()).abs().max().item())
+    return worst
+
+
+@pytest.mark.parametrize("bn", ["pre", "post", "none"])
+@pytest.mark.parametrize("l2", ["penalty", "decoupled"])
+def test_float64_members_match_single_runs_after_10_epochs(bn, l2):
+    cfgs = [make_config(*DIGITS, "trainer.epochs=10", "trainer.dtype=float64", "model.dropout=0", f"model.bn={bn}",
+                        *o, f"optim.l2={l2}") for o in VARIED]
+    assert compare(cfgs) <= 1e-9
+
+
+@pytest.mark.parametrize("bn", ["pre", "post", "none"])
+@pytest.mark.parametrize("l2", ["penalty", "decoupled"])
+def test_float32_members_match_single_runs_after_one_epoch(bn, l2):
+    cfgs = [make_config(*DIGITS, "trainer.epochs=1", "model.dropout=0", f"model.bn={bn}", *o, f"optim.l2={l2}")
+            for o in VARIED]
+    assert compare(cfgs) <= 1e-5
+
+
+def test_adam_members_match_single_runs():
+    cfgs = [make_config(*DIGITS, "trainer.epochs=3", "trainer.dtype=float64", "model.dropout=0", "optim=adam",
+                        f"seed={s}", f"optim.lr={lr}") for s, lr in [(1, 1e-3), (2, 3e-3)]]
+    assert compare(cfgs) <= 1e-9
+
+
+def test_with_dropout_members_are_distributed_like_single_runs():
+    cfgs = [make_config(*DIGITS, "trainer.epochs=2", "model.dropout=0.5", f"seed={s}") for s in range(12)]
+    splits = cached_splits(cfgs[0].data)
+    singles = np.array([fit(c, splits).final["test_acc"] for c in cfgs])
+    members = np.array([m.history.final["test_acc"] for m in fit_population(cfgs, splits)[0]])
+    assert abs(members.mean() - singles.mean()) <= singles.std(ddof=1)
+    assert members.std() > 0  # members drew their own dropout masks and batch orders
+
+
+def test_a_diverging_member_fails_alone():
+    cfgs = [make_config(*DIGITS, "trainer.epochs=2", "trainer.dtype=float64", "model.dropout=0", "model.bn=none",
+                        f"seed={s}", f"optim.lr={lr}") for s, lr in [(1, 0.1), (2, 1e200), (3, 0.05)]]
+    splits = cached_splits(cfgs[0].data)
+    members, _ = fit_population(cfgs, splits)
+    assert members[1].error is not None and not members[1].history.final
+    for k in (0, 2):
+        assert members[k].error is None
+        assert members[k].history.final["test_acc"] == pytest.approx(fit(cfgs[k], splits).final["test_acc"], abs=1e-12)
+
+
+def test_on_epoch_can_stop_one_member():
+    cfgs = [make_config(*DIGITS, "trainer.epochs=3", f"seed={s}") for s in range(3)]
+    members, _ = fit_population(cfgs, cached_splits(cfgs[0].data), on_epoch=lambda k, m: k == 1 and m["epoch"] == 1)
+    assert [len(m.history.epochs) for m in members] == [3, 1, 3]
+    assert members[1].stopped and not members[1].history.final and members[0].history.final
+
+
+def test_groups_share_what_must_be_shared_and_respect_the_size_limit():
+    cfgs = [make_config(*DIGITS, f"model.bn={bn}", f"seed={s}", f"optim.lr={lr}")
+            for bn in ("pre", "post") for s in range(3) for lr in (0.1, 0.01)]
+    groups = populations(cfgs, max_size=4, n_features=64, n_classes=10, n_eval_rows=400)
+    assert sorted(len(g) for g in groups) == [2, 2, 4, 4]
+    assert all(len({group_key(c) for c in g}) == 1 for g in groups)
+    assert sorted(id(c) for g in groups for c in g) == sorted(id(c) for c in cfgs)
+
+
+def test_memory_check_shrinks_groups_before_they_start(monkeypatch):
+    cfg = make_config(*DIGITS)
+    need = population.bytes_per_member(cfg, 64, 10, 400)
+    monkeypatch.setattr(population, "free_bytes", lambda device: 6 * need)  # half of it: room for 3
+    groups = populations([replace(cfg, seed=s) for s in range(7)], 100, 64, 10, 400)
+    assert [len(g) for g in groups] == [3, 3, 1]
+    monkeypatch.setattr(population, "free_bytes", lambda device: need)
+    with pytest.raises(MemoryError, match="trainer.batch_size"):
+        populations([cfg], 100, 64, 10, 400)
