@@ -35,8 +35,11 @@ run: $(VENV)/.ready  ## train the seed notebook's model on the shipped data, rec
 test: $(VENV)/.ready  ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
 
-sweep: $(VENV)/.ready  ## the full ablation grid (360 runs); JOBS=2 runs variants side by side; EXPERIMENT=bn|dropout|l2|lr for one factor
-	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
+# Populations by default; JOBS=N runs N variants side by side in processes instead (hydra-joblib-launcher).
+LAUNCHER = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),hydra/launcher=population)
+
+sweep: $(VENV)/.ready  ## the full ablation grid (360 runs) as populations; EXPERIMENT=bn|dropout|l2|lr for one factor; JOBS=2
+	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(LAUNCHER) $(ARGS)
 
 claims: $(VENV)/.ready  ## test each claim of the seed notes (13 variants x 5 seeds) and print the verdicts
 	$(PY) -m ablate.claims $(ARGS)

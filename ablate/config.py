@@ -167,9 +167,12 @@ def register_configs() -> None:
 
 
 def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
-    """Composed DictConfig -> RunConfig; range checks run here (dataclass __post_init__)."""
+    """Composed DictConfig (with or without Hydra's own ``hydra`` node) -> RunConfig; range checks run here
+    (dataclass __post_init__)."""
     if isinstance(cfg, RunConfig):
         return cfg
+    if "hydra" in cfg:  # a launcher's job config: keep the app's part, typed by the schema again
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 

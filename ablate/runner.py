@@ -48,7 +48,8 @@ def train_and_log(cfg: RunConfig) -> RunResult:
 
 
 def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
-                      on_result: Optional[Callable[[RunConfig, RunResult], None]] = None) -> list[RunResult]:
+                      on_result: Optional[Callable[[RunConfig, RunResult], None]] = None,
+                      memory_fraction: float = 0.5) -> list[RunResult]:
     """Train and record ``cfgs``, up to ``population_size`` at once; results in the order of ``cfgs``.
 
     A variant with a FINISHED run of the same config and code (in the same sweep, inside one) is skipped.
@@ -72,7 +73,7 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
         splits_of = {id(c): cached_splits(c.data) for c in todo}
         sizes = next(iter(splits_of.values()))
         for group in populations(todo, population_size, sizes.n_features, sizes.n_classes,
-                                 max(len(sizes.train), len(sizes.test))):
+                                 max(len(sizes.train), len(sizes.test)), memory_fraction):
             for cfg, result in zip(group, _train_group(tracker, group, splits_of[id(group[0])], sweep)):
                 results[id(cfg)] = result
                 if on_result:

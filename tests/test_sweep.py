@@ -82,3 +82,32 @@ def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running
     client = MlflowClient(tracking_uri)
     everything = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert not [r for r in everything if r.info.status == "RUNNING"]
+
+
+def test_population_launcher_records_runs_exactly_like_sequential_runs(migrated_store, tmp_path, monkeypatch):
+    import shutil
+
+    grid = ["model.bn=pre,none", "model.dropout=0,0.3", "seed=0,1", "trainer.epochs=1", *FAST]
+    stores = {}
+    for launcher in ("basic", "population"):
+        folder = tmp_path / launcher
+        folder.mkdir()
+        shutil.copy(migrated_store, folder / "mlflow.db")
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        out = multirun(*grid, f"hydra/launcher={launcher}", cwd=folder, env_extra={"MLFLOW_TRACKING_URI": uri})
+        assert out.returncode == 0, out.stderr
+        stores[launcher] = {r.data.tags["ablate.config_hash"]: r for r in train_runs(uri, "FINISHED")}
+    sequential, population = stores["basic"], stores["population"]
+    assert len(population) == 8 and set(population) == set(sequential)  # one FINISHED run per variant
+    for key, run in population.items():
+        twin = sequential[key]
+        assert set(run.data.params) == set(twin.data.params) and set(run.data.metrics) == set(twin.data.metrics)
+        assert set(run.data.tags) == set(twin.data.tags)
+        differing = {k for k in run.data.params if run.data.params[k] != twin.data.params[k]}
+        assert differing == {"tracking.uri"}  # the two stores, nothing else
+    assert len({r.data.tags["mlflow.parentRunId"] for r in population.values()}) == 1
+    uri = f"sqlite:///{tmp_path / 'population' / 'mlflow.db'}"
+    again = multirun(*grid, "hydra/launcher=population", cwd=tmp_path / "population",
+                     env_extra={"MLFLOW_TRACKING_URI": uri})
+    assert again.returncode == 0 and "continuing sweep" in again.stdout
+    assert len(train_runs(uri)) == 8  # resumed: nothing trained twice

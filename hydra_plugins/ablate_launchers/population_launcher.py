@@ -1,0 +1,64 @@
+"""``hydra/launcher=population``: a sweep's variants trained as populations in this process.
+
+Hydra finds launchers only under the ``hydra_plugins`` package, so this thin adapter lives here; the work is
+``ablate.runner.train_and_log_all``: skip finished variants, group the rest by what they must share, cut the
+groups to ``max_size`` members and to the free memory, train each group at once, log every member as its own
+MLflow run. Each member is reported to Hydra's callbacks as a finished job (progress bar, summary).
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+
+@dataclass
+class PopulationLauncherConf:
+    _target_: str = "hydra_plugins.ablate_launchers.population_launcher.PopulationLauncher"
+    max_size: int = 144  # members trained at once, at most (fewer where memory is short)
+    memory_fraction: float = 0.5  # of the device's free memory a population may take
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf,
+                             provider="ablate")
+
+
+class PopulationLauncher(Launcher):
+    def __init__(self, max_size: int = 144, memory_fraction: float = 0.5) -> None:
+        self.max_size, self.memory_fraction = max_size, memory_fraction
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from ablate.config import to_run_config
+        from ablate.runner import train_and_log_all
+
+        setup_globals()  # the sweep's progress bar and summary report; errors still reach the console
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        jobs: list[tuple[list[str], DictConfig, Any]] = []
+        for idx, overrides in enumerate(job_overrides):
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = sweep_config.hydra.job.num = initial_job_idx + idx
+            jobs.append((list(overrides), sweep_config, to_run_config(sweep_config)))
+        by_cfg = {id(cfg): (overrides, sweep_config) for overrides, sweep_config, cfg in jobs}
+        returns: dict[int, JobReturn] = {}
+
+        def on_result(cfg: Any, result: Any) -> None:
+            overrides, sweep_config = by_cfg[id(cfg)]
+            job_return = JobReturn(overrides=overrides, cfg=cfg, hydra_cfg=sweep_config,
+                                   working_dir=str(self.config.hydra.sweep.dir), task_name="ablate",
+                                   status=JobStatus.COMPLETED,
+                                   _return_value=result.metrics.get("val_acc", math.nan))
+            returns[id(cfg)] = job_return
+            self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=job_return)
+
+        train_and_log_all([cfg for _, _, cfg in jobs], self.max_size, on_result, self.memory_fraction)
+        return [returns[id(cfg)] for _, _, cfg in jobs]
