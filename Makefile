@@ -7,10 +7,12 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 JOBS ?= 1
+WORKERS ?= 1
 ARGS ?=
+STORAGE ?= studies/ablate.journal
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test sweep claims report ui bench clean
+.PHONY: help setup run test sweep search dashboard claims report ui bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -40,6 +42,13 @@ LAUNCHER = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_j
 
 sweep: $(VENV)/.ready  ## the full ablation grid (360 runs) as populations; EXPERIMENT=bn|dropout|l2|lr for one factor; JOBS=2
 	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(LAUNCHER) $(ARGS)
+
+search: $(VENV)/.ready  ## Optuna search over p, lambda, lr (ARGS="search.n_trials=50 model.bn=post"); WORKERS=4 processes
+	@for i in $$(seq 2 $(WORKERS)); do $(PY) -m ablate.search search.finalize=false $(ARGS) & done; \
+	$(PY) -m ablate.search $(ARGS); status=$$?; wait; exit $$status
+
+dashboard: $(VENV)/.ready  ## optuna-dashboard on the study's storage (STORAGE=postgresql://... for a shared one)
+	$(VENV)/bin/optuna-dashboard $(STORAGE)
 
 claims: $(VENV)/.ready  ## test each claim of the seed notes (13 variants x 5 seeds) and print the verdicts
 	$(PY) -m ablate.claims $(ARGS)

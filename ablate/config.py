@@ -149,6 +149,52 @@ class TrackingConfig:
     experiment: str = "ablate"
 
 
+class PrunerName(str, Enum):
+    median = "median"  # stop a trial whose validation accuracy is below the median of earlier trials' at that epoch
+    hyperband = "hyperband"
+    none = "none"
+
+
+@dataclass
+class SearchSpace:
+    """Ranges Optuna samples from. lambda is off (0) or log-uniform: a log scale cannot reach 0 by itself."""
+
+    dropout: list[float] = field(default_factory=lambda: [0.0, 0.6])  # uniform
+    weight_decay: list[float] = field(default_factory=lambda: [1e-6, 1e-2])  # log-uniform, when on
+    weight_decay_can_be_zero: bool = True  # a categorical "off" option beside the log-uniform range
+    lr: list[float] = field(default_factory=lambda: [1e-3, 1.0])  # log-uniform
+
+    def __post_init__(self) -> None:
+        for key, (low, high), floor in [("dropout", self.dropout, 0.0), ("weight_decay", self.weight_decay, 1e-300),
+                                        ("lr", self.lr, 1e-300)]:
+            _require(low < high and low >= floor and (key != "dropout" or high < 1), f"search.space.{key}",
+                     [low, high], "[low, high] with low < high" + (", both in [0, 1)" if key == "dropout"
+                                                                   else ", both positive (log scale)"))
+
+
+@dataclass
+class SearchConfig:
+    study: str = "ablate"
+    storage: Optional[str] = None  # None: a journal file studies/<study>.journal; or postgresql://user@host/db
+    n_trials: int = 20  # the study's budget: COMPLETE + PRUNED trials, over every worker
+    batch: int = 4  # trials asked at once and trained as one population
+    sampler_seed: int = 0
+    pruner: PrunerName = PrunerName.median
+    pruner_startup_trials: int = 4  # trials that finish before any is pruned
+    pruner_warmup_epochs: int = 2  # epochs a trial runs before it can be pruned
+    stale_after_s: float = 600.0  # a RUNNING trial without a heartbeat for this long belongs to a dead worker
+    retry_stale: bool = True  # re-run a dead worker's trial with the same params (else only mark it FAIL)
+    final_seeds: int = 3  # the best config retrained with this many seeds, evaluated once on the test split
+    finalize: bool = True  # false for extra workers: only one process reports, retrains and exports
+    space: SearchSpace = field(default_factory=SearchSpace)
+
+    def __post_init__(self) -> None:
+        _require(self.n_trials >= 0, "search.n_trials", self.n_trials, "0 or more")
+        _require(self.batch >= 1, "search.batch", self.batch, "at least 1")
+        _require(self.final_seeds >= 0, "search.final_seeds", self.final_seeds, "0 or more")
+        _require(self.stale_after_s > 0, "search.stale_after_s", self.stale_after_s, "positive")
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -156,6 +202,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)  # used by python -m ablate.search only
     seed: int = 42  # the notebook's torch.manual_seed
     force: bool = False  # re-run even when a FINISHED run of the same config and code exists
     experiment_name: Optional[str] = None  # set by conf/experiment/*: names the study in MLflow tags
@@ -177,7 +224,8 @@ def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
 
 
 def flatten(cfg: RunConfig) -> dict[str, Any]:
-    """Dotted names -> plain values (``model.bn`` -> ``pre``): MLflow params and config hashing use these."""
+    """Dotted names -> plain values (``model.bn`` -> ``pre``) of what a run is; the search's own settings are
+    not part of it. MLflow params and config hashing use these."""
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -188,7 +236,7 @@ def flatten(cfg: RunConfig) -> dict[str, Any]:
             flat[prefix[:-1]] = node
 
     walk("", OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
-    return flat
+    return {k: v for k, v in flat.items() if not k.startswith("search.")}
 
 
 # Keys that say where results go or how a run is launched, not what is trained.

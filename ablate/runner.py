@@ -47,21 +47,28 @@ def train_and_log(cfg: RunConfig) -> RunResult:
     return train_and_log_all([cfg])[0]
 
 
+# on_epoch(cfg, metrics) -> True stops that variant (a pruned trial): recorded KILLED, result status PRUNED.
+EpochHook = Callable[[RunConfig, dict[str, float]], Optional[bool]]
+
+
 def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
                       on_result: Optional[Callable[[RunConfig, RunResult], None]] = None,
-                      memory_fraction: float = 0.5) -> list[RunResult]:
+                      memory_fraction: float = 0.5, on_epoch: Optional[EpochHook] = None, kind: str = "train",
+                      tags_of: Optional[Callable[[RunConfig], dict[str, str]]] = None) -> list[RunResult]:
     """Train and record ``cfgs``, up to ``population_size`` at once; results in the order of ``cfgs``.
 
     A variant with a FINISHED run of the same config and code (in the same sweep, inside one) is skipped.
     A diverging variant is recorded FAILED alone; any other error marks its population's open runs FAILED
-    (KILLED on Ctrl-C) and propagates.
+    (KILLED on Ctrl-C) and propagates. ``kind`` and ``tags_of`` label the runs (the search's trials).
     """
+    if not cfgs:
+        return []
     tracker = Tracker(cfgs[0].tracking)
     sweep = SweepGroup.from_env()
     results: dict[int, RunResult] = {}
     todo: list[RunConfig] = []
     for cfg in cfgs:
-        done = None if cfg.force else tracker.find_finished(cfg, sweep.sweep_id if sweep else None)
+        done = None if cfg.force else tracker.find_finished(cfg, sweep.sweep_id if sweep else None, kind)
         if done is None:
             todo.append(cfg)
             continue
@@ -74,20 +81,23 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
         sizes = next(iter(splits_of.values()))
         for group in populations(todo, population_size, sizes.n_features, sizes.n_classes,
                                  max(len(sizes.train), len(sizes.test)), memory_fraction):
-            for cfg, result in zip(group, _train_group(tracker, group, splits_of[id(group[0])], sweep)):
+            for cfg, result in zip(group, _train_group(tracker, group, splits_of[id(group[0])], sweep, on_epoch,
+                                                       kind, tags_of)):
                 results[id(cfg)] = result
                 if on_result:
                     on_result(cfg, result)
     return [results[id(cfg)] for cfg in cfgs]
 
 
-def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits,
-                 sweep: Optional[SweepGroup]) -> list[RunResult]:
+def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep: Optional[SweepGroup],
+                 hook: Optional[EpochHook], kind: str,
+                 tags_of: Optional[Callable[[RunConfig], dict[str, str]]]) -> list[RunResult]:
     """One population: K open MLflow runs, one ``fit_population``, then each run ended on its own."""
     device, single = str(resolve_device(cfgs[0].trainer.device)), len(cfgs) == 1
     with contextlib.ExitStack() as stack:
         runs: list[RecordedRun] = [stack.enter_context(tracker.training_run(
-            cfg, device, sweep.parent_run_id if sweep else None, sweep.sweep_id if sweep else None)) for cfg in cfgs]
+            cfg, device, sweep.parent_run_id if sweep else None, sweep.sweep_id if sweep else None, kind,
+            tags_of(cfg) if tags_of else None)) for cfg in cfgs]
         for run, cfg in zip(runs, cfgs):
             run.log_text(summary(build_mlp(cfg.model, splits.n_features, splits.n_classes), splits.n_features),
                          "model_summary.txt")
@@ -97,9 +107,10 @@ def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits,
                  f"population of {len(cfgs)} on {device}: {model_line(cfgs[0], splits).split(', seed')[0]} ...")
         epoch_level = logging.INFO if single and not sweep else logging.DEBUG
 
-        def on_epoch(member: int, metrics: dict[str, float]) -> None:
+        def on_epoch(member: int, metrics: dict[str, float]) -> Optional[bool]:
             log.log(epoch_level, _epoch_line(metrics, cfgs[member].trainer.epochs))
             runs[member].log_epoch(metrics)
+            return hook(cfgs[member], metrics) if hook else None
 
         members, _ = fit_population(cfgs, splits, on_epoch)
         results = []
@@ -109,9 +120,13 @@ def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits,
                 log.error(f"run {run.run_id} diverged: {member.error}")
                 results.append(RunResult(run.run_id, "FAILED", {}))
                 continue
+            last = member.history.epochs[-1]
+            if member.stopped:
+                run.end("KILLED", f"pruned after epoch {int(last['epoch'])}")
+                results.append(RunResult(run.run_id, "PRUNED", dict(last)))
+                continue
             final = {k: v for k, v in member.history.final.items() if not math.isnan(v)}
             run.log_metrics(final, step=cfg.trainer.epochs)
-            last = member.history.epochs[-1]
             metrics = {**{k: last[k] for k in ("train_loss", "train_acc", "val_acc") if k in last}, **final}
             results.append(RunResult(run.run_id, "FINISHED", metrics))
     for run, result in zip(runs, results):

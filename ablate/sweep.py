@@ -49,21 +49,22 @@ def grid_shape(definition: list[str]) -> tuple[list[str], int]:
 class Sweep:
     """The MLflow parent run of a sweep: opened (or re-opened) at the start, closed with a summary."""
 
-    def __init__(self, tracker: Tracker, definition: list[str], total: int, factors: list[str]) -> None:
-        self.tracker, self.total, self.factors = tracker, total, factors
+    def __init__(self, tracker: Tracker, definition: list[str], total: int, factors: list[str],
+                 kind: str = "sweep") -> None:
+        self.tracker, self.total, self.factors, self.kind = tracker, total, factors, kind
         self.sweep_id = "sweep-" + hashlib.sha256("\n".join(definition).encode()).hexdigest()[:10]
         self.started_ms = int(time.time() * 1000)
         marked = tracker.mark_dead_runs(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}'")
         if marked:
             say(f"{marked} run(s) of an earlier, killed attempt at this sweep marked KILLED")
-        previous = tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` = 'sweep'", 1)
+        previous = tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` = '{kind}'", 1)
         if previous:
             self.parent_id = previous[0].info.run_id
             tracker.client.update_run(self.parent_id, status="RUNNING")
             say(f"continuing sweep {self.sweep_id} (MLflow run {self.parent_id}): finished variants are skipped")
         else:
             name = " ".join(definition)[:200] or "sweep"
-            self.parent_id = tracker.start_run(name, {TAG_SWEEP: self.sweep_id, TAG_KIND: "sweep",
+            self.parent_id = tracker.start_run(name, {TAG_SWEEP: self.sweep_id, TAG_KIND: kind,
                                                       TAG_FACTORS: ",".join(factors),
                                                       TAG_DEFINITION: " ".join(definition)[:5000]}).run_id
         SweepGroup(self.sweep_id, self.parent_id).to_env()
@@ -79,19 +80,24 @@ class Sweep:
                                        f"and attributes.status = 'FAILED' "
                                        f"and attributes.start_time >= {self.started_ms}"))
 
-    def close(self) -> int:
-        """Summary table, FINISHED parent; returns how many of this attempt's runs failed."""
+    def close(self, text: Optional[str] = None) -> int:
+        """Summary (a table of the runs unless ``text`` is given), FINISHED parent; returns how many of this
+        attempt's training runs failed."""
         from ablate.report import load_runs, markdown_table, summary_table  # pandas only at the end
 
         self.bar.close()
         runs = load_runs(self.tracker, self.sweep_id)
-        table = summary_table(runs, [f for f in self.factors if f != "seed"])
-        text = markdown_table(table) if len(table) else "(no FINISHED runs)"
+        if text is None:
+            table = summary_table(runs, [f for f in self.factors if f != "seed"])
+            text = markdown_table(table) if len(table) else "(no FINISHED runs)"
         self.tracker.client.log_text(self.parent_id, text, "summary.md")
         failed = self.failed_runs()
         self.tracker.client.set_terminated(self.parent_id, "FINISHED" if not failed else "FAILED")
         self.closed = True
-        say(f"\nSweep {self.sweep_id}: {len(runs)} FINISHED runs, {failed} failed in this attempt\n{text}\n"
+        finished = self.tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` != '{self.kind}' "
+                                       f"and attributes.status = 'FINISHED'")
+        say(f"\n{self.kind.capitalize()} {self.sweep_id}: {len(finished)} FINISHED runs, {failed} failed in this "
+            f"attempt\n{text}\n"
                  f"  MLflow: {self.tracker.runs_url()} (filter: tags.`{TAG_SWEEP}` = '{self.sweep_id}')\n"
                  f"  report: python -m ablate.report sweep={self.sweep_id}")
         return failed

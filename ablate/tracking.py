@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -47,7 +48,12 @@ def code_version() -> str:
     return commit[:12] + (f"+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
 
 
-def _pid_alive(pid: int) -> bool:
+def mask_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``: never print or log a password."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,11 +123,12 @@ class Tracker:
             if not token or len(runs) >= max_results:
                 return runs
 
-    def find_finished(self, cfg: RunConfig, sweep_id: Optional[str] = None) -> Optional[Run]:
+    def find_finished(self, cfg: RunConfig, sweep_id: Optional[str] = None, kind: str = "train") -> Optional[Run]:
         """A FINISHED run of the same config and code (within the sweep, if given): what resume skips."""
         in_sweep = f" and tags.`{TAG_SWEEP}` = '{sweep_id}'" if sweep_id else ""
         runs = self.search(f"tags.`{TAG_HASH}` = '{config_hash(cfg)}' and tags.`{TAG_CODE}` = '{code_version()}' "
-                           f"and attributes.status = 'FINISHED'{in_sweep}", max_results=1)
+                           f"and tags.`{TAG_KIND}` = '{kind}' and attributes.status = 'FINISHED'{in_sweep}",
+                           max_results=1)
         return runs[0] if runs else None
 
     def mark_dead_runs(self, extra_filter: str = "") -> int:
@@ -130,7 +137,7 @@ class Tracker:
         query = "attributes.status = 'RUNNING'" + (f" and {extra_filter}" if extra_filter else "")
         for run in self.search(query):
             tags = run.data.tags
-            if tags.get(TAG_HOST) == host and TAG_PID in tags and not _pid_alive(int(tags[TAG_PID])):
+            if tags.get(TAG_HOST) == host and TAG_PID in tags and not pid_alive(int(tags[TAG_PID])):
                 self.client.set_tag(run.info.run_id, TAG_ERROR, "its process died while the run was RUNNING")
                 self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
                 marked += 1
@@ -146,10 +153,11 @@ class Tracker:
 
     @contextlib.contextmanager
     def training_run(self, cfg: RunConfig, device: str, parent_id: Optional[str] = None,
-                     sweep_id: Optional[str] = None) -> Iterator["RecordedRun"]:
+                     sweep_id: Optional[str] = None, kind: str = "train",
+                     extra_tags: Optional[dict[str, str]] = None) -> Iterator["RecordedRun"]:
         """One MLflow run for one trained model: params, config, versions; FINISHED, FAILED or KILLED at the end."""
-        tags = {TAG_HASH: config_hash(cfg), TAG_KIND: "train", "device": device,
-                "torch": torch.__version__, "mlflow": mlflow.__version__}
+        tags = {TAG_HASH: config_hash(cfg), TAG_KIND: kind, "device": device,
+                "torch": torch.__version__, "mlflow": mlflow.__version__, **(extra_tags or {})}
         if sweep_id:
             tags[TAG_SWEEP] = sweep_id
         if cfg.experiment_name:
@@ -157,7 +165,9 @@ class Tracker:
         run = self.start_run(run_name(cfg), tags, parent_id)
         with run.lifecycle():
             run.log_params(flatten(cfg))
-            run.log_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), "config.yaml")
+            run.log_text(OmegaConf.to_yaml(OmegaConf.masked_copy(OmegaConf.structured(cfg),
+                                                                 [k for k in cfg.__dataclass_fields__ if k != "search"])),
+                         "config.yaml")
             yield run
 
 

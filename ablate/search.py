@@ -1,0 +1,288 @@
+"""Optuna search over dropout p, weight decay lambda and learning rate, trained as populations.
+
+``python -m ablate.search [overrides]`` (``make search``; ``make search WORKERS=4`` runs four processes on one
+study). Each round asks ``search.batch`` trials, trains them at once as one population, reports every epoch's
+validation accuracy to the pruner (pruning members one by one) and tells each result. The objective is the final
+validation accuracy: the test split is used once, by the best configuration, at the end.
+
+Optuna's heartbeat works only inside ``study.optimize``; with ask/tell, this module keeps its own: each trial
+records its host, pid and a heartbeat per epoch, and a RUNNING trial whose process is gone (or whose heartbeat is
+older than ``search.stale_after_s``) is marked FAIL and, by default, queued again with the same params.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from ablate.config import PrunerName, RunConfig, SearchConfig, SearchSpace
+from ablate.tracking import Tracker, mask_url, pid_alive
+
+log = logging.getLogger("ablate")
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what the budget counts
+PARAMS = ("model.dropout", "optim.weight_decay", "optim.lr")
+
+
+# ------------------------------------------------------------------------------------------ the study
+def storage_url(cfg: SearchConfig) -> str:
+    return cfg.storage or f"studies/{cfg.study}.journal"
+
+
+def open_study(cfg: SearchConfig, epochs: int) -> optuna.Study:
+    """The study in its storage (created on first use): a journal file by default, or an RDB URL."""
+    url = storage_url(cfg)
+    if "://" in url:  # postgresql://... for several machines (sqlite:/// works for one process only)
+        storage: optuna.storages.BaseStorage | str = url
+    else:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    pruner = {PrunerName.median: optuna.pruners.MedianPruner(cfg.pruner_startup_trials, cfg.pruner_warmup_epochs),
+              PrunerName.hyperband: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs),
+              PrunerName.none: optuna.pruners.NopPruner()}[cfg.pruner]
+    study = optuna.create_study(study_name=cfg.study, storage=storage, direction="maximize", load_if_exists=True,
+                                pruner=pruner)
+    # The first process on a fresh study is reproducible from sampler_seed; a process joining a study that
+    # has trials (a resume) or an extra worker must not replay the same draws, so its seed mixes in more.
+    existing = len(study.get_trials(deepcopy=False))
+    seed = cfg.sampler_seed if existing == 0 and cfg.finalize else hash((cfg.sampler_seed, existing, os.getpid()))
+    study.sampler = optuna.samplers.TPESampler(seed=seed % 2**32)
+    return study
+
+
+def suggest(trial: Trial, space: SearchSpace) -> dict[str, float]:
+    """Sample p (uniform), lambda (off, or log-uniform) and lr (log-uniform); the keys are config keys."""
+    on = trial.suggest_categorical("weight_decay_on", [True, False]) if space.weight_decay_can_be_zero else True
+    return {"model.dropout": trial.suggest_float("model.dropout", *space.dropout),
+            "optim.weight_decay": trial.suggest_float("optim.weight_decay", *space.weight_decay, log=True) if on else 0.0,
+            "optim.lr": trial.suggest_float("optim.lr", *space.lr, log=True)}
+
+
+def trial_values(params: dict) -> dict[str, float]:
+    """A finished trial's params as config values (lambda is 0 where the trial switched it off)."""
+    return {"model.dropout": params["model.dropout"], "optim.lr": params["optim.lr"],
+            "optim.weight_decay": params.get("optim.weight_decay", 0.0) if params.get("weight_decay_on", True) else 0.0}
+
+
+def apply(base: RunConfig, values: dict[str, float]) -> RunConfig:
+    return replace(base, model=replace(base.model, dropout=values["model.dropout"]),
+                   optim=replace(base.optim, lr=values["optim.lr"], weight_decay=values["optim.weight_decay"]))
+
+
+def fail_stale_trials(study: optuna.Study, cfg: SearchConfig) -> int:
+    """RUNNING trials of dead workers -> FAIL (and queued again with the same params if ``retry_stale``)."""
+    failed, now = 0, time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        beat = attrs.get("heartbeat", trial.datetime_start.timestamp() if trial.datetime_start else now)
+        gone = attrs.get("host") == socket.gethostname() and "pid" in attrs and not pid_alive(int(attrs["pid"]))
+        if gone or now - beat > cfg.stale_after_s:
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            if cfg.retry_stale and trial.params:
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            failed += 1
+    return failed
+
+
+def ask_within_budget(study: optuna.Study, cfg: SearchConfig) -> list[Trial]:
+    """Up to ``batch`` new trials such that COMPLETE + PRUNED + RUNNING never exceeds ``n_trials``.
+
+    Workers racing for the last places all rank the counted trials by number and agree on who is in; a trial
+    asked beyond the budget is failed at once (tagged over_budget), so the budget holds exactly.
+    """
+    remaining = cfg.n_trials - len(study.get_trials(deepcopy=False, states=COUNTED))
+    asked = [study.ask() for _ in range(max(0, min(cfg.batch, remaining)))]
+    if not asked:
+        return []
+    inside = set(sorted(t.number for t in study.get_trials(deepcopy=False, states=COUNTED))[:cfg.n_trials])
+    kept = []
+    for trial in asked:
+        if trial.number in inside:
+            kept.append(trial)
+        else:
+            trial.set_user_attr("over_budget", True)
+            study.tell(trial, state=TrialState.FAIL)
+    return kept
+
+
+# ---------------------------------------------------------------------------------------- the search
+def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
+    """Work on the study until its budget is spent, then (if ``search.finalize``) report, export and retrain."""
+    from ablate import UserError
+    from ablate.runner import train_and_log_all
+    from ablate.sweep import Sweep, say
+
+    s = cfg.search
+    if cfg.data.val_fraction <= 0:
+        raise UserError("the search chooses on validation accuracy: set data.val_fraction > 0 "
+                        "(the test split is never used for choosing).")
+    study = open_study(s, cfg.trainer.epochs)
+    tracker = Tracker(cfg.tracking)
+    group = Sweep(tracker, ["search", s.study, mask_url(storage_url(s))], s.n_trials, list(PARAMS), kind="search")
+    tracker.client.set_tag(group.parent_id, "optuna.study", s.study)
+    tracker.client.set_tag(group.parent_id, "optuna.storage", mask_url(storage_url(s)))
+    group.bar.update(len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))))
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    while True:
+        if fail_stale_trials(study, s):
+            say("trials of a dead worker were marked FAIL" + (" and queued again" if s.retry_stale else ""))
+        trials = ask_within_budget(study, s)
+        if not trials:
+            break
+        cfgs = [apply(cfg, suggest(trial, s.space)) for trial in trials]
+        trial_of = {id(c): t for c, t in zip(cfgs, trials)}
+        for trial in trials:
+            for key, value in {**me, "heartbeat": time.time()}.items():
+                trial.set_user_attr(key, value)
+
+        def on_epoch(c: RunConfig, metrics: dict[str, float]) -> bool:
+            trial = trial_of[id(c)]
+            trial.report(metrics["val_acc"], int(metrics["epoch"]))
+            trial.set_user_attr("heartbeat", time.time())
+            return trial.should_prune()
+
+        results = train_and_log_all(cfgs, len(cfgs), on_epoch=on_epoch, kind="trial", tags_of=lambda c: {
+            "optuna.study": s.study, "optuna.trial": str(trial_of[id(c)].number)})
+        for c, trial, result in zip(cfgs, trials, results):
+            finished = result.status in ("FINISHED", "SKIPPED")  # a diverged trial counts as pruned
+            if result.status == "FAILED":
+                trial.set_user_attr("diverged", True)
+            frozen = study.tell(trial, result.metrics["val_acc"] if finished else None,
+                                state=TrialState.COMPLETE if finished else TrialState.PRUNED)
+            tracker.client.set_tag(result.run_id, "optuna.state", frozen.state.name)
+            group.job_done()
+    if not s.finalize:
+        group.bar.close()
+        return None
+    return finalize(cfg, study, tracker, group)
+
+
+def wait_for_other_workers(study: optuna.Study, cfg: SearchConfig) -> None:
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        fail_stale_trials(study, cfg)
+        time.sleep(2)
+
+
+def best_overrides(trial: FrozenTrial) -> list[str]:
+    return [f"{k}={v:.6g}" for k, v in trial_values(trial.params).items()]
+
+
+def export_best(trial: FrozenTrial, folder: Path) -> Path:
+    """The best trial as an experiment config: ``python -m ablate --config-dir <folder> +experiment=best``."""
+    path = folder / "experiment" / "best.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = trial_values(trial.params)
+    path.write_text(f"# @package _global_\n# Best trial {trial.number} of its study: validation accuracy "
+                    f"{trial.value:.4f}.\nexperiment_name: best\n"
+                    f"model:\n  dropout: {values['model.dropout']!r}\n"
+                    f"optim:\n  lr: {values['optim.lr']!r}\n  weight_decay: {values['optim.weight_decay']!r}\n")
+    return path
+
+
+def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Optional[FrozenTrial]:
+    """Best trial: printed as a command, exported as YAML, retrained with several seeds, tested once."""
+    from ablate.runner import train_and_log_all
+
+    s = cfg.search
+    wait_for_other_workers(study, s)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        group.close("(no COMPLETE trial)")
+        return None
+    best = study.best_trial
+    folder = Path("studies") / s.study
+    yaml_path = export_best(best, folder)
+    tested = [r for r in train_and_log_all([apply(replace(cfg, seed=seed), trial_values(best.params))
+                                            for seed in range(s.final_seeds)], max(1, s.final_seeds), kind="final")
+              if r.status in ("FINISHED", "SKIPPED")]
+    accs = [r.metrics["test_acc"] for r in tested]
+    mean = sum(accs) / len(accs) if accs else math.nan
+    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else math.nan
+    states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    client, parent = tracker.client, group.parent_id
+    logged = client.get_run(parent).data.params  # params are write-once: a resumed study keeps its first best
+    for key, value in trial_values(best.params).items():
+        if f"best.{key}" not in logged:
+            client.log_param(parent, f"best.{key}", value)
+    for key, value in {"best_val_acc": best.value, "best_trial": best.number, "final_test_acc_mean": mean,
+                       "final_test_acc_std": std}.items():
+        if not math.isnan(value):
+            client.log_metric(parent, key, value)
+    for plot in _plots(study, folder):
+        client.log_artifact(parent, str(plot), "optuna")
+    client.log_artifact(parent, str(yaml_path), "optuna")
+    command = "python -m ablate " + " ".join(best_overrides(best))
+    text = (f"Study {s.study} ({mask_url(storage_url(s))}): " + ", ".join(f"{n} {k}" for k, n in states.items() if n)
+            + f"\nbest: trial {best.number}, validation accuracy {best.value:.4f}\n  {command}\n"
+            f"  or: python -m ablate --config-dir {folder} +experiment=best   ({yaml_path})\n"
+            f"best config retrained with {len(accs)} seeds, test accuracy {mean:.4f} ± {std:.4f} (used once)")
+    group.close(text)
+    return best
+
+
+def _plots(study: optuna.Study, folder: Path) -> list[Path]:
+    """Optimisation history, parameter importances, slices, and the p x lambda contour, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as vis
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    plots = {"history": lambda: vis.plot_optimization_history(study),
+             "importances": lambda: vis.plot_param_importances(study),
+             "slice": lambda: vis.plot_slice(study, params=list(PARAMS)),
+             "contour_p_lambda": lambda: vis.plot_contour(study, params=["model.dropout", "optim.weight_decay"])}
+    written = []
+    for name, draw in plots.items():
+        try:
+            axes = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError) as err:  # too few trials for this plot
+            log.debug(f"plot {name} skipped: {err}")
+            continue
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+        figure.set_size_inches(9, 5)
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    """Hydra entry point (``python -m ablate.search``): the same config groups as ``python -m ablate``."""
+    import hydra
+    from omegaconf import DictConfig
+
+    from ablate import UserError
+    from ablate.config import register_configs, to_run_config
+
+    register_configs()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+    def search(config: DictConfig) -> None:
+        try:
+            run_search(to_run_config(config))
+        except UserError as err:
+            log.error(f"error: {err}")
+            sys.exit(2)
+
+    search()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The Optuna search on real storages (a journal file; PostgreSQL where reachable) into a temporary MLflow store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from ablate.config import ConfigValueError
+from ablate.search import apply, export_best, open_study, run_search, trial_values
+from tests.conftest import REPO, make_config
+
+FAST = ("data=digits", "trainer.device=cpu", "trainer.epochs=3", "search.final_seeds=2")
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_reachable() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3").close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: no PostgreSQL here
+        return False
+
+
+def mlflow_runs(uri, kind):
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.`ablate.kind` = '{kind}'")
+
+
+def states(study):
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+@pytest.mark.parametrize("override, key", [("search.space.lr=[0.1,0.01]", "search.space.lr"),
+                                           ("search.space.dropout=[0,1.2]", "search.space.dropout"),
+                                           ("search.space.weight_decay=[0,0.1]", "search.space.weight_decay"),
+                                           ("search.batch=0", "search.batch")])
+def test_bad_search_space_is_a_clear_error(override, key):
+    with pytest.raises(ConfigValueError, match=key.replace(".", r"\.")):
+        make_config(override)
+
+
+def test_search_needs_a_validation_split(tracking_uri, tmp_path):
+    with pytest.raises(Exception, match="data.val_fraction"):
+        run_search(make_config(*FAST, "data.val_fraction=0", f"search.storage={tmp_path}/s.journal"))
+
+
+def test_a_search_fills_its_budget_prunes_records_and_resumes(tracking_uri, tmp_path):
+    storage = f"{tmp_path}/studies/s.journal"
+    args = [*FAST, f"search.storage={storage}", "search.batch=3", "search.pruner_startup_trials=1",
+            "search.pruner_warmup_epochs=0"]
+    best = run_search(make_config(*args, "search.n_trials=6"))
+    study = open_study(make_config(*args).search, 3)
+    finished = [s for s in states(study) if s in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 6 and TrialState.PRUNED in finished  # an eager pruner prunes
+    trials = mlflow_runs(tracking_uri, "trial")
+    assert len(trials) == 6 and len(mlflow_runs(tracking_uri, "search")) == 1
+    assert {r.data.tags["optuna.state"] for r in trials} <= {"COMPLETE", "PRUNED"}
+    # the objective is validation accuracy, never test accuracy
+    for run in trials:
+        if run.data.tags["optuna.state"] == "COMPLETE":
+            trial = study.trials[int(run.data.tags["optuna.trial"])]
+            assert trial.value == pytest.approx(run.data.metrics["val_acc"])
+    assert best.value == max(t.value for t in study.trials if t.state == TrialState.COMPLETE)
+    parent = mlflow_runs(tracking_uri, "search")[0]
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(best.value)
+    assert "final_test_acc_mean" in parent.data.metrics and parent.data.params["best.optim.lr"]
+    artifacts = {a.path for a in MlflowClient(tracking_uri).list_artifacts(parent.info.run_id, "optuna")}
+    assert "optuna/history.png" in artifacts and "optuna/best.yaml" in artifacts
+
+    run_search(make_config(*args, "search.n_trials=8"))  # the same study, a larger budget: resumes
+    study = open_study(make_config(*args).search, 3)
+    assert len([s for s in states(study) if s in (TrialState.COMPLETE, TrialState.PRUNED)]) == 8
+    assert len(mlflow_runs(tracking_uri, "trial")) == 8 and len(mlflow_runs(tracking_uri, "search")) == 1
+
+
+def test_exported_best_config_reproduces_the_trial(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        params={"model.dropout": 0.123, "weight_decay_on": True, "optim.weight_decay": 3.2e-4, "optim.lr": 0.0456},
+        distributions={"model.dropout": optuna.distributions.FloatDistribution(0, 0.6),
+                       "weight_decay_on": optuna.distributions.CategoricalDistribution([True, False]),
+                       "optim.weight_decay": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
+                       "optim.lr": optuna.distributions.FloatDistribution(1e-3, 1, log=True)}, value=0.9))
+    path = export_best(study.best_trial, tmp_path)
+    exported = OmegaConf.load(path)
+    cfg = make_config(f"model.dropout={exported.model.dropout}", f"optim.lr={exported.optim.lr}",
+                      f"optim.weight_decay={exported.optim.weight_decay}")
+    expected = apply(make_config(), trial_values(study.best_trial.params))
+    assert (cfg.model.dropout, cfg.optim.lr, cfg.optim.weight_decay) == \
+        (expected.model.dropout, expected.optim.lr, expected.optim.weight_decay) == (0.123, 0.0456, 3.2e-4)
+    assert trial_values({**study.best_trial.params, "weight_decay_on": False})["optim.weight_decay"] == 0.0
+
+
+def start_worker(args, cwd, env):
+    return subprocess.Popen([sys.executable, "-m", "ablate.search", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL on 127.0.0.1:5432 (database test)")
+def test_four_workers_on_postgresql_complete_the_budget_exactly(tracking_uri, tmp_path):
+    study_name = f"ablate-test-{uuid.uuid4().hex[:8]}"
+    args = [*FAST, f"search.storage={PG_URL}", f"search.study={study_name}", "search.n_trials=10", "search.batch=2",
+            "search.pruner=none", "trainer.epochs=2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    workers = [start_worker([*args, f"search.finalize={i == 0}"], tmp_path, env) for i in range(4)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    study = optuna.load_study(study_name=study_name, storage=PG_URL)
+    counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == 10 and not [t for t in study.trials if t.state == TrialState.RUNNING]
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers)))  # none lost, none duplicated
+    assert len({t.number for t in counted}) == 10
+    assert len(mlflow_runs(tracking_uri, "trial")) == 10
+    optuna.delete_study(study_name=study_name, storage=PG_URL)
+
+
+def test_a_worker_killed_mid_trial_is_detected_and_its_trial_retried(tracking_uri, tmp_path):
+    storage = f"{tmp_path}/s.journal"
+    args = [*FAST, f"search.storage={storage}", "search.n_trials=3", "search.batch=1", "search.pruner=none",
+            "trainer.epochs=30", "search.final_seeds=0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    worker = start_worker(args, tmp_path, env)
+    study = None
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a trial is mid-training (it has a reported epoch)
+        time.sleep(0.5)
+        if os.path.exists(storage):
+            study = optuna.load_study(study_name="ablate", storage=optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(storage)))
+            if any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
+                break
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert study is not None
+    fast = [a for a in args if not a.startswith("trainer.epochs")] + ["trainer.epochs=2"]
+    restarted = start_worker(fast, tmp_path, env)
+    output = restarted.communicate(timeout=300)[0]
+    assert restarted.returncode == 0, output
+    study = optuna.load_study(study_name="ablate", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)))
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) >= 1 and any(t.user_attrs.get("retry_of") == failed[0].number for t in trials)
+    assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 3
