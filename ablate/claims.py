@@ -1,7 +1,8 @@
 """The seed notes' claims, each an experiment with a stated test and a verdict that comes from the data.
 
-``python -m ablate.claims [seeds=5] [epochs=10] [overrides...]`` (``make claims``) trains every arm of every
-claim over the same seeds (a resumable sweep, like any other), then compares arm A with arm B seed by seed:
+``python -m ablate.claims [seeds=5] [epochs=10] [population=64] [overrides...]`` (``make claims``) trains every
+arm of every claim over the same seeds (a resumable sweep, trained as populations), then compares arm A with arm B
+seed by seed:
 a paired t-test of the per-seed difference in the claim's metric. Verdicts:
 
 - supported: the difference points the claimed way and p < 0.05 (one-sided);
@@ -170,12 +171,13 @@ def main(argv: list[str]) -> None:
 
     from ablate.config import flatten, register_configs, to_run_config
     from ablate.report import load_runs
-    from ablate.runner import train_and_log
+    from ablate.runner import train_and_log_all
     from ablate.sweep import Sweep
     from ablate.tracking import REPO, Tracker
 
-    options = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in ("seeds", "epochs"))
-    overrides = [a for a in argv if a.split("=", 1)[0] not in ("seeds", "epochs")]
+    ours = ("seeds", "epochs", "population")
+    options = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in ours)
+    overrides = [a for a in argv if a.split("=", 1)[0] not in ours]
     seeds, epochs = int(options.get("seeds", 5)), int(options.get("epochs", 10))
     register_configs()
     variants = [dict(t) for t in sorted({tuple(sorted(arm.items())) for c in CLAIMS for arm in claim_arms(c)})]
@@ -189,9 +191,8 @@ def main(argv: list[str]) -> None:
     tracker = Tracker(base_cfg.tracking)
     definition = ["claims", f"seeds={seeds}", f"epochs={epochs}", *overrides]
     sweep = Sweep(tracker, definition, len(configs), [*claim_keys(), "seed"])
-    for cfg in configs:
-        train_and_log(cfg)
-        sweep.job_done()
+    train_and_log_all(configs, population_size=int(options.get("population", 64)),
+                      on_result=lambda cfg, result: sweep.job_done())
     sweep.close()
     runs = load_runs(tracker, sweep.sweep_id, statuses=("FINISHED", "FAILED"))
     text = verdict_table([judge(c, runs, base) for c in CLAIMS])
