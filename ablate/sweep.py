@@ -114,6 +114,11 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.sweep: Optional[Sweep] = None
 
+    def __getstate__(self) -> dict:
+        """Launchers that run jobs in other processes (joblib, Ray, submitit) pickle their callbacks: the sweep
+        (its progress bar, its MLflow client) stays in the sweep's own process."""
+        return {"sweep": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         definition = sweep_definition(config)
         factors, total = grid_shape(definition)

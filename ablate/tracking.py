@@ -90,7 +90,7 @@ class Tracker:
     """The MLflow experiment runs are recorded in; created on first use with the UI's training-runs view."""
 
     def __init__(self, cfg: TrackingConfig) -> None:
-        self.uri = cfg.uri
+        self.uri = mask_url(cfg.uri)  # for display; the client gets the real one
         mlflow.set_tracking_uri(cfg.uri)  # also for mlflow's own helpers that read the global URI
         self.client = MlflowClient(cfg.uri)
         experiment = self.client.get_experiment_by_name(cfg.experiment)
@@ -145,7 +145,8 @@ class Tracker:
 
     def start_run(self, name: str, tags: dict[str, str], parent_id: Optional[str] = None) -> "RecordedRun":
         tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_CODE: code_version(),
-                "mlflow.source.git.commit": code_version().split("+")[0], "mlflow.source.name": "ablate", **tags}
+                "mlflow.source.git.commit": code_version().split("+")[0], "mlflow.source.name": "ablate",
+                "git.dirty": str("+dirty" in code_version()).lower(), **tags}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
@@ -165,9 +166,8 @@ class Tracker:
         run = self.start_run(run_name(cfg), tags, parent_id)
         with run.lifecycle():
             run.log_params(flatten(cfg))
-            run.log_text(OmegaConf.to_yaml(OmegaConf.masked_copy(OmegaConf.structured(cfg),
-                                                                 [k for k in cfg.__dataclass_fields__ if k != "search"])),
-                         "config.yaml")
+            run.log_text(mask_url(OmegaConf.to_yaml(OmegaConf.masked_copy(
+                OmegaConf.structured(cfg), [k for k in cfg.__dataclass_fields__ if k != "search"]))), "config.yaml")
             yield run
 
 
@@ -182,7 +182,7 @@ class RecordedRun:
         self._last_flush = time.monotonic()
 
     def log_params(self, params: dict[str, object]) -> None:
-        items = [Param(k, str(v)) for k, v in params.items()]
+        items = [Param(k, mask_url(str(v))) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 

@@ -24,6 +24,7 @@ def test_a_run_is_recorded_finished_with_params_metrics_and_artifacts(tracking_u
     assert run.data.params["model.bn"] == "pre" and run.data.params["optim.lr"] == "0.1"
     assert run.data.params["data.name"] == "digits" and run.data.tags["ablate.config_hash"]
     assert run.data.tags["mlflow.source.git.commit"] and run.data.tags["torch"] and run.data.tags["device"] == "cpu"
+    assert run.data.tags["git.dirty"] in ("true", "false")
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
     assert run.data.metrics["test_acc"] == pytest.approx(result.metrics["test_acc"])
@@ -108,3 +109,18 @@ def test_cli_run_prints_epochs_and_where_the_run_went(tracking_uri, tmp_path):
     text = out.stdout + out.stderr
     assert "bn=post, dropout=0.1, sgd lr=0.05, weight_decay=0.0001" in text and "seed=3" in text
     assert "epoch   2/2" in text and "FINISHED" in text and "#/experiments/" in text and tracking_uri in text
+
+
+def test_a_password_in_a_uri_is_masked_in_params_config_and_console(tracking_uri, caplog):
+    from ablate.tracking import mask_url
+
+    assert mask_url("postgresql://ada:s3cret@db:5432/ml") == "postgresql://ada:***@db:5432/ml"
+    assert mask_url("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    cfg = make_config(*QUICK, "data.name=postgresql://ada:s3cret@db/x")  # a secret-bearing value in any param
+    with caplog.at_level("INFO", logger="ablate"):
+        result = train_and_log(cfg)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
+    assert "s3cret" not in str(run.data.params) and "s3cret" not in str(run.data.tags)
+    assert "s3cret" not in open(client.download_artifacts(result.run_id, "config.yaml")).read()
+    assert "s3cret" not in caplog.text

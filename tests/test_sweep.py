@@ -111,3 +111,12 @@ def test_population_launcher_records_runs_exactly_like_sequential_runs(migrated_
                      env_extra={"MLFLOW_TRACKING_URI": uri})
     assert again.returncode == 0 and "continuing sweep" in again.stdout
     assert len(train_runs(uri)) == 8  # resumed: nothing trained twice
+
+
+def test_two_local_jobs_side_by_side_group_as_one_sweep(tracking_uri, tmp_path):
+    out = multirun("model.bn=pre,none", "trainer.epochs=1", *FAST, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    runs = train_runs(tracking_uri, "FINISHED")
+    assert len(runs) == 2 and len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+    assert len({r.data.tags["ablate.pid"] for r in runs}) == 2  # trained in two worker processes
