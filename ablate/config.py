@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
@@ -213,19 +213,29 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
+def typed_node(cfg: DictConfig) -> DictConfig:
+    """The app's part of a composed config (without Hydra's own ``hydra`` node), typed by the schema."""
+    if "hydra" not in cfg:
+        return cfg
+    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+
+
 def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
-    """Composed DictConfig (with or without Hydra's own ``hydra`` node) -> RunConfig; range checks run here
-    (dataclass __post_init__)."""
+    """Composed DictConfig -> RunConfig; range checks run here (dataclass __post_init__)."""
     if isinstance(cfg, RunConfig):
         return cfg
-    if "hydra" in cfg:  # a launcher's job config: keep the app's part, typed by the schema again
-        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    return OmegaConf.to_object(typed_node(cfg))  # type: ignore[return-value]
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Nested plain values (enums as their names), without the search's own settings: what a run is."""
+    plain = asdict(cfg, dict_factory=lambda items: {k: v.value if isinstance(v, Enum) else v for k, v in items})
+    plain.pop("search")
+    return plain
 
 
 def flatten(cfg: RunConfig) -> dict[str, Any]:
-    """Dotted names -> plain values (``model.bn`` -> ``pre``) of what a run is; the search's own settings are
-    not part of it. MLflow params and config hashing use these."""
+    """Dotted names -> plain values (``model.bn`` -> ``pre``): MLflow params and config hashing use these."""
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -235,8 +245,8 @@ def flatten(cfg: RunConfig) -> dict[str, Any]:
         else:
             flat[prefix[:-1]] = node
 
-    walk("", OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
-    return {k: v for k, v in flat.items() if not k.startswith("search.")}
+    walk("", to_dict(cfg))
+    return flat
 
 
 # Keys that say where results go or how a run is launched, not what is trained.

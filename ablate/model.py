@@ -129,7 +129,9 @@ def _batch_norm(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, runnin
     """BatchNorm of K members with PyTorch's own kernel, the members' channels side by side: per channel it
     computes exactly what nn.BatchNorm1d computes (bit for bit, running averages included)."""
     k, c = gamma.shape
-    rows = _ContiguousGrad.apply(h).transpose(0, 1).reshape(-1, k * c)  # [B, K*C]: member k's channel j at k*C+j
+    if k > 1:  # with one member the layout change is a no-op and so is the gradient's
+        h = _ContiguousGrad.apply(h)
+    rows = h.transpose(0, 1).reshape(-1, k * c)  # [B, K*C]: member k's channel j at column k*C + j
     out = F.batch_norm(rows, running_mean.view(-1), running_var.view(-1), gamma.reshape(-1), beta.reshape(-1),
                        train, momentum, eps)
     return out.view(-1, k, c).transpose(0, 1).contiguous()

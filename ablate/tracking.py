@@ -21,11 +21,11 @@ from typing import Iterator, Optional
 
 import mlflow
 import torch
+import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
-from omegaconf import OmegaConf
 
-from ablate.config import RunConfig, TrackingConfig, config_hash, flatten
+from ablate.config import RunConfig, TrackingConfig, config_hash, flatten, to_dict
 
 REPO = Path(__file__).resolve().parent.parent
 TAG_HASH, TAG_CODE, TAG_SWEEP = "ablate.config_hash", "ablate.code_version", "ablate.sweep_id"
@@ -166,8 +166,7 @@ class Tracker:
         run = self.start_run(run_name(cfg), tags, parent_id)
         with run.lifecycle():
             run.log_params(flatten(cfg))
-            run.log_text(mask_url(OmegaConf.to_yaml(OmegaConf.masked_copy(
-                OmegaConf.structured(cfg), [k for k in cfg.__dataclass_fields__ if k != "search"]))), "config.yaml")
+            run.log_text(mask_url(yaml.safe_dump(to_dict(cfg), sort_keys=False)), "config.yaml")
             yield run
 
 

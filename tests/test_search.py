@@ -154,3 +154,13 @@ def test_a_worker_killed_mid_trial_is_detected_and_its_trial_retried(tracking_ur
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) >= 1 and any(t.user_attrs.get("retry_of") == failed[0].number for t in trials)
     assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 3
+
+
+def test_diverging_trials_are_pruned_and_the_study_goes_on(tracking_uri, tmp_path):
+    cfg = make_config(*FAST, "model.bn=none", "search.space.lr=[1e3,1e4]", "search.n_trials=3", "search.batch=3",
+                      "search.final_seeds=0", f"search.storage={tmp_path}/d.journal")
+    assert run_search(cfg) is None  # no COMPLETE trial to report
+    study = open_study(cfg.search, 3)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
+    assert all(t.user_attrs.get("diverged") for t in study.trials)
+    assert {r.data.tags["optuna.state"] for r in mlflow_runs(tracking_uri, "trial")} == {"PRUNED"}
