@@ -169,7 +169,7 @@ def main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ablate.config import flatten, register_configs, to_run_config
+    from ablate.config import config_hash, flatten, register_configs, to_run_config
     from ablate.report import load_runs
     from ablate.runner import train_and_log_all
     from ablate.sweep import Sweep
@@ -187,6 +187,7 @@ def main(argv: list[str]) -> None:
                                                               *[f"{k}={v}" for k, v in arm.items()], f"seed={seed}",
                                                               "+experiment_name=claims"]))
                    for arm in variants for seed in range(seeds)]
+    configs = list({config_hash(c): c for c in configs}.values())  # arms of several claims share variants
     base = {k: str(v) for k, v in flatten(base_cfg).items() if k in claim_keys()}
     tracker = Tracker(base_cfg.tracking)
     definition = ["claims", f"seeds={seeds}", f"epochs={epochs}", *overrides]
