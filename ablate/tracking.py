@@ -205,9 +205,6 @@ class RecordedRun:
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
 
-    def log_file(self, path: str | Path, folder: Optional[str] = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), folder)
-
     def end(self, status: str, error: Optional[str] = None) -> None:
         if self.status is not None:
             return
