@@ -30,5 +30,15 @@ def main(cfg: DictConfig) -> float:
     return result.metrics.get("val_acc", result.metrics.get("test_acc", math.nan))
 
 
+def cli() -> None:
+    """``python -m ablate`` and the ``ablate`` command: Ctrl-C ends with one line, not a traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs stay recorded and the interrupted one is marked KILLED; "
+              "the same command resumes where this one stopped.", file=sys.stderr)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

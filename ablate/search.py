@@ -281,7 +281,12 @@ def main() -> None:
             log.error(f"error: {err}")
             sys.exit(2)
 
-    search()
+    try:
+        search()
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials stay in the study and the interrupted ones are marked FAIL when a "
+              "worker next starts; the same command resumes the study.", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

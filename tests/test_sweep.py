@@ -120,3 +120,22 @@ def test_two_local_jobs_side_by_side_group_as_one_sweep(tracking_uri, tmp_path):
     runs = train_runs(tracking_uri, "FINISHED")
     assert len(runs) == 2 and len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
     assert len({r.data.tags["ablate.pid"] for r in runs}) == 2  # trained in two worker processes
+
+
+def test_ctrl_c_mid_sweep_keeps_finished_runs_and_leaves_nothing_running(tracking_uri, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "-m", "model.dropout=0,0.1,0.2,0.3", "trainer.epochs=20",
+                             *FAST], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not train_runs(tracking_uri, "FINISHED"):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: finished runs stay recorded" in err and "Traceback" not in err
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len(train_runs(tracking_uri, "FINISHED")) >= 1
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert any(r.data.tags.get("ablate.kind") == "sweep" for r in killed)
