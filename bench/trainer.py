@@ -114,7 +114,7 @@ def main() -> None:
         rows.append((f"ablate {'single run' if k == 1 else f'population K={k}'}", k, seconds))
 
     ref_rate = args.epochs / ref
-    print(f"\n| trainer | models | seconds | model-epochs/s | x reference |\n|---|---|---|---|---|")
+    print("\n| trainer | models | seconds | model-epochs/s | x reference |\n|---|---|---|---|---|")
     for name, k, seconds in rows:
         rate = k * args.epochs / seconds
         print(f"| {name} | {k} | {seconds:.2f} | {rate:.1f} | {rate / ref_rate:.2f} |")
