@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ablate import UserError
+from ablate import UserError, run_interruptible
 from ablate.config import register_configs, to_run_config
 
 register_configs()
@@ -31,13 +31,9 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    """``python -m ablate`` and the ``ablate`` command: Ctrl-C ends with one line, not a traceback."""
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished runs stay recorded and the interrupted one is marked KILLED; "
-              "the same command resumes where this one stopped.", file=sys.stderr)
-        sys.exit(130)
+    """``python -m ablate`` and the ``ablate`` command."""
+    run_interruptible(main, "finished runs stay recorded and the interrupted one is marked KILLED; "
+                            "the same command resumes where this one stopped.")
 
 
 if __name__ == "__main__":

@@ -267,7 +267,7 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from ablate import UserError
+    from ablate import UserError, run_interruptible
     from ablate.config import register_configs, to_run_config
 
     register_configs()
@@ -281,12 +281,8 @@ def main() -> None:
             log.error(f"error: {err}")
             sys.exit(2)
 
-    try:
-        search()
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished trials stay in the study and the interrupted ones are marked FAIL when a "
-              "worker next starts; the same command resumes the study.", file=sys.stderr)
-        sys.exit(130)
+    run_interruptible(search, "finished trials stay in the study and the interrupted ones are marked FAIL when a "
+                              "worker next starts; the same command resumes the study.")
 
 
 if __name__ == "__main__":
