@@ -98,9 +98,10 @@ def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep:
         runs: list[RecordedRun] = [stack.enter_context(tracker.training_run(
             cfg, device, sweep.parent_run_id if sweep else None, sweep.sweep_id if sweep else None, kind,
             tags_of(cfg) if tags_of else None)) for cfg in cfgs]
+        summaries = {repr(c.model): summary(build_mlp(c.model, splits.n_features, splits.n_classes),
+                                            splits.n_features) for c in cfgs}  # members mostly share one
         for run, cfg in zip(runs, cfgs):
-            run.log_text(summary(build_mlp(cfg.model, splits.n_features, splits.n_classes), splits.n_features),
-                         "model_summary.txt")
+            run.log_text(summaries[repr(cfg.model)], "model_summary.txt")
             if not single:
                 run.flush_every_s = None  # K runs: their metrics go in one batch each at the end
         log.info(f"run {runs[0].run_id}: {model_line(cfgs[0], splits)} on {device}" if single else

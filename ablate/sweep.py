@@ -86,9 +86,8 @@ class Sweep:
         from ablate.report import load_runs, markdown_table, summary_table  # pandas only at the end
 
         self.bar.close()
-        runs = load_runs(self.tracker, self.sweep_id)
         if text is None:
-            table = summary_table(runs, [f for f in self.factors if f != "seed"])
+            table = summary_table(load_runs(self.tracker, self.sweep_id), [f for f in self.factors if f != "seed"])
             text = markdown_table(table) if len(table) else "(no FINISHED runs)"
         self.tracker.client.log_text(self.parent_id, text, "summary.md")
         failed = self.failed_runs()
@@ -98,8 +97,8 @@ class Sweep:
                                        f"and attributes.status = 'FINISHED'")
         say(f"\n{self.kind.capitalize()} {self.sweep_id}: {len(finished)} FINISHED runs, {failed} failed in this "
             f"attempt\n{text}\n"
-                 f"  MLflow: {self.tracker.runs_url()} (filter: tags.`{TAG_SWEEP}` = '{self.sweep_id}')\n"
-                 f"  report: python -m ablate.report sweep={self.sweep_id}")
+            f"  MLflow: {self.tracker.runs_url()} (filter: tags.`{TAG_SWEEP}` = '{self.sweep_id}')\n"
+            f"  report: python -m ablate.report sweep={self.sweep_id}")
         return failed
 
     def _kill_if_open(self) -> None:
