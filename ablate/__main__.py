@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ablate import UserError, run_interruptible
@@ -14,6 +17,9 @@ from ablate.config import register_configs, to_run_config
 
 register_configs()
 log = logging.getLogger("ablate")
+# conf/hydra/launcher/{ray,submitit_*}.yaml refine the launcher plugins' own configs of the same name, and Hydra
+# checks them against those plugins' schemas; that check is wanted, the notice about it is not.
+warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name")
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -27,6 +33,8 @@ def main(cfg: DictConfig) -> float:
     except UserError as err:
         log.error(f"error: {err}")
         sys.exit(2)
+    if result.status == "FAILED" and not HydraConfig.get().mode == RunMode.MULTIRUN:
+        sys.exit(1)  # its error is logged and recorded; a sweep counts its failed runs at the end instead
     return result.metrics.get("val_acc", result.metrics.get("test_acc", math.nan))
 
 

@@ -147,6 +147,15 @@ class TrainerConfig:
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides it (see conf/tracking/mlflow.yaml)
     experiment: str = "ablate"
+    # Several workers on one sweep: a RUNNING run is a claim on its variant while its worker stamps it
+    # every heartbeat_s; a claim not stamped for claim_timeout_s is taken for dead and its variant trained again.
+    heartbeat_s: float = 30.0
+    claim_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        _require(self.heartbeat_s > 0, "tracking.heartbeat_s", self.heartbeat_s, "positive")
+        _require(self.claim_timeout_s >= 2 * self.heartbeat_s, "tracking.claim_timeout_s", self.claim_timeout_s,
+                 "at least twice tracking.heartbeat_s")
 
 
 class PrunerName(str, Enum):

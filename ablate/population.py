@@ -44,15 +44,20 @@ def free_bytes(device: torch.device) -> int:
         return 8 << 30
 
 
-def populations(cfgs: Sequence[RunConfig], max_size: int, n_features: int, n_classes: int, n_eval_rows: int,
-                memory_fraction: float = 0.5) -> list[list[RunConfig]]:
-    """Group by ``group_key`` (first-seen order), then cut each group to at most ``max_size`` members and to
-    what fits in ``memory_fraction`` of the device's free memory, checked before any group starts."""
+def grouped(cfgs: Sequence[RunConfig], max_size: int) -> list[list[RunConfig]]:
+    """Group by ``group_key`` (first-seen order), each group cut to at most ``max_size`` members."""
     groups: dict[tuple, list[RunConfig]] = {}
     for cfg in cfgs:
         groups.setdefault(group_key(cfg), []).append(cfg)
+    return [members[i:i + max_size] for members in groups.values() for i in range(0, len(members), max_size)]
+
+
+def populations(cfgs: Sequence[RunConfig], max_size: int, n_features: int, n_classes: int, n_eval_rows: int,
+                memory_fraction: float = 0.5) -> list[list[RunConfig]]:
+    """``grouped``, with each group also cut to what fits in ``memory_fraction`` of the device's free memory,
+    checked before any group starts."""
     chunks = []
-    for members in groups.values():
+    for members in grouped(cfgs, len(cfgs)):
         device = resolve_device(members[0].trainer.device)
         need = bytes_per_member(members[0], n_features, n_classes, n_eval_rows)
         fits = int(memory_fraction * free_bytes(device) // need)

@@ -10,15 +10,17 @@ import contextlib
 import json
 import logging
 import math
+import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ablate.config import DataConfig, RunConfig
+from ablate.config import DataConfig, RunConfig, config_hash
 from ablate.data import Splits, load_splits
 from ablate.model import build_mlp, summary
 from ablate.population import populations
-from ablate.tracking import REPO, RecordedRun, SweepGroup, Tracker
+from ablate.tracking import REPO, RecordedRun, SweepGroup, Tracker, run_name
 from ablate.train import fit_population, resolve_device
 
 log = logging.getLogger("ablate")
@@ -28,7 +30,8 @@ _splits_cache: dict[str, Splits] = {}
 @dataclass
 class RunResult:
     run_id: str
-    status: str  # FINISHED, FAILED, or SKIPPED (a FINISHED run of the same config and code already exists)
+    status: str  # FINISHED, FAILED, PRUNED; SKIPPED (a FINISHED run of this config and code exists); CLAIMED
+    # (another worker is training it)
     metrics: dict[str, float]
 
 
@@ -43,8 +46,9 @@ def cached_splits(cfg: DataConfig) -> Splits:
 
 
 def train_and_log(cfg: RunConfig) -> RunResult:
-    """One variant (see ``train_and_log_all``)."""
-    return train_and_log_all([cfg])[0]
+    """One variant (see ``train_and_log_all``). A job of a sweep leaves a variant another worker holds to that
+    worker and returns at once (the sweep waits for it at its end); a lone run waits for the other's result."""
+    return train_and_log_all([cfg], wait_for_others=SweepGroup.from_env() is None)[0]
 
 
 # on_epoch(cfg, metrics) -> True stops that variant (a pruned trial): recorded KILLED, result status PRUNED.
@@ -54,10 +58,13 @@ EpochHook = Callable[[RunConfig, dict[str, float]], Optional[bool]]
 def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
                       on_result: Optional[Callable[[RunConfig, RunResult], None]] = None,
                       memory_fraction: float = 0.5, on_epoch: Optional[EpochHook] = None, kind: str = "train",
-                      tags_of: Optional[Callable[[RunConfig], dict[str, str]]] = None) -> list[RunResult]:
+                      tags_of: Optional[Callable[[RunConfig], dict[str, str]]] = None,
+                      wait_for_others: bool = True) -> list[RunResult]:
     """Train and record ``cfgs``, up to ``population_size`` at once; results in the order of ``cfgs``.
 
     A variant with a FINISHED run of the same config and code (in the same sweep, inside one) is skipped.
+    A variant another worker holds (its live RUNNING run) is left to it: with ``wait_for_others`` this waits
+    for that run's result, and trains the variant itself if that worker dies; otherwise it is reported CLAIMED.
     A diverging variant is recorded FAILED alone; any other error marks its population's open runs FAILED
     (KILLED on Ctrl-C) and propagates. ``kind`` and ``tags_of`` label the runs (the search's trials).
     """
@@ -65,39 +72,93 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
         return []
     tracker = Tracker(cfgs[0].tracking)
     sweep = SweepGroup.from_env()
+    sweep_id = sweep.sweep_id if sweep else None
     results: dict[int, RunResult] = {}
-    todo: list[RunConfig] = []
-    for cfg in cfgs:
-        done = None if cfg.force else tracker.find_finished(cfg, sweep.sweep_id if sweep else None, kind)
-        if done is None:
-            todo.append(cfg)
-            continue
-        log.info(f"skipped: run {done.info.run_id} already FINISHED this config with this code (force=true re-runs)")
-        results[id(cfg)] = RunResult(done.info.run_id, "SKIPPED", dict(done.data.metrics))
+
+    def record(cfg: RunConfig, result: RunResult) -> None:
+        results[id(cfg)] = result
         if on_result:
-            on_result(cfg, results[id(cfg)])
-    if todo:  # a bad data file fails here, before any run is opened
-        splits_of = {id(c): cached_splits(c.data) for c in todo}
-        sizes = next(iter(splits_of.values()))
-        for group in populations(todo, population_size, sizes.n_features, sizes.n_classes,
-                                 max(len(sizes.train), len(sizes.test)), memory_fraction):
-            for cfg, result in zip(group, _train_group(tracker, group, splits_of[id(group[0])], sweep, on_epoch,
-                                                       kind, tags_of)):
-                results[id(cfg)] = result
-                if on_result:
-                    on_result(cfg, result)
+            on_result(cfg, result)
+
+    pending, announced = list(cfgs), False
+    while pending:
+        checked_ms, todo = int(time.time() * 1000), []
+        for cfg in pending:
+            done = None if cfg.force else tracker.find_finished(cfg, sweep_id, kind)
+            if done is None:
+                todo.append(cfg)
+                continue
+            log.info(f"skipped: run {done.info.run_id} already FINISHED this config with this code (force=true re-runs)")
+            record(cfg, RunResult(done.info.run_id, "SKIPPED", dict(done.data.metrics)))
+        busy = tracker.held(sweep_id, kind) if todo else set()
+        free = [c for c in todo if config_hash(c) not in busy]
+        pending = [c for c in todo if config_hash(c) in busy]
+        if free:  # a bad data file fails here, before any run is opened
+            splits_of = {id(c): cached_splits(c.data) for c in free}
+            sizes = next(iter(splits_of.values()))
+            for group in populations(free, population_size, sizes.n_features, sizes.n_classes,
+                                     max(len(sizes.train), len(sizes.test)), memory_fraction):
+                trained, taken = _train_group(tracker, group, splits_of[id(group[0])], sweep, on_epoch, kind,
+                                              tags_of, checked_ms)
+                for cfg, result in trained:
+                    record(cfg, result)
+                pending += taken
+        if pending and not wait_for_others:
+            for cfg in pending:
+                log.info(f"left to another worker: {run_name(cfg)} (its run is RUNNING)")
+                record(cfg, RunResult("", "CLAIMED", {}))
+            break
+        if pending:
+            if not announced:
+                log.info(f"waiting for {len(pending)} variant(s) other workers are training")
+                announced = True
+            time.sleep(random.uniform(0.5, 1.0) * min(5.0, cfgs[0].tracking.heartbeat_s))
     return [results[id(cfg)] for cfg in cfgs]
 
 
 def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep: Optional[SweepGroup],
-                 hook: Optional[EpochHook], kind: str,
-                 tags_of: Optional[Callable[[RunConfig], dict[str, str]]]) -> list[RunResult]:
-    """One population: K open MLflow runs, one ``fit_population``, then each run ended on its own."""
-    device, single = str(resolve_device(cfgs[0].trainer.device)), len(cfgs) == 1
+                 hook: Optional[EpochHook], kind: str, tags_of: Optional[Callable[[RunConfig], dict[str, str]]],
+                 checked_ms: int) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
+    """One population: claim its variants, train the claimed ones at once, end each run on its own.
+
+    Returns (config, result) of the variants trained here, and the configs left to other workers. A crash or
+    an out-of-memory error fails this group alone: its runs are FAILED with the error and the sweep goes on.
+    """
+    opened: list[tuple[RunConfig, RecordedRun]] = []
+    try:
+        return _claim_and_fit(tracker, cfgs, splits, sweep, hook, kind, tags_of, checked_ms, opened)
+    except Exception as err:
+        log.error(f"a population of {len(cfgs)} failed ({type(err).__name__}: {err}); its runs are marked FAILED")
+        run_ids = {id(cfg): run.run_id for cfg, run in opened if run.status != "KILLED"}  # not the withdrawn
+        taken = [cfg for cfg, run in opened if run.status == "KILLED"]
+        failed = [cfg for cfg in cfgs if all(cfg is not t for t in taken)]
+        return [(cfg, RunResult(run_ids.get(id(cfg), ""), "FAILED", {})) for cfg in failed], taken
+
+
+def _claim_and_fit(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep: Optional[SweepGroup],
+                   hook: Optional[EpochHook], kind: str, tags_of: Optional[Callable[[RunConfig], dict[str, str]]],
+                   checked_ms: int, opened: list[tuple[RunConfig, RecordedRun]]
+                   ) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
+    device = str(resolve_device(cfgs[0].trainer.device))
+    sweep_id = sweep.sweep_id if sweep else None
     with contextlib.ExitStack() as stack:
-        runs: list[RecordedRun] = [stack.enter_context(tracker.training_run(
-            cfg, device, sweep.parent_run_id if sweep else None, sweep.sweep_id if sweep else None, kind,
-            tags_of(cfg) if tags_of else None)) for cfg in cfgs]
+        for cfg in cfgs:
+            opened.append((cfg, stack.enter_context(tracker.training_run(
+                cfg, device, sweep.parent_run_id if sweep else None, sweep_id, kind,
+                tags_of(cfg) if tags_of else None))))
+        # The claim: a rival that opened the same variant meanwhile sees ours too, and both withdraw (and retry
+        # later) rather than both train; one that looked before we opened ours withdraws when it sees ours.
+        held = tracker.held(sweep_id, kind, None if cfgs[0].force else checked_ms - 60_000,
+                            {run.run_id for _, run in opened})
+        taken = [cfg for cfg, _ in opened if config_hash(cfg) in held]
+        for cfg, run in opened:
+            if config_hash(cfg) in held:
+                run.withdraw()
+        claimed = [(cfg, run) for cfg, run in opened if run.status is None]
+        if not claimed:
+            return [], taken
+        cfgs, runs = [c for c, _ in claimed], [r for _, r in claimed]
+        single = len(cfgs) == 1
         summaries = {repr(c.model): summary(build_mlp(c.model, splits.n_features, splits.n_classes),
                                             splits.n_features) for c in cfgs}  # members mostly share one
         for run, cfg in zip(runs, cfgs):
@@ -133,7 +194,7 @@ def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep:
     for run, result in zip(runs, results):
         if result.status == "FINISHED":
             _report(tracker, run.run_id, result.metrics, brief=not single or sweep is not None)
-    return results
+    return list(zip(cfgs, results)), taken
 
 
 def model_line(cfg: RunConfig, splits: Splits) -> str:

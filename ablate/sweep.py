@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import random
 import time
 from typing import Any, Optional
 
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ablate.config import TrackingConfig
-from ablate.tracking import TAG_KIND, TAG_SWEEP, SweepGroup, Tracker
+from ablate.tracking import TAG_KIND, TAG_SWEEP, Heartbeat, RecordedRun, SweepGroup, Tracker
 
 
 
@@ -54,23 +55,34 @@ class Sweep:
         self.tracker, self.total, self.factors, self.kind = tracker, total, factors, kind
         self.sweep_id = "sweep-" + hashlib.sha256("\n".join(definition).encode()).hexdigest()[:10]
         self.started_ms = int(time.time() * 1000)
-        marked = tracker.mark_dead_runs(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}'")
-        if marked:
-            say(f"{marked} run(s) of an earlier, killed attempt at this sweep marked KILLED")
-        previous = tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` = '{kind}'", 1)
-        if previous:
-            self.parent_id = previous[0].info.run_id
-            tracker.client.update_run(self.parent_id, status="RUNNING")
-            say(f"continuing sweep {self.sweep_id} (MLflow run {self.parent_id}): finished variants are skipped")
-        else:
-            name = " ".join(definition)[:200] or "sweep"
-            self.parent_id = tracker.start_run(name, {TAG_SWEEP: self.sweep_id, TAG_KIND: kind,
-                                                      TAG_FACTORS: ",".join(factors),
-                                                      TAG_DEFINITION: " ".join(definition)[:5000]}).run_id
+        tracker.running(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}'")  # runs of dead workers become KILLED
+        self.parent = self._open_parent(" ".join(definition)[:200] or "sweep", {
+            TAG_SWEEP: self.sweep_id, TAG_KIND: kind, TAG_FACTORS: ",".join(factors),
+            TAG_DEFINITION: " ".join(definition)[:5000]})
+        self.parent_id = self.parent.run_id
         SweepGroup(self.sweep_id, self.parent_id).to_env()
         self.bar = tqdm(total=total, desc=f"sweep {self.sweep_id}", unit="run", dynamic_ncols=True)
         self.closed = False
         atexit.register(self._kill_if_open)  # Ctrl-C or a crash: the parent is not left RUNNING
+
+    def _open_parent(self, name: str, tags: dict[str, str]) -> RecordedRun:
+        """The sweep's one parent run, shared by every worker on the sweep: the oldest one, re-opened, or ours.
+
+        Workers starting together may both create one; each then sees the other's and withdraws its own, and
+        both look again after a random pause, so exactly one parent remains."""
+        query = f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` = '{self.kind}'"
+        while True:
+            previous = sorted(self.tracker.search(query), key=lambda r: (r.info.start_time, r.info.run_id))
+            if previous:
+                parent = RecordedRun(self.tracker.client, previous[0].info.run_id)
+                self.tracker.client.update_run(parent.run_id, status="RUNNING")
+                say(f"continuing sweep {self.sweep_id} (MLflow run {parent.run_id}): finished variants are skipped")
+                return parent
+            parent = self.tracker.start_run(name, tags)
+            if len(self.tracker.search(query)) == 1:
+                return parent
+            parent.withdraw()
+            time.sleep(random.uniform(0.1, 1.0))
 
     def job_done(self) -> None:
         self.bar.update()
@@ -85,13 +97,14 @@ class Sweep:
         attempt's training runs failed."""
         from ablate.report import load_runs, markdown_table, summary_table  # pandas only at the end
 
+        self._wait_for_other_workers()
         self.bar.close()
         if text is None:
             table = summary_table(load_runs(self.tracker, self.sweep_id), [f for f in self.factors if f != "seed"])
             text = markdown_table(table) if len(table) else "(no FINISHED runs)"
         self.tracker.client.log_text(self.parent_id, text, "summary.md")
         failed = self.failed_runs()
-        self.tracker.client.set_terminated(self.parent_id, "FINISHED" if not failed else "FAILED")
+        self.parent.end("FINISHED" if not failed else "FAILED")
         self.closed = True
         finished = self.tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` != '{self.kind}' "
                                        f"and attributes.status = 'FINISHED'")
@@ -101,10 +114,18 @@ class Sweep:
             f"  report: python -m ablate.report sweep={self.sweep_id}")
         return failed
 
+    def _wait_for_other_workers(self) -> None:
+        """Variants other workers are still training belong in this sweep's summary: wait for them (a worker
+        that dies meanwhile has its runs marked KILLED; the same command then trains those variants)."""
+        query = f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` != '{self.kind}'"
+        while running := self.tracker.running(query):
+            self.bar.set_postfix_str(f"waiting for {len(running)} run(s) of other workers")
+            time.sleep(min(5.0, Heartbeat.every_s))
+
     def _kill_if_open(self) -> None:
         if not self.closed:
             self.bar.close()
-            self.tracker.client.set_terminated(self.parent_id, "KILLED")
+            self.parent.end("KILLED")
 
 
 class SweepCallback(Callback):
@@ -112,17 +133,24 @@ class SweepCallback(Callback):
 
     def __init__(self) -> None:
         self.sweep: Optional[Sweep] = None
+        self.group: Optional[SweepGroup] = None
 
     def __getstate__(self) -> dict:
         """Launchers that run jobs in other processes (joblib, Ray, submitit) pickle their callbacks: the sweep
-        (its progress bar, its MLflow client) stays in the sweep's own process."""
-        return {"sweep": None}
+        (its progress bar, its MLflow client) stays in the sweep's own process; its identity travels along, so
+        a job on another machine still joins the sweep."""
+        return {"sweep": None, "group": self.group}
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.group is not None:
+            self.group.to_env()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         definition = sweep_definition(config)
         factors, total = grid_shape(definition)
         tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
         self.sweep = Sweep(Tracker(tracking), definition, total, factors)
+        self.group = SweepGroup(self.sweep.sweep_id, self.sweep.parent_id)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self.sweep is not None:  # None in a launcher's worker process: the bar lives in the sweep's process

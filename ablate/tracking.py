@@ -1,5 +1,9 @@
 """MLflow: one experiment per study, one run per trained model, never left RUNNING.
 
+A RUNNING run is also a claim: several workers (processes, Ray tasks, SLURM jobs) sharing one store train a
+variant only after opening its run and seeing no rival run of the same config (``Tracker.rivals``). Each process
+stamps its open runs with a heartbeat, so a claim whose worker died is recognised and its variant trained again.
+
 Uses ``MlflowClient`` rather than the fluent API, so that several runs (a population, a sweep's parent and
 children) can be open at once without global state. Metrics are sent in batches (one ``log_batch`` costs
 about as much as one ``log_metric``), throttled to about one flush a second during training.
@@ -10,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import re
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Collection, Iterator, Optional
 
 import mlflow
 import torch
@@ -30,7 +36,9 @@ from ablate.config import RunConfig, TrackingConfig, config_hash, flatten, to_di
 REPO = Path(__file__).resolve().parent.parent
 TAG_HASH, TAG_CODE, TAG_SWEEP = "ablate.config_hash", "ablate.code_version", "ablate.sweep_id"
 TAG_HOST, TAG_PID, TAG_ERROR, TAG_KIND = "ablate.host", "ablate.pid", "ablate.error", "ablate.kind"
+TAG_HEARTBEAT = "ablate.heartbeat"  # unix time of the owner's last sign of life
 FLUSH_EVERY_S = 1.0
+log = logging.getLogger("ablate")
 
 
 @functools.cache
@@ -63,6 +71,49 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+class Heartbeat:
+    """One daemon thread per process stamps every open run with the time (``tracking.heartbeat_s``)."""
+
+    runs: dict[str, MlflowClient] = {}
+    every_s = 30.0
+    _lock = threading.Lock()
+    _thread: Optional[threading.Thread] = None
+
+    @classmethod
+    def add(cls, run_id: str, client: MlflowClient) -> None:
+        with cls._lock:
+            cls.runs[run_id] = client
+            if cls._thread is None:
+                cls._thread = threading.Thread(target=cls._beat, name="ablate-heartbeat", daemon=True)
+                cls._thread.start()
+
+    @classmethod
+    def remove(cls, run_id: str) -> None:
+        with cls._lock:
+            cls.runs.pop(run_id, None)
+
+    @classmethod
+    def _beat(cls) -> None:
+        while True:
+            time.sleep(cls.every_s)
+            with cls._lock:
+                runs = list(cls.runs.items())
+            now = f"{time.time():.3f}"
+            for run_id, client in runs:
+                try:
+                    client.set_tag(run_id, TAG_HEARTBEAT, now)
+                except Exception as err:  # a store that is briefly unreachable must not stop training
+                    log.warning(f"heartbeat of run {run_id} not recorded: {err}")
+
+
+def is_dead(run: Run, claim_timeout_s: float) -> bool:
+    """A RUNNING run whose worker is gone: its process on this host has exited, or it stopped heartbeating."""
+    tags = run.data.tags
+    if tags.get(TAG_HOST) == socket.gethostname() and TAG_PID in tags and not pid_alive(int(tags[TAG_PID])):
+        return True
+    return time.time() - float(tags.get(TAG_HEARTBEAT, run.info.start_time / 1000)) > claim_timeout_s
+
+
 def run_name(cfg: RunConfig) -> str:
     m, o = cfg.model, cfg.optim
     return (f"bn={m.bn.value} p={m.dropout:g} {o.name.value} lr={o.lr:g} "
@@ -91,6 +142,8 @@ class Tracker:
 
     def __init__(self, cfg: TrackingConfig) -> None:
         self.uri = mask_url(cfg.uri)  # for display; the client gets the real one
+        self.claim_timeout_s = cfg.claim_timeout_s
+        Heartbeat.every_s = cfg.heartbeat_s
         mlflow.set_tracking_uri(cfg.uri)  # also for mlflow's own helpers that read the global URI
         self.client = MlflowClient(cfg.uri)
         experiment = self.client.get_experiment_by_name(cfg.experiment)
@@ -131,17 +184,29 @@ class Tracker:
                            max_results=1)
         return runs[0] if runs else None
 
-    def mark_dead_runs(self, extra_filter: str = "") -> int:
-        """Runs shown RUNNING whose process on this host has died (kill -9, power cut) become KILLED."""
-        host, marked = socket.gethostname(), 0
+    def running(self, extra_filter: str = "") -> list[Run]:
+        """RUNNING runs whose worker is alive; those of dead workers (kill -9, a lost node) are marked KILLED."""
         query = "attributes.status = 'RUNNING'" + (f" and {extra_filter}" if extra_filter else "")
+        alive = []
         for run in self.search(query):
-            tags = run.data.tags
-            if tags.get(TAG_HOST) == host and TAG_PID in tags and not pid_alive(int(tags[TAG_PID])):
-                self.client.set_tag(run.info.run_id, TAG_ERROR, "its process died while the run was RUNNING")
-                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
-                marked += 1
-        return marked
+            if not is_dead(run, self.claim_timeout_s):
+                alive.append(run)
+                continue
+            self.client.set_tag(run.info.run_id, TAG_ERROR, "its worker died or stopped heartbeating while RUNNING")
+            self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+            log.info(f"run {run.info.run_id} of a dead worker marked KILLED")
+        return alive
+
+    def held(self, sweep_id: Optional[str], kind: str, finished_since_ms: Optional[int] = None,
+             exclude: Collection[str] = ()) -> set[str]:
+        """Config hashes another worker holds (runs in ``exclude`` are ours): a live RUNNING run of the same code,
+        and, given ``finished_since_ms``, a run FINISHED since then. One or two queries, however large the sweep."""
+        scope = f"tags.`{TAG_CODE}` = '{code_version()}' and tags.`{TAG_KIND}` = '{kind}'" + \
+            (f" and tags.`{TAG_SWEEP}` = '{sweep_id}'" if sweep_id else "")
+        runs = self.running(scope)
+        if finished_since_ms is not None:
+            runs += self.search(f"{scope} and attributes.status = 'FINISHED' and attributes.end_time >= {finished_since_ms}")
+        return {r.data.tags.get(TAG_HASH) for r in runs if r.info.run_id not in exclude}
 
     def start_run(self, name: str, tags: dict[str, str], parent_id: Optional[str] = None) -> "RecordedRun":
         tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_CODE: code_version(),
@@ -149,6 +214,7 @@ class Tracker:
                 "git.dirty": str("+dirty" in code_version()).lower(), **tags}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
+        tags[TAG_HEARTBEAT] = f"{time.time():.3f}"
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         return RecordedRun(self.client, run.info.run_id)
 
@@ -179,6 +245,7 @@ class RecordedRun:
         self.status: Optional[str] = None  # set once the run has ended
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
+        Heartbeat.add(run_id, client)
 
     def log_params(self, params: dict[str, object]) -> None:
         items = [Param(k, mask_url(str(v))) for k, v in params.items()]
@@ -209,10 +276,16 @@ class RecordedRun:
         if self.status is not None:
             return
         self.status = status
+        Heartbeat.remove(self.run_id)
         self.flush()
         if error:
             self.set_tags({TAG_ERROR: error[:5000]})
         self.client.set_terminated(self.run_id, status)
+
+    def withdraw(self) -> None:
+        """Give up the claim (another worker holds the variant): the run is ended and deleted, out of every table."""
+        self.end("KILLED", "withdrawn: another worker holds this variant")
+        self.client.delete_run(self.run_id)
 
     @contextlib.contextmanager
     def lifecycle(self) -> Iterator["RecordedRun"]:

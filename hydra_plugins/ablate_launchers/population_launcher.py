@@ -1,4 +1,6 @@
-"""``hydra/launcher=population``: a sweep's variants trained as populations in this process.
+"""``hydra/launcher=population``: a sweep's variants trained as populations in this process; with
+``dispatch: ray`` or ``dispatch: submitit`` (presets ``population_ray``, ``population_slurm``,
+``population_submitit_local``) each population group is one Ray task or one submitit job instead (``ablate.scale``).
 
 Hydra finds launchers only under the ``hydra_plugins`` package, so this thin adapter lives here; the work is
 ``ablate.runner.train_and_log_all``: skip finished variants, group the rest by what they must share, cut the
@@ -11,9 +13,9 @@ overrides (``model.dropout=0.3``) are merged into it, checked by the same typed 
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Dict, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, setup_globals
@@ -29,6 +31,10 @@ class PopulationLauncherConf:
     _target_: str = "hydra_plugins.ablate_launchers.population_launcher.PopulationLauncher"
     max_size: int = 144  # members trained at once, at most (fewer where memory is short)
     memory_fraction: float = 0.5  # of the device's free memory a population may take
+    dispatch: str = "local"  # local (this process), ray (a Ray task per group), submitit (a job per group)
+    ray: Dict[str, Any] = field(default_factory=lambda: {"init": {"address": None}, "remote": {"num_cpus": 1}})
+    submitit: Dict[str, Any] = field(default_factory=lambda: {"folder": "${hydra.sweep.dir}/.submitit/%j",
+                                                              "cluster": "local", "parameters": {}})
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf,
@@ -36,8 +42,12 @@ ConfigStore.instance().store(group="hydra/launcher", name="population", node=Pop
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_size: int = 144, memory_fraction: float = 0.5) -> None:
-        self.max_size, self.memory_fraction = max_size, memory_fraction
+    def __init__(self, max_size: int = 144, memory_fraction: float = 0.5, dispatch: str = "local",
+                 ray: Any = None, submitit: Any = None) -> None:
+        if dispatch not in ("local", "ray", "submitit"):
+            raise ValueError(f"hydra.launcher.dispatch={dispatch} is not one of local, ray, submitit")
+        self.max_size, self.memory_fraction, self.dispatch = max_size, memory_fraction, dispatch
+        self.options = {"ray": ray, "submitit": submitit}.get(dispatch)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -73,5 +83,15 @@ class PopulationLauncher(Launcher):
             returns[id(cfg)] = job_return
             self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=job_return)
 
-        train_and_log_all([cfg for _, _, cfg in jobs], self.max_size, on_result, self.memory_fraction)
+        cfgs = [cfg for _, _, cfg in jobs]
+        if self.dispatch == "local":
+            train_and_log_all(cfgs, self.max_size, on_result, self.memory_fraction)
+        else:
+            from ablate.population import grouped
+            from ablate.scale import dispatch
+
+            options = OmegaConf.to_container(self.options, resolve=True) if OmegaConf.is_config(self.options) \
+                else dict(self.options or {})
+            dispatch(grouped(cfgs, self.max_size), self.dispatch, options, self.max_size, self.memory_fraction,
+                     lambda group, results: [on_result(cfg, result) for cfg, result in zip(group, results)])
         return [returns[id(cfg)] for _, _, cfg in jobs]
