@@ -12,7 +12,7 @@ ARGS ?=
 STORAGE ?= studies/ablate.journal
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test sweep search dashboard claims report ui bench clean
+.PHONY: help setup run test sweep search dashboard claims report ui server clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -37,11 +37,13 @@ run: $(VENV)/.ready  ## train the seed notebook's model on the shipped data, rec
 test: $(VENV)/.ready  ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
 
-# Populations by default; JOBS=N runs N variants side by side in processes instead (hydra-joblib-launcher).
-LAUNCHER = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),hydra/launcher=population)
+# Populations in this process by default; LAUNCHER=population_ray|population_slurm|ray|submitit_slurm|... sends
+# the work elsewhere (conf/hydra/launcher/); JOBS=N runs N variants side by side in processes (hydra-joblib-launcher).
+LAUNCHER ?= population
+LAUNCH = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),hydra/launcher=$(LAUNCHER))
 
-sweep: $(VENV)/.ready  ## the full ablation grid (360 runs) as populations; EXPERIMENT=bn|dropout|l2|lr for one factor; JOBS=2
-	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(LAUNCHER) $(ARGS)
+sweep: $(VENV)/.ready  ## the full ablation grid (360 runs) as populations; EXPERIMENT=bn|dropout|l2|lr; LAUNCHER=population_ray; JOBS=2
+	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(LAUNCH) $(ARGS)
 
 search: $(VENV)/.ready  ## Optuna search over p, lambda, lr (ARGS="search.n_trials=50 model.bn=post"); WORKERS=4 processes
 	@for i in $$(seq 2 $(WORKERS)); do $(PY) -m ablate.search search.finalize=false $(ARGS) & done; \
@@ -58,6 +60,9 @@ report: $(VENV)/.ready  ## markdown + PNG report of the latest sweep (SWEEP=<id>
 
 ui: $(VENV)/.ready  ## open the MLflow UI on ./mlflow.db and print where the runs are
 	$(PY) -m ablate.ui
+
+server: $(VENV)/.ready  ## shared MLflow tracking server on PostgreSQL (DB=postgresql://..., HOST=127.0.0.1, PORT=5000)
+	$(PY) -m ablate.server $(if $(DB),--db $(DB)) --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5000)
 
 clean:  ## remove run outputs (keeps .venv and the MLflow store)
 	rm -rf outputs multirun .pytest_cache

@@ -96,8 +96,16 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
         if free:  # a bad data file fails here, before any run is opened
             splits_of = {id(c): cached_splits(c.data) for c in free}
             sizes = next(iter(splits_of.values()))
-            for group in populations(free, population_size, sizes.n_features, sizes.n_classes,
-                                     max(len(sizes.train), len(sizes.test)), memory_fraction):
+            groups = populations(free, population_size, sizes.n_features, sizes.n_classes,
+                                 max(len(sizes.train), len(sizes.test)), memory_fraction)
+            start = random.randrange(len(groups))  # workers sharing a sweep start at different groups
+            for i, group in enumerate(groups[start:] + groups[:start]):
+                if i and len(groups) > 1:  # what other workers opened meanwhile is theirs
+                    busy = tracker.held(sweep_id, kind)
+                    pending += [c for c in group if config_hash(c) in busy]
+                    group = [c for c in group if config_hash(c) not in busy]
+                    if not group:
+                        continue
                 trained, taken = _train_group(tracker, group, splits_of[id(group[0])], sweep, on_epoch, kind,
                                               tags_of, checked_ms)
                 for cfg, result in trained:

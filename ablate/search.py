@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import socket
 import sys
 import time
@@ -42,7 +43,7 @@ def open_study(cfg: SearchConfig, epochs: int) -> optuna.Study:
     """The study in its storage (created on first use): a journal file by default, or an RDB URL."""
     url = storage_url(cfg)
     if "://" in url:  # postgresql://... for several machines (sqlite:/// works for one process only)
-        storage: optuna.storages.BaseStorage | str = url
+        storage: optuna.storages.BaseStorage = _rdb_storage(url)
     else:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
@@ -57,6 +58,19 @@ def open_study(cfg: SearchConfig, epochs: int) -> optuna.Study:
     seed = cfg.sampler_seed if existing == 0 and cfg.finalize else hash((cfg.sampler_seed, existing, os.getpid()))
     study.sampler = optuna.samplers.TPESampler(seed=seed % 2**32)
     return study
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Workers starting together on a fresh database race to create Optuna's tables: the ones that lose the race
+    fail on a duplicate table and succeed once the winner's tables exist."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for _ in range(attempts - 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except SQLAlchemyError:
+            time.sleep(random.uniform(0.5, 1.5))
+    return optuna.storages.RDBStorage(url)
 
 
 def suggest(trial: Trial, space: SearchSpace) -> dict[str, float]:

@@ -39,6 +39,8 @@ TAG_HOST, TAG_PID, TAG_ERROR, TAG_KIND = "ablate.host", "ablate.pid", "ablate.er
 TAG_HEARTBEAT = "ablate.heartbeat"  # unix time of the owner's last sign of life
 FLUSH_EVERY_S = 1.0
 log = logging.getLogger("ablate")
+# MLflow prints two lines per run ended on a tracking server; ablate prints its own line per run.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @functools.cache

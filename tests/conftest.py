@@ -24,6 +24,16 @@ def make_config(*overrides: str) -> RunConfig:
         return to_run_config(compose(config_name="config", overrides=list(overrides)))
 
 
+def pg_reachable() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3").close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: no PostgreSQL here
+        return False
+
+
 @pytest.fixture(scope="session")
 def migrated_store(tmp_path_factory) -> Path:
     from mlflow import MlflowClient

@@ -15,20 +15,10 @@ from optuna.trial import TrialState
 
 from ablate.config import ConfigValueError
 from ablate.search import apply, export_best, open_study, run_search, trial_values
-from tests.conftest import REPO, make_config
+from tests.conftest import REPO, make_config, pg_reachable
 
 FAST = ("data=digits", "trainer.device=cpu", "trainer.epochs=3", "search.final_seeds=2")
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def pg_reachable() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3").close()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: no PostgreSQL here
-        return False
 
 
 def mlflow_runs(uri, kind):

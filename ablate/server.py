@@ -1,0 +1,63 @@
+"""``python -m ablate.server`` (``make server``): one MLflow tracking server on PostgreSQL for a team or cluster.
+
+Creates the database if it is missing, then runs ``mlflow server`` with the runs in PostgreSQL and the artifacts
+proxied into one shared folder, so workers need nothing but ``MLFLOW_TRACKING_URI=http://HOST:PORT``. It binds
+127.0.0.1 unless ``--host`` says otherwise: a server others can reach wants MLflow's authentication (README,
+"Scaling"). MLflow and Optuna each keep an ``alembic_version`` table, so give Optuna a database of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from ablate.tracking import mask_url
+
+DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/mlflow"
+
+
+def ensure_database(url: str) -> None:
+    """CREATE DATABASE for a PostgreSQL URL whose database does not exist yet (connecting to ``postgres``)."""
+    import psycopg
+
+    target = make_url(url)
+    if not target.drivername.startswith("postgresql"):
+        return
+    admin = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{target.database}"')
+            print(f"created database {target.database}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ablate.server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default=os.environ.get("ABLATE_SERVER_DB", DEFAULT_DB),
+                        help="the runs' database (env ABLATE_SERVER_DB; default %(default)s)")
+    parser.add_argument("--artifacts", default="mlartifacts", help="shared folder for artifacts (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines: turn on auth first")
+    parser.add_argument("--port", default="5000")
+    parser.add_argument("--workers", default="4", help="server worker processes")
+    args = parser.parse_args(argv)
+    ensure_database(args.db)
+    artifacts = Path(args.artifacts).resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    print(f"MLflow tracking server on {mask_url(args.db)}, artifacts in {artifacts}\n"
+          f"  workers log to it with: MLFLOW_TRACKING_URI=http://{args.host}:{args.port}\n  (Ctrl-C stops it)",
+          flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", args.db,
+                        "--artifacts-destination", artifacts.as_uri(), "--serve-artifacts", "--host", args.host,
+                        "--port", str(args.port), "--workers", str(args.workers)], check=True)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Scale-out for real: Ray (a local instance), submitit (local processes standing in for SLURM), and several
+sweep processes sharing an MLflow tracking server on the local PostgreSQL."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from optuna.trial import TrialState
+
+from tests.conftest import REPO, pg_reachable
+
+GRID = ("model.bn=pre,none", "seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cpu")
+CLAIMS = ("tracking.heartbeat_s=1", "tracking.claim_timeout_s=4")  # a dead worker's claim expires in seconds
+SECRET = "s3cret-" + uuid.uuid4().hex[:6]  # PostgreSQL here trusts local users: any password connects
+needs_pg = pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL on 127.0.0.1:5432")
+
+
+def ablate(*args, cwd, env_extra=None, module="ablate", wait=True):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    command = [sys.executable, "-m", module, *(["-m"] if module == "ablate" else []), *args]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        process.output = process.communicate(timeout=300)[0]
+    return process
+
+
+def train_runs(uri, experiment="ablate"):
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id], "tags.`ablate.kind` = 'train'")
+
+
+def assert_each_variant_finished_once(runs, variants):
+    finished = Counter(r.data.tags["ablate.config_hash"] for r in runs if r.info.status == "FINISHED")
+    assert len(finished) == variants and set(finished.values()) == {1}, finished
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len({r.data.tags["ablate.sweep_id"] for r in runs}) == 1
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+
+
+@pytest.mark.parametrize("launcher", ["ray", "submitit_local", "population_ray", "population_submitit_local"])
+def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, tracking_uri, tmp_path):
+    extra = {"ray": ["hydra.launcher.ray.init.num_cpus=2"],
+             "population_ray": ["hydra.launcher.ray.init.num_cpus=2", "hydra.launcher.max_size=2"],
+             "population_submitit_local": ["hydra.launcher.max_size=2"]}.get(launcher, [])
+    out = ablate(*GRID, f"hydra/launcher={launcher}", *extra, cwd=tmp_path)
+    assert out.returncode == 0, out.output
+    runs = train_runs(tracking_uri)
+    assert_each_variant_finished_once(runs, 4)
+    assert "4 FINISHED runs, 0 failed" in out.output
+    if launcher.startswith("population"):  # the unit of remote work is a population group, not a variant
+        assert sorted(Counter(r.data.tags["ablate.task"] for r in runs).values()) == [2, 2]
+        assert len({r.data.tags["ablate.pid"] for r in runs}) == 2
+
+
+def test_a_group_whose_worker_crashes_fails_alone_and_the_sweep_says_so(tracking_uri, tmp_path):
+    # A hidden width of 10^12 cannot be allocated (memory_fraction=1e6 lets it past the memory estimate): that group's worker fails; the other group finishes.
+    out = ablate("model.hidden=[32],[1000000000000]", "data=digits", "trainer.epochs=1", "trainer.device=cpu",
+                 "hydra/launcher=population_submitit_local", "hydra.launcher.memory_fraction=1e6", cwd=tmp_path)
+    assert out.returncode != 0 and "1 run(s) of sweep" in out.output
+    statuses = sorted(r.info.status for r in train_runs(tracking_uri))
+    assert statuses == ["FAILED", "FINISHED"]
+    failed = next(r for r in train_runs(tracking_uri) if r.info.status == "FAILED")
+    assert "Error" in failed.data.tags["ablate.error"]
+
+
+# ------------------------------------------------------------------ a shared MLflow server on PostgreSQL
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=postgres user=postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``python -m ablate.server`` (what ``make server`` runs) on a fresh PostgreSQL database, with a password
+    in its URL that must never surface anywhere."""
+    if not pg_reachable():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    home, db, port = tmp_path_factory.mktemp("server"), f"ablate_test_{uuid.uuid4().hex[:8]}", free_port()
+    log = open(home / "server.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "ablate.server", "--port", str(port), "--workers", "2",
+                                "--db", f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{db}",
+                                "--artifacts", str(home / "artifacts")],
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            MlflowClient(url).search_experiments()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            assert process.poll() is None, (home / "server.log").read_text()
+            time.sleep(1)
+    yield url, home / "server.log"
+    process.terminate()
+    process.wait(timeout=30)
+    drop_database(db)
+
+
+def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_killed(server, tmp_path, monkeypatch):
+    url, _ = server
+    experiment = f"two-{uuid.uuid4().hex[:6]}"
+    grid = ("model.bn=pre,none", "model.dropout=0,0.3", "seed=0,1", "data=digits", "trainer.device=cpu",
+            "hydra/launcher=population", "hydra.launcher.max_size=2", f"tracking.experiment={experiment}", *CLAIMS)
+    env = {"MLFLOW_TRACKING_URI": url}
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+
+    # Two processes at once on the same 8-variant grid.
+    first = [ablate(*grid, "trainer.epochs=2", cwd=tmp_path / d, env_extra=env, wait=False) for d in "ab"]
+    outputs = [p.communicate(timeout=300)[0] for p in first]
+    assert [p.returncode for p in first] == [0, 0], outputs
+    assert_each_variant_finished_once(train_runs(url, experiment), 8)
+
+    # Again on a longer grid (a new sweep): one process is killed with SIGKILL midway, the other takes up its
+    # variants once its claims go stale, and the same command started again finds nothing left to do.
+    slow = (*grid, "trainer.epochs=40")
+    victim, survivor = [ablate(*slow, cwd=tmp_path / d, env_extra=env, wait=False) for d in "ab"]
+    deadline = time.time() + 120
+    while not any(r.data.tags.get("ablate.pid") == str(victim.pid) and r.info.status == "RUNNING"
+                  and "trainer.epochs" in r.data.params and r.data.params["trainer.epochs"] == "40"
+                  for r in train_runs(url, experiment)):
+        assert time.time() < deadline and victim.poll() is None
+        time.sleep(0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert survivor.communicate(timeout=300)[0] and survivor.returncode == 0
+    again = ablate(*slow, cwd=tmp_path / "a", env_extra=env)
+    assert again.returncode == 0, again.output
+    runs = [r for r in train_runs(url, experiment) if r.data.params["trainer.epochs"] == "40"]
+    assert_each_variant_finished_once(runs, 8)
+    assert any(r.info.status == "KILLED" and r.data.tags["ablate.pid"] == str(victim.pid) for r in runs)
+
+
+def test_a_search_with_two_workers_and_a_sweep_share_the_server_and_no_password_leaks(server, tmp_path):
+    url, server_log = server
+    optuna_db = f"ablate_optuna_{uuid.uuid4().hex[:8]}"
+    storage = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{optuna_db}"
+    from ablate.server import ensure_database
+
+    ensure_database(storage)
+    experiment, study = f"mixed-{uuid.uuid4().hex[:6]}", f"study-{uuid.uuid4().hex[:6]}"
+    env = {"MLFLOW_TRACKING_URI": url}
+    search = ("data=digits", "trainer.device=cpu", "trainer.epochs=2", "search.final_seeds=1", "search.n_trials=4",
+              "search.batch=2", "search.pruner=none", f"search.storage={storage}", f"search.study={study}",
+              f"tracking.experiment={experiment}")
+    try:
+        processes = [ablate(*search, f"search.finalize={i == 0}", module="ablate.search", cwd=tmp_path,
+                            env_extra=env, wait=False) for i in range(2)]
+        processes.append(ablate(*GRID, f"tracking.experiment={experiment}", cwd=tmp_path, env_extra=env, wait=False))
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+        assert [p.returncode for p in processes] == [0, 0, 0], [o[-3000:] for o in outputs]
+        trials = optuna.load_study(study_name=study, storage=storage).trials
+        assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+        assert_each_variant_finished_once(train_runs(url, experiment), 4)
+
+        # The password is in the Optuna storage URL and the server's database URL: it must be nowhere.
+        client = MlflowClient(url)
+        exp_id = client.get_experiment_by_name(experiment).experiment_id
+        seen = list(outputs) + [server_log.read_text()]
+        for run in client.search_runs([exp_id]):
+            seen += [repr(run.data.params), repr(run.data.tags), run.info.run_name or ""]
+            local = Path(download_artifacts(run_id=run.info.run_id, tracking_uri=url, dst_path=str(tmp_path / "dl")))
+            seen += [f.read_text(errors="replace") for f in local.rglob("*") if f.is_file() and f.suffix != ".png"]
+        seen += [f.read_text() for f in (tmp_path / "studies").rglob("*.yaml")]  # the exported best config
+        assert len(seen) > 20 and any("***" in text for text in seen)
+        assert not [text for text in seen if SECRET in text]
+    finally:
+        drop_database(optuna_db)
