@@ -52,18 +52,29 @@ def grouped(cfgs: Sequence[RunConfig], max_size: int) -> list[list[RunConfig]]:
     return [members[i:i + max_size] for members in groups.values() for i in range(0, len(members), max_size)]
 
 
+def members_that_fit(cfg: RunConfig, n_features: int, n_classes: int, n_eval_rows: int,
+                     memory_fraction: float) -> int:
+    """How many members like ``cfg`` fit in ``memory_fraction`` of its device's free memory now."""
+    need = bytes_per_member(cfg, n_features, n_classes, n_eval_rows)
+    return int(memory_fraction * free_bytes(resolve_device(cfg.trainer.device)) // need)
+
+
+def require_memory(cfg: RunConfig, n_features: int, n_classes: int, n_eval_rows: int, memory_fraction: float) -> None:
+    """Checked before a group starts: a model that cannot fit fails its own runs with this message."""
+    if members_that_fit(cfg, n_features, n_classes, n_eval_rows, memory_fraction) < 1:
+        need = bytes_per_member(cfg, n_features, n_classes, n_eval_rows)
+        raise MemoryError(f"one model needs about {need / 2**20:.0f} MiB, more than {memory_fraction:.0%} of the "
+                          f"free memory on {resolve_device(cfg.trainer.device)}; lower trainer.batch_size or "
+                          f"model.hidden.")
+
+
 def populations(cfgs: Sequence[RunConfig], max_size: int, n_features: int, n_classes: int, n_eval_rows: int,
                 memory_fraction: float = 0.5) -> list[list[RunConfig]]:
-    """``grouped``, with each group also cut to what fits in ``memory_fraction`` of the device's free memory,
-    checked before any group starts."""
+    """``grouped``, with each group also cut to what fits in ``memory_fraction`` of the device's free memory
+    (at least one member: ``require_memory`` fails a model that fits nowhere)."""
     chunks = []
     for members in grouped(cfgs, len(cfgs)):
-        device = resolve_device(members[0].trainer.device)
-        need = bytes_per_member(members[0], n_features, n_classes, n_eval_rows)
-        fits = int(memory_fraction * free_bytes(device) // need)
-        if fits < 1:
-            raise MemoryError(f"one model needs about {need / 2**20:.0f} MiB, more than {memory_fraction:.0%} "
-                              f"of the free memory on {device}; lower trainer.batch_size or model.hidden.")
+        fits = members_that_fit(members[0], n_features, n_classes, n_eval_rows, memory_fraction)
         size = max(1, min(max_size, fits))
         chunks += [members[i:i + size] for i in range(0, len(members), size)]
     return chunks

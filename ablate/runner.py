@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 from ablate.config import DataConfig, RunConfig, config_hash
 from ablate.data import Splits, load_splits
 from ablate.model import build_mlp, summary
-from ablate.population import populations
+from ablate.population import populations, require_memory
 from ablate.tracking import REPO, RecordedRun, SweepGroup, Tracker, run_name
 from ablate.train import fit_population, resolve_device
 
@@ -107,7 +107,7 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
                     if not group:
                         continue
                 trained, taken = _train_group(tracker, group, splits_of[id(group[0])], sweep, on_epoch, kind,
-                                              tags_of, checked_ms)
+                                              tags_of, checked_ms, memory_fraction)
                 for cfg, result in trained:
                     record(cfg, result)
                 pending += taken
@@ -126,7 +126,7 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
 
 def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep: Optional[SweepGroup],
                  hook: Optional[EpochHook], kind: str, tags_of: Optional[Callable[[RunConfig], dict[str, str]]],
-                 checked_ms: int) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
+                 checked_ms: int, memory_fraction: float) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
     """One population: claim its variants, train the claimed ones at once, end each run on its own.
 
     Returns (config, result) of the variants trained here, and the configs left to other workers. A crash or
@@ -134,7 +134,7 @@ def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep:
     """
     opened: list[tuple[RunConfig, RecordedRun]] = []
     try:
-        return _claim_and_fit(tracker, cfgs, splits, sweep, hook, kind, tags_of, checked_ms, opened)
+        return _claim_and_fit(tracker, cfgs, splits, sweep, hook, kind, tags_of, checked_ms, memory_fraction, opened)
     except Exception as err:
         log.error(f"a population of {len(cfgs)} failed ({type(err).__name__}: {err}); its runs are marked FAILED")
         run_ids = {id(cfg): run.run_id for cfg, run in opened if run.status != "KILLED"}  # not the withdrawn
@@ -145,7 +145,7 @@ def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep:
 
 def _claim_and_fit(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep: Optional[SweepGroup],
                    hook: Optional[EpochHook], kind: str, tags_of: Optional[Callable[[RunConfig], dict[str, str]]],
-                   checked_ms: int, opened: list[tuple[RunConfig, RecordedRun]]
+                   checked_ms: int, memory_fraction: float, opened: list[tuple[RunConfig, RecordedRun]]
                    ) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
     device = str(resolve_device(cfgs[0].trainer.device))
     sweep_id = sweep.sweep_id if sweep else None
@@ -166,6 +166,8 @@ def _claim_and_fit(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, swee
         if not claimed:
             return [], taken
         cfgs, runs = [c for c, _ in claimed], [r for _, r in claimed]
+        require_memory(cfgs[0], splits.n_features, splits.n_classes, max(len(splits.train), len(splits.test)),
+                       memory_fraction)
         single = len(cfgs) == 1
         summaries = {repr(c.model): summary(build_mlp(c.model, splits.n_features, splits.n_classes),
                                             splits.n_features) for c in cfgs}  # members mostly share one

@@ -12,9 +12,9 @@ import logging
 import uuid
 from typing import Any, Callable, Optional, Sequence
 
-from ablate.config import RunConfig
+from ablate.config import RunConfig, config_hash
 from ablate.runner import RunResult, train_and_log_all
-from ablate.tracking import TAG_ERROR, SweepGroup, Tracker
+from ablate.tracking import TAG_ERROR, TAG_HASH, SweepGroup, Tracker
 
 log = logging.getLogger("ablate")
 TAG_TASK = "ablate.task"  # the remote task that trained a run: a task that dies takes only its own runs down
@@ -45,14 +45,28 @@ def dispatch(groups: Sequence[Sequence[RunConfig]], how: str, options: dict[str,
 
 
 def _fail_task(group: list[RunConfig], task: str, error: BaseException) -> list[RunResult]:
-    """The task died without ending its runs: mark the ones it left RUNNING as FAILED, with the error."""
-    tracker = Tracker(group[0].tracking)
+    """The task died without ending its runs: those it left RUNNING become FAILED with the error, and a member
+    it never opened a run for gets a FAILED run, so that every failure is counted and visible."""
+    tracker, sweep = Tracker(group[0].tracking), SweepGroup.from_env()
     text = f"its worker task failed: {type(error).__name__}: {error}"[:5000]
     log.error(f"a population of {len(group)} failed remotely ({text})")
-    for run in tracker.search(f"tags.`{TAG_TASK}` = '{task}' and attributes.status = 'RUNNING'"):
+    runs = {r.data.tags.get(TAG_HASH): r for r in tracker.search(f"tags.`{TAG_TASK}` = '{task}'")}
+    results = []
+    for cfg in group:
+        run = runs.get(config_hash(cfg))
+        if run is not None and run.info.status != "RUNNING":
+            results.append(RunResult(run.info.run_id, run.info.status, dict(run.data.metrics)))
+            continue
+        if run is None:
+            with tracker.training_run(cfg, "none", sweep.parent_run_id if sweep else None,
+                                      sweep.sweep_id if sweep else None, extra_tags={TAG_TASK: task}) as opened:
+                opened.end("FAILED", text)
+            results.append(RunResult(opened.run_id, "FAILED", {}))
+            continue
         tracker.client.set_tag(run.info.run_id, TAG_ERROR, text)
         tracker.client.set_terminated(run.info.run_id, "FAILED")
-    return [RunResult("", "FAILED", {}) for _ in group]
+        results.append(RunResult(run.info.run_id, "FAILED", {}))
+    return results
 
 
 def _ray(tasks, options, sweep, max_size, memory_fraction):

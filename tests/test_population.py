@@ -4,10 +4,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from ablate import population
 from ablate.population import group_key, populations
-from ablate.runner import cached_splits
+from ablate.runner import cached_splits, train_and_log_all
 from ablate.train import fit, fit_population
 from tests.conftest import make_config
 
@@ -99,4 +100,16 @@ def test_memory_check_shrinks_groups_before_they_start(monkeypatch):
     assert [len(g) for g in groups] == [3, 3, 1]
     monkeypatch.setattr(population, "free_bytes", lambda device: need)
     with pytest.raises(MemoryError, match="trainer.batch_size"):
-        populations([cfg], 100, 64, 10, 400)
+        population.require_memory(cfg, 64, 10, 400, 0.5)
+
+
+def test_a_model_that_cannot_fit_fails_its_own_run_and_the_others_train(tracking_uri, monkeypatch):
+    small = make_config(*DIGITS, "trainer.epochs=1")
+    big = make_config(*DIGITS, "trainer.epochs=1", "model.hidden=[4096,4096]")
+    room = 4 * population.bytes_per_member(small, 64, 10, 10**6)  # small fits twice in half of it; big nowhere
+    assert population.bytes_per_member(big, 64, 10, 0) > room
+    monkeypatch.setattr(population, "free_bytes", lambda device: room)
+    results = train_and_log_all([small, big], population_size=2)
+    assert [r.status for r in results] == ["FINISHED", "FAILED"]
+    failed = MlflowClient(tracking_uri).get_run(results[1].run_id)
+    assert failed.info.status == "FAILED" and "model.hidden" in failed.data.tags["ablate.error"]

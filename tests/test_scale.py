@@ -74,6 +74,16 @@ def test_a_group_whose_worker_crashes_fails_alone_and_the_sweep_says_so(tracking
     assert "Error" in failed.data.tags["ablate.error"]
 
 
+def test_a_remote_task_that_dies_before_opening_its_runs_still_records_them_failed(tracking_uri, tmp_path):
+    # The worker cannot read the data (a path that exists nowhere): the task fails before any run opens.
+    out = ablate("seed=0,1", "data.path=missing.csv", "trainer.epochs=1", "trainer.device=cpu",
+                 "hydra/launcher=population_submitit_local", cwd=tmp_path)
+    assert out.returncode != 0 and "2 run(s) of sweep" in out.output
+    runs = train_runs(tracking_uri)
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    assert all("missing.csv" in r.data.tags["ablate.error"] for r in runs)
+
+
 # ------------------------------------------------------------------ a shared MLflow server on PostgreSQL
 def free_port() -> int:
     with socket.socket() as s:
