@@ -61,8 +61,8 @@ report: $(VENV)/.ready  ## markdown + PNG report of the latest sweep (SWEEP=<id>
 ui: $(VENV)/.ready  ## open the MLflow UI on ./mlflow.db and print where the runs are
 	$(PY) -m ablate.ui
 
-server: $(VENV)/.ready  ## shared MLflow tracking server on PostgreSQL (DB=postgresql://..., HOST=127.0.0.1, PORT=5000)
-	$(PY) -m ablate.server $(if $(DB),--db $(DB)) --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5000)
+server: $(VENV)/.ready  ## shared MLflow tracking server on PostgreSQL (DB=postgresql://..., HOST=127.0.0.1, PORT=5000, AUTH=1)
+	$(PY) -m ablate.server $(if $(DB),--db $(DB)) --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5000) $(if $(AUTH),--auth)
 
 clean:  ## remove run outputs (keeps .venv and the MLflow store)
 	rm -rf outputs multirun .pytest_cache

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,11 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ablate.server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default=os.environ.get("ABLATE_SERVER_DB", DEFAULT_DB),
-                        help="the runs' database (env ABLATE_SERVER_DB; default %(default)s)")
+                        help="the runs' database (default %(default)s); with a password, set ABLATE_SERVER_DB "
+                             "instead, which `ps` does not show")
     parser.add_argument("--artifacts", default="mlartifacts", help="shared folder for artifacts (default %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines: turn on auth first")
     parser.add_argument("--port", default="5000")
     parser.add_argument("--workers", default="4", help="server worker processes")
+    parser.add_argument("--auth", action="store_true",
+                        help="MLflow's basic authentication (users in MLFLOW_AUTH_CONFIG_PATH's ini; change the admin "
+                             "password first); workers set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     args = parser.parse_args(argv)
     ensure_database(args.db)
     artifacts = Path(args.artifacts).resolve()
@@ -51,12 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MLflow tracking server on {mask_url(args.db)}, artifacts in {artifacts}\n"
           f"  workers log to it with: MLFLOW_TRACKING_URI=http://{args.host}:{args.port}\n  (Ctrl-C stops it)",
           flush=True)
-    try:
-        subprocess.run([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", args.db,
-                        "--artifacts-destination", artifacts.as_uri(), "--serve-artifacts", "--host", args.host,
-                        "--port", str(args.port), "--workers", str(args.workers)], check=True)
-    except KeyboardInterrupt:
-        pass
+    # The database URL goes in the environment, not the command line, which `ps` shows to every user; exec makes
+    # this process the server, so a signal that stops it stops the server.
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": args.db}
+    os.execve(sys.executable, [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts.as_uri(),
+                               "--serve-artifacts", "--host", args.host, "--port", str(args.port), "--workers",
+                               str(args.workers), *(["--app-name", "basic-auth"] if args.auth else [])], env)
 
 
 if __name__ == "__main__":

@@ -96,8 +96,12 @@ class Heartbeat:
 
     @classmethod
     def _beat(cls) -> None:
+        last = time.monotonic()
         while True:
-            time.sleep(cls.every_s)
+            time.sleep(min(0.5, cls.every_s))
+            if time.monotonic() - last < cls.every_s:
+                continue
+            last = time.monotonic()
             with cls._lock:
                 runs = list(cls.runs.items())
             now = f"{time.time():.3f}"

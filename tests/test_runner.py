@@ -3,12 +3,15 @@
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from mlflow import MlflowClient
 
-from ablate.runner import train_and_log
-from ablate.tracking import TAG_ERROR, TAG_HOST, TAG_PID, Tracker
+from ablate.config import config_hash
+from ablate.runner import train_and_log, train_and_log_all
+from ablate.tracking import TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, Tracker, code_version
 from tests.conftest import QUICK, REPO, make_config
 
 
@@ -80,6 +83,34 @@ def test_runs_of_dead_processes_are_marked_killed(tracking_uri):
     assert client.get_run(stale.run_id).info.status == "KILLED"
     assert client.get_run(alive.run_id).info.status == "RUNNING" and client.get_run(alive.run_id).data.tags[TAG_HOST]
     alive.end("FINISHED")
+
+
+def test_a_claim_lives_while_its_worker_heartbeats_and_expires_after(tracking_uri):
+    tracker = Tracker(make_config(*QUICK, "tracking.heartbeat_s=1", "tracking.claim_timeout_s=3").tracking)
+    elsewhere = {TAG_HOST: "another-machine", TAG_PID: "1"}  # its pid means nothing here: only the heartbeat counts
+    fresh, stale = tracker.start_run("fresh", elsewhere), tracker.start_run("stale", elsewhere)
+    tracker.client.set_tag(stale.run_id, TAG_HEARTBEAT, str(time.time() - 10))
+    assert {r.info.run_id for r in tracker.running()} == {fresh.run_id}
+    assert tracker.client.get_run(stale.run_id).info.status == "KILLED"
+    time.sleep(1.5)  # this process's heartbeat thread keeps stamping its open run
+    assert float(tracker.client.get_run(fresh.run_id).data.tags[TAG_HEARTBEAT]) > time.time() - 1.5
+    fresh.end("FINISHED")
+
+
+def test_a_variant_another_worker_holds_is_left_to_it_then_its_result_is_used(tracking_uri):
+    cfg = make_config(*QUICK)
+    tracker = Tracker(cfg.tracking)
+    other = tracker.start_run("another worker's claim", {TAG_HASH: config_hash(cfg), TAG_KIND: "train",
+                                                         TAG_HOST: "another-machine"})
+    [left] = train_and_log_all([cfg], wait_for_others=False)
+    assert left.status == "CLAIMED"
+    assert [r.info.run_id for r in tracker.search("attributes.status != 'KILLED'")] == [other.run_id]  # ours withdrawn
+
+    # A waiting worker takes the other's FINISHED result instead of training the variant again.
+    threading.Timer(1.0, other.end, ["FINISHED"]).start()
+    [waited] = train_and_log_all([cfg])
+    assert waited.status == "SKIPPED" and waited.run_id == other.run_id
+    assert code_version() in tracker.client.get_run(other.run_id).data.tags.values()
 
 
 def run_cli(*args, cwd, timeout=120):
