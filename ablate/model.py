@@ -108,8 +108,12 @@ class StackedMLP:
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
                 weight, bias = next(params), next(params)
-                h = torch.baddbmm(bias.unsqueeze(1), h, weight) if h.dim() == 3 \
-                    else torch.matmul(h, weight) + bias.unsqueeze(1)
+                if h.dim() == 3 and len(weight) == 1:  # one model: a plain matmul, faster than a batch of one
+                    h = torch.addmm(bias[0], h[0], weight[0]).unsqueeze(0)
+                elif h.dim() == 3:
+                    h = torch.baddbmm(bias.unsqueeze(1), h, weight)
+                else:
+                    h = torch.matmul(h, weight) + bias.unsqueeze(1)
             elif isinstance(layer, nn.BatchNorm1d):
                 gamma, beta, running_mean, running_var = next(params), next(params), next(buffers), next(buffers)
                 h = _batch_norm(h, gamma, beta, running_mean, running_var, train, layer.momentum, layer.eps)
