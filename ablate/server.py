@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="MLflow's basic authentication (users in MLFLOW_AUTH_CONFIG_PATH's ini; change the admin "
                              "password first); workers set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     args = parser.parse_args(argv)
+    if args.auth and not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        parser.error("--auth needs MLFLOW_FLASK_SERVER_SECRET_KEY (MLflow's CSRF key, the same on every server): "
+                     "export MLFLOW_FLASK_SERVER_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')")
     ensure_database(args.db)
     artifacts = Path(args.artifacts).resolve()
     artifacts.mkdir(parents=True, exist_ok=True)

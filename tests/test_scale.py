@@ -1,12 +1,16 @@
 """Scale-out for real: Ray (a local instance), submitit (local processes standing in for SLURM), and several
 sweep processes sharing an MLflow tracking server on the local PostgreSQL."""
 
+import base64
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -22,7 +26,6 @@ from tests.conftest import REPO, pg_reachable
 GRID = ("model.bn=pre,none", "seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cpu")
 CLAIMS = ("tracking.heartbeat_s=1", "tracking.claim_timeout_s=4")  # a dead worker's claim expires in seconds
 SECRET = "s3cret-" + uuid.uuid4().hex[:6]  # PostgreSQL here trusts local users: any password connects
-needs_pg = pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL on 127.0.0.1:5432")
 
 
 def ablate(*args, cwd, env_extra=None, module="ablate", wait=True):
@@ -98,35 +101,57 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``python -m ablate.server`` (what ``make server`` runs) on a fresh PostgreSQL database, with a password
-    in its URL that must never surface anywhere."""
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    home, db, port = tmp_path_factory.mktemp("server"), f"ablate_test_{uuid.uuid4().hex[:8]}", free_port()
-    log = open(home / "server.log", "w")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ABLATE_SERVER_DB": f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{db}"}
-    process = subprocess.Popen([sys.executable, "-m", "ablate.server", "--port", str(port), "--workers", "2",
-                                "--artifacts", str(home / "artifacts")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)  # its own process group: the server and all its workers
+@contextlib.contextmanager
+def running_server(home: Path, db_url: str, *args: str, env_extra=None):
+    """``python -m ablate.server`` (what ``make server`` runs) until the block ends; yields its URL."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ABLATE_SERVER_DB": db_url, **(env_extra or {})}
+    port = free_port()
+    with open(home / "server.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "ablate.server", "--port", str(port), "--workers", "2",
+                                    "--artifacts", str(home / "artifacts"), *args], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)  # its group: all its workers
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
             try:
-                MlflowClient(url).search_experiments()
+                urllib.request.urlopen(f"{url}/health", timeout=5)
                 break
-            except Exception:  # noqa: BLE001 - not up yet
+            except OSError:  # not up yet
                 assert process.poll() is None, (home / "server.log").read_text()
                 time.sleep(1)
-        assert SECRET not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        yield url, home / "server.log"
+        yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_make_server_with_auth_refuses_requests_without_credentials(tmp_path):
+    password = "admin-" + uuid.uuid4().hex
+    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
+    with running_server(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", "--auth", env_extra=env) as url:
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(search, timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(search, headers={
+            "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})
+        assert urllib.request.urlopen(request, timeout=10).status == 200
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The shared server on a fresh PostgreSQL database, with a password in its URL that must surface nowhere."""
+    if not pg_reachable():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    home, db = tmp_path_factory.mktemp("server"), f"ablate_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with running_server(home, f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{db}") as url:
+            assert SECRET not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            yield url, home / "server.log"
+    finally:
         drop_database(db)
 
 
