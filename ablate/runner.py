@@ -65,8 +65,9 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
     A variant with a FINISHED run of the same config and code (in the same sweep, inside one) is skipped.
     A variant another worker holds (its live RUNNING run) is left to it: with ``wait_for_others`` this waits
     for that run's result, and trains the variant itself if that worker dies; otherwise it is reported CLAIMED.
-    A diverging variant is recorded FAILED alone; any other error marks its population's open runs FAILED
-    (KILLED on Ctrl-C) and propagates. ``kind`` and ``tags_of`` label the runs (the search's trials).
+    A diverging variant is recorded FAILED alone; a population that crashes or runs out of memory has its runs
+    FAILED with the error and the others go on; Ctrl-C marks the open runs KILLED and propagates. A bad data file
+    fails before any run opens. ``kind`` and ``tags_of`` label the runs (the search's trials).
     """
     if not cfgs:
         return []

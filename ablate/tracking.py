@@ -1,7 +1,7 @@
 """MLflow: one experiment per study, one run per trained model, never left RUNNING.
 
 A RUNNING run is also a claim: several workers (processes, Ray tasks, SLURM jobs) sharing one store train a
-variant only after opening its run and seeing no rival run of the same config (``Tracker.rivals``). Each process
+variant only after opening its run and seeing no rival run of the same config (``Tracker.held``). Each process
 stamps its open runs with a heartbeat, so a claim whose worker died is recognised and its variant trained again.
 
 Uses ``MlflowClient`` rather than the fluent API, so that several runs (a population, a sweep's parent and
