@@ -130,7 +130,11 @@ def running_server(home: Path, db_url: str, *args: str, env_extra=None):
 
 def test_make_server_with_auth_refuses_requests_without_credentials(tmp_path):
     password = "admin-" + uuid.uuid4().hex
-    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
+    (tmp_path / "auth.ini").write_text(  # MLflow's users live in this test's folder, not the working directory
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path}/basic_auth.db\n"
+        "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
+           "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")}
     with running_server(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", "--auth", env_extra=env) as url:
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         with pytest.raises(urllib.error.HTTPError) as refused:
