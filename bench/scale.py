@@ -20,23 +20,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from ablate.server import drop_database, ensure_database, serving
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def start_server(home: Path) -> tuple[subprocess.Popen, str, str]:
-    db, port = f"ablate_bench_{uuid.uuid4().hex[:8]}", "5099"
-    server = subprocess.Popen([sys.executable, "-m", "ablate.server", "--port", port, "--workers", "2",
-                               "--db", f"postgresql://postgres@127.0.0.1:5432/{db}", "--artifacts",
-                               str(home / "artifacts")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            MlflowClient(url).search_experiments()
-            return server, url, db
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(1)
-    raise SystemExit("the MLflow server did not start (is PostgreSQL running on 127.0.0.1:5432?)")
 
 
 def sweep(grid: list[str], workers: int, url: str, home: Path, experiment: str) -> float:
@@ -78,26 +64,22 @@ def main() -> None:
         (f"Ray, one task per population group of {quarter} (population_ray)",
          ["hydra/launcher=population_ray", f"hydra.launcher.max_size={quarter}"], 1),
     ]
-    server, url, db = start_server(home)
+    db = f"postgresql://postgres@127.0.0.1:5432/ablate_bench_{uuid.uuid4().hex[:8]}"
+    ensure_database(db)
     try:
-        print(f"{args.variants} variants x {args.epochs} epochs on {args.data}, {os.cpu_count()} CPUs, "
-              f"MLflow server on PostgreSQL; wall time end to end")
-        rows = []
-        for name, launcher, workers in cases:
-            seconds = sweep(grid + launcher, workers, url, home, f"bench-{uuid.uuid4().hex[:6]}")
-            rows.append((name, seconds))
-            print(f"  {name}: {seconds:.1f} s", flush=True)
+        with serving(db, home) as url:
+            print(f"{args.variants} variants x {args.epochs} epochs on {args.data}, {os.cpu_count()} CPUs, "
+                  f"MLflow server on PostgreSQL; wall time end to end")
+            rows = []
+            for name, launcher, workers in cases:
+                seconds = sweep(grid + launcher, workers, url, home, f"bench-{uuid.uuid4().hex[:6]}")
+                rows.append((name, seconds))
+                print(f"  {name}: {seconds:.1f} s", flush=True)
         print("\n| how | wall s | variants/s | x first row |\n|---|---|---|---|")
         for name, seconds in rows:
             print(f"| {name} | {seconds:.1f} | {args.variants / seconds:.2f} | {rows[0][1] / seconds:.2f} |")
     finally:
-        server.terminate()
-        server.wait()
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 dbname=postgres user=postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-
+        drop_database(db)
 
 if __name__ == "__main__":
     main()

@@ -2,10 +2,8 @@
 sweep processes sharing an MLflow tracking server on the local PostgreSQL."""
 
 import base64
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from optuna.trial import TrialState
 
+from ablate.server import drop_database, ensure_database, serving
 from tests.conftest import REPO, pg_reachable
 
 GRID = ("model.bn=pre,none", "seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cpu")
@@ -88,46 +87,6 @@ def test_a_remote_task_that_dies_before_opening_its_runs_still_records_them_fail
 
 
 # ------------------------------------------------------------------ a shared MLflow server on PostgreSQL
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 port=5432 dbname=postgres user=postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def running_server(home: Path, db_url: str, *args: str, env_extra=None):
-    """``python -m ablate.server`` (what ``make server`` runs) until the block ends; yields its URL."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ABLATE_SERVER_DB": db_url, **(env_extra or {})}
-    port = free_port()
-    with open(home / "server.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ablate.server", "--port", str(port), "--workers", "2",
-                                    "--artifacts", str(home / "artifacts"), *args], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # its group: all its workers
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=5)
-                break
-            except OSError:  # not up yet
-                assert process.poll() is None, (home / "server.log").read_text()
-                time.sleep(1)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
 def test_make_server_with_auth_refuses_requests_without_credentials(tmp_path):
     password = "admin-" + uuid.uuid4().hex
     (tmp_path / "auth.ini").write_text(  # MLflow's users live in this test's folder, not the working directory
@@ -135,7 +94,7 @@ def test_make_server_with_auth_refuses_requests_without_credentials(tmp_path):
         "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     env = {"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
            "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")}
-    with running_server(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", "--auth", env_extra=env) as url:
+    with serving(f"sqlite:///{tmp_path}/mlflow.db", tmp_path, "--auth", env_extra=env) as url:
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(search, timeout=10)
@@ -150,9 +109,10 @@ def server(tmp_path_factory):
     """The shared server on a fresh PostgreSQL database, with a password in its URL that must surface nowhere."""
     if not pg_reachable():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    home, db = tmp_path_factory.mktemp("server"), f"ablate_test_{uuid.uuid4().hex[:8]}"
+    home = tmp_path_factory.mktemp("server")
+    db = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/ablate_test_{uuid.uuid4().hex[:8]}"
     try:
-        with running_server(home, f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{db}") as url:
+        with serving(db, home) as url:
             assert SECRET not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
             yield url, home / "server.log"
     finally:
@@ -195,10 +155,7 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
 
 def test_a_search_with_two_workers_and_a_sweep_share_the_server_and_no_password_leaks(server, tmp_path):
     url, server_log = server
-    optuna_db = f"ablate_optuna_{uuid.uuid4().hex[:8]}"
-    storage = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/{optuna_db}"
-    from ablate.server import ensure_database
-
+    storage = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/ablate_optuna_{uuid.uuid4().hex[:8]}"
     ensure_database(storage)
     experiment, study = f"mixed-{uuid.uuid4().hex[:6]}", f"study-{uuid.uuid4().hex[:6]}"
     env = {"MLFLOW_TRACKING_URI": url}
@@ -227,4 +184,4 @@ def test_a_search_with_two_workers_and_a_sweep_share_the_server_and_no_password_
         assert len(seen) > 20 and any("***" in text for text in seen)
         assert not [text for text in seen if SECRET in text]
     finally:
-        drop_database(optuna_db)
+        drop_database(storage)
