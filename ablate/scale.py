@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ablate.config import RunConfig, config_hash
 from ablate.runner import RunResult, train_and_log_all
-from ablate.tracking import TAG_ERROR, TAG_HASH, SweepGroup, Tracker
+from ablate.tracking import TAG_HASH, SweepGroup, Tracker
 
 log = logging.getLogger("ablate")
 TAG_TASK = "ablate.task"  # the remote task that trained a run: a task that dies takes only its own runs down
@@ -63,8 +63,7 @@ def _fail_task(group: list[RunConfig], task: str, error: BaseException) -> list[
                 opened.end("FAILED", text)
             results.append(RunResult(opened.run_id, "FAILED", {}))
             continue
-        tracker.client.set_tag(run.info.run_id, TAG_ERROR, text)
-        tracker.client.set_terminated(run.info.run_id, "FAILED")
+        tracker.terminate(run.info.run_id, "FAILED", text)
         results.append(RunResult(run.info.run_id, "FAILED", {}))
     return results
 

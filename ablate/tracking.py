@@ -29,7 +29,7 @@ import mlflow
 import torch
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 
 from ablate.config import RunConfig, TrackingConfig, config_hash, flatten, to_dict
 
@@ -198,10 +198,14 @@ class Tracker:
             if not is_dead(run, self.claim_timeout_s):
                 alive.append(run)
                 continue
-            self.client.set_tag(run.info.run_id, TAG_ERROR, "its worker died or stopped heartbeating while RUNNING")
-            self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+            self.terminate(run.info.run_id, "KILLED", "its worker died or stopped heartbeating while RUNNING")
             log.info(f"run {run.info.run_id} of a dead worker marked KILLED")
         return alive
+
+    def terminate(self, run_id: str, status: str, error: str) -> None:
+        """End another process's run (it cannot end its own any more), saying why."""
+        self.client.set_tag(run_id, TAG_ERROR, error)
+        self.client.set_terminated(run_id, status)
 
     def held(self, sweep_id: Optional[str], kind: str, finished_since_ms: Optional[int] = None,
              exclude: Collection[str] = ()) -> set[str]:
