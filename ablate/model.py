@@ -7,11 +7,11 @@ K = 1 for a single run, so a single run and a population member share every line
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ablate.config import BN, ModelConfig
@@ -64,7 +64,13 @@ def summary(model: nn.Module, in_features: int) -> str:
 
 
 class StackedMLP:
-    """K copies of ``build_mlp``'s network as [K, ...] tensors; the layer order comes from a template model."""
+    """K copies of ``build_mlp``'s network as [K, ...] tensors; the layer order comes from a template model.
+
+    Training needs no autograd: ``forward`` records on a tape what each layer's gradient needs, and ``backward``
+    walks the layers back by hand with ATen's own backward kernels (BatchNorm, ReLU). That saves autograd's
+    bookkeeping on every one of a sweep's many small steps, and lets each weight be updated the moment its
+    gradient is known (see ``Outer``). A test checks the gradients against autograd on ``build_mlp``.
+    """
 
     def __init__(self, cfgs: Sequence[ModelConfig], seeds: Sequence[int], n_features: int, n_classes: int,
                  device: torch.device, dtype: torch.dtype) -> None:
@@ -82,11 +88,13 @@ class StackedMLP:
 
         weights = decayed_weights(models[0])
         self.decayed = [any(p is w for w in weights) for p in models[0].parameters()]
-        # Linear weights are stored [K, in, out] (nn.Linear keeps [out, in]): their gradients then come out
-        # of the batched matmul contiguous, which makes the backward pass and the update markedly faster.
-        self.params = [stack([p.t() if is_weight else p for p in ps]).requires_grad_()
+        # Linear weights are stored [K, in, out] (nn.Linear keeps [out, in]): their gradients x^T dy then come
+        # out of the batched matmul in the weights' own layout.
+        self.params = [stack([p.t() if is_weight else p for p in ps])
                        for is_weight, ps in zip(self.decayed, zip(*(m.parameters() for m in models)))]
         self.buffers = [stack(bs) for bs in zip(*(_running_stats(m) for m in models))]
+        self.first_param = [sum(len(list(layer.parameters())) for layer in self.layers[:i])
+                            for i in range(len(self.layers))]  # layer i's parameters start at params[first_param[i]]
         dropout = torch.tensor([c.dropout for c in cfgs], device=device, dtype=dtype).view(-1, 1, 1)
         self.keep, self.rescale = 1 - dropout, 1 / (1 - dropout)
 
@@ -99,57 +107,136 @@ class StackedMLP:
         return model
 
     def weight_norms(self) -> torch.Tensor:
-        return torch.sqrt(sum(p.detach().pow(2).flatten(1).sum(1) for p, d in zip(self.params, self.decayed) if d))
+        return torch.sqrt(sum(p.pow(2).flatten(1).sum(1) for p, d in zip(self.params, self.decayed) if d))
 
-    def forward(self, x: torch.Tensor, train: bool, masks: Optional[torch.Generator] = None) -> torch.Tensor:
-        """x: [K, B, F] (each member its own batch) or [B, F] (one batch for all, evaluation) -> [K, B, classes]."""
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, train: bool, masks: Optional[DropoutMasks] = None,
+                tape: Optional[list] = None) -> torch.Tensor:
+        """x: [K, B, F] (each member its own batch) or [B, F] (one batch for all, evaluation) -> [K, B, classes].
+
+        With a ``tape``, each layer appends what ``backward`` needs from it.
+        """
         params, buffers = iter(self.params), iter(self.buffers)
         h = x
         for layer in self.layers:
+            saved = None
             if isinstance(layer, nn.Linear):
-                weight, bias = next(params), next(params)
-                if h.dim() == 3 and len(weight) == 1:  # one model: a plain matmul, faster than a batch of one
-                    h = torch.addmm(bias[0], h[0], weight[0]).unsqueeze(0)
-                elif h.dim() == 3:
-                    h = torch.baddbmm(bias.unsqueeze(1), h, weight)
-                else:
-                    h = torch.matmul(h, weight) + bias.unsqueeze(1)
+                saved, h = h, _linear(h, next(params), next(params))
             elif isinstance(layer, nn.BatchNorm1d):
-                gamma, beta, running_mean, running_var = next(params), next(params), next(buffers), next(buffers)
-                h = _batch_norm(h, gamma, beta, running_mean, running_var, train, layer.momentum, layer.eps)
+                h, saved = _batch_norm(h, next(params), next(params), next(buffers), next(buffers), train,
+                                       layer.momentum, layer.eps)
             elif isinstance(layer, nn.ReLU):
-                h = torch.relu(h)
+                h = saved = torch.relu(h)
             elif isinstance(layer, nn.Dropout) and train:  # each unit kept with probability 1 - p, rescaled
-                uniform = torch.rand(h.shape, generator=masks, device=h.device, dtype=h.dtype)
-                h = h * uniform.lt_(self.keep).mul_(self.rescale)  # half the time of bernoulli with [K] probabilities
+                saved = masks.uniform(h.shape).lt_(self.keep).mul_(self.rescale)
+                h = h * saved
+            if tape is not None:
+                tape.append(saved)
         return h
+
+    @torch.no_grad()
+    def backward(self, tape: list, grad: torch.Tensor, update: Callable[[int, torch.Tensor | Outer], None]) -> None:
+        """From d loss / d logits [K, B, classes] back through the layers; ``update(i, gradient)`` receives
+        parameter i's gradient as soon as it is known. A layer's input gradient is computed before its
+        parameters are handed on, so ``update`` may change them in place."""
+        for index in reversed(range(len(self.layers))):
+            layer, saved, first = self.layers[index], tape[index], self.first_param[index]
+            if isinstance(layer, nn.Linear):
+                weight = self.params[first]
+                grad_in = None if index == 0 else (torch.mm(grad[0], weight[0].t()).unsqueeze(0) if len(weight) == 1
+                                                   else torch.bmm(grad, weight.transpose(1, 2)))
+                update(first + 1, grad.sum(1))
+                update(first, Outer(saved, grad))
+                grad = grad_in
+            elif isinstance(layer, nn.BatchNorm1d):
+                grad, grad_gamma, grad_beta = _batch_norm_backward(grad, self.params[first], saved, layer.eps)
+                update(first, grad_gamma)
+                update(first + 1, grad_beta)
+            elif isinstance(layer, nn.ReLU):
+                grad = torch.ops.aten.threshold_backward(grad, saved, 0)
+            elif isinstance(layer, nn.Dropout):
+                grad = grad * saved
+
+
+@dataclass
+class Outer:
+    """A Linear weight's gradient x^T dy per member, not yet multiplied out: plain SGD adds it into the weights
+    with one batched matmul (``add_to``) instead of writing a [K, in, out] gradient and reading it back."""
+
+    x: torch.Tensor  # [K, B, in]
+    dy: torch.Tensor  # [K, B, out]
+
+    def into(self, out: torch.Tensor) -> torch.Tensor:
+        if len(out) == 1:  # one model: a plain matmul, faster than a batch of one
+            torch.mm(self.x[0].t(), self.dy[0], out=out[0])
+        else:
+            torch.bmm(self.x.transpose(1, 2), self.dy, out=out)
+        return out
+
+    def add_to(self, out: torch.Tensor, scale: torch.Tensor) -> None:
+        """out += x^T (scale * dy), scale broadcasting over [K, 1, 1]."""
+        dy = self.dy * scale
+        if len(out) == 1:
+            out[0].addmm_(self.x[0].t(), dy[0])
+        else:
+            out.baddbmm_(self.x.transpose(1, 2), dy)
+
+
+class DropoutMasks:
+    """The uniform draws behind dropout masks, from the run's seed: numpy's PCG64 on the CPU (three times as
+    fast as torch's Mersenne Twister, which made a tenth of a population's step), torch's Philox elsewhere."""
+
+    def __init__(self, seed: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.device, self.dtype = device, dtype
+        if device.type == "cpu":
+            self.numpy = np.random.default_rng(seed)
+        else:
+            self.torch = torch.Generator(device=device).manual_seed(seed)
+
+    def uniform(self, shape: Sequence[int]) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return torch.from_numpy(self.numpy.random(tuple(shape), dtype=_NUMPY[self.dtype]))
+        return torch.rand(shape, generator=self.torch, device=self.device, dtype=self.dtype)
+
+
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _running_stats(model: nn.Module) -> list[torch.Tensor]:
     return [b for name, b in model.named_buffers() if not name.endswith("num_batches_tracked")]
 
 
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    if h.dim() == 3 and len(weight) == 1:  # one model: a plain matmul, faster than a batch of one
+        return torch.addmm(bias[0], h[0], weight[0]).unsqueeze(0)
+    if h.dim() == 3:
+        return torch.baddbmm(bias.unsqueeze(1), h, weight)
+    return torch.matmul(h, weight) + bias.unsqueeze(1)
+
+
 def _batch_norm(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor,
-                running_var: torch.Tensor, train: bool, momentum: float, eps: float) -> torch.Tensor:
-    """BatchNorm of K members with PyTorch's own kernel, the members' channels side by side: per channel it
-    computes exactly what nn.BatchNorm1d computes (bit for bit, running averages included)."""
-    k, c = gamma.shape
-    if k > 1:  # with one member the layout change is a no-op and so is the gradient's
-        h = _ContiguousGrad.apply(h)
-    rows = h.transpose(0, 1).reshape(-1, k * c)  # [B, K*C]: member k's channel j at column k*C + j
-    out = F.batch_norm(rows, running_mean.view(-1), running_var.view(-1), gamma.reshape(-1), beta.reshape(-1),
-                       train, momentum, eps)
-    return out.view(-1, k, c).transpose(0, 1).contiguous()
+                running_var: torch.Tensor, train: bool, momentum: float, eps: float) -> tuple[torch.Tensor, tuple]:
+    """BatchNorm of K members with ATen's own kernel (the one nn.BatchNorm1d runs), the members' channels side
+    by side as [B, K*C] columns: per channel exactly what nn.BatchNorm1d computes, running averages included.
+    Returns the output and what the backward needs."""
+    rows = _side_by_side(h)
+    out, mean, invstd = torch.ops.aten.native_batch_norm(
+        rows, gamma.reshape(-1), beta.reshape(-1), running_mean.view(-1), running_var.view(-1), train, momentum, eps)
+    return _stacked(out, len(gamma)), (rows, mean, invstd)
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward hands on a contiguous gradient: the batched matmul before a BatchNorm would
-    otherwise get the transposed view of ``_batch_norm``'s layout and fall back to a much slower kernel."""
+def _batch_norm_backward(grad: torch.Tensor, gamma: torch.Tensor, saved: tuple,
+                         eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows, mean, invstd = saved
+    grad_rows, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+        _side_by_side(grad), rows, gamma.reshape(-1), None, None, mean, invstd, True, eps, [True, True, True])
+    return _stacked(grad_rows, len(gamma)), grad_gamma.view_as(gamma), grad_beta.view_as(gamma)
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return x.view_as(x)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
+def _side_by_side(h: torch.Tensor) -> torch.Tensor:
+    """[K, B, C] -> [B, K*C]: member k's channel j at column k*C + j."""
+    return h[0] if len(h) == 1 else h.transpose(0, 1).reshape(h.shape[1], -1)
+
+
+def _stacked(rows: torch.Tensor, k: int) -> torch.Tensor:
+    return rows.view(len(rows), k, -1).transpose(0, 1).contiguous()

@@ -13,22 +13,23 @@ from typing import Sequence
 import torch
 
 from ablate.config import RunConfig
-from ablate.train import resolve_device, torch_dtype
+from ablate.train import plain_sgd, resolve_device, torch_dtype
 
 
 def group_key(cfg: RunConfig) -> tuple:
-    """What members of one population must share: the data, the architecture, the trainer, the optimiser kind.
+    """What members of one population must share: the data, the architecture, the trainer, the optimiser kind
+    (plain SGD apart from SGD with momentum: the two round differently, see ``train.Optimizer``).
 
     Everything else (seed, dropout p, init scale, lr, momentum, betas, weight decay and its mode) is per member.
     """
     m, t = cfg.model, cfg.trainer
     return (repr(cfg.data), tuple(m.hidden), m.bn, m.bn_eps, m.bn_momentum, t.epochs, t.batch_size, t.device,
-            t.dtype, t.eval_batch_size, t.target_val_acc, cfg.optim.name)
+            t.dtype, t.eval_batch_size, t.target_val_acc, cfg.optim.name, plain_sgd(cfg.optim))
 
 
 def bytes_per_member(cfg: RunConfig, n_features: int, n_classes: int, n_eval_rows: int) -> int:
     """A generous estimate of one member's working memory: parameters with their gradients and two optimiser
-    states, a training batch with the activations autograd keeps, and the evaluation activations."""
+    states, a training batch with the activations the backward pass keeps, and the evaluation activations."""
     widths = [n_features, *cfg.model.hidden, n_classes]
     n_params = sum(a * b + b for a, b in zip(widths, widths[1:])) + 4 * sum(cfg.model.hidden)
     rows = cfg.trainer.batch_size * 6 + min(n_eval_rows, cfg.trainer.eval_batch_size)

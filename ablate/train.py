@@ -20,9 +20,9 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ablate.config import Device, DType, L2Mode, OptimName, RunConfig
+from ablate.config import Device, DType, L2Mode, OptimConfig, OptimName, RunConfig
 from ablate.data import Splits
-from ablate.model import StackedMLP
+from ablate.model import DropoutMasks, Outer, StackedMLP
 
 # on_epoch(member, metrics) -> True stops that member (a pruned trial); its history ends there.
 MemberCallback = Callable[[int, dict[str, float]], Optional[bool]]
@@ -93,47 +93,79 @@ def hyper(cfgs: Sequence[RunConfig], device: torch.device, dtype: torch.dtype) -
                  uses_penalty=any(penalty), uses_decoupled=any(decoupled))
 
 
-@dataclass
-class OptimizerState:
-    """Momentum buffers (SGD) or first and second moments (Adam), one per parameter, plus the step count;
-    and the hyperparameters viewed to broadcast against each parameter."""
-
-    hp: list[Hyper]
-    first: list[torch.Tensor]
-    second: list[torch.Tensor]
-    step: int = 0
-
-    @classmethod
-    def create(cls, params: Sequence[torch.Tensor], hp: Hyper) -> "OptimizerState":
-        return cls([hp.like(p) for p in params], [torch.zeros_like(p) for p in params],
-                   [torch.zeros_like(p) for p in params])
+def plain_sgd(optim: OptimConfig) -> bool:
+    """SGD without momentum, whose weight update ``Optimizer`` fuses with the gradient's matmul. That rounds
+    differently from the unfused update, so members that differ in this train in separate populations: each
+    member then computes exactly what its single run computes."""
+    return optim.name == OptimName.sgd and optim.momentum == 0
 
 
-@torch.no_grad()
-def optimizer_step(kind: OptimName, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-                   decayed: Sequence[bool], state: OptimizerState) -> None:
-    """One update of SGD (momentum, Nesterov) or Adam, as torch.optim computes them, with L2 on weights only.
+class Optimizer:
+    """SGD (momentum, Nesterov) or Adam over [K, ...] parameters, as torch.optim computes them, with L2 on weights
+    only and every member's own hyperparameters.
 
-    ``l2=penalty`` adds lambda * sum(w**2) to the loss; its gradient, 2 * lambda * w, is added here rather
-    than through autograd (same maths, a fraction of the cost). ``l2=decoupled`` shrinks the weights by
-    ``lr * lambda`` before the gradient step, as AdamW does. Biases and BN's gamma and beta never decay.
+    ``l2=penalty`` adds lambda * sum(w**2) to the loss; its gradient, 2 * lambda * w, is added here rather than
+    differentiated (same maths, a fraction of the cost). ``l2=decoupled`` shrinks the weights by ``lr * lambda``
+    before the gradient step, as AdamW does. Biases and BN's gamma and beta never decay.
+    Plain SGD (no member uses momentum) adds a weight's gradient, handed over as an ``Outer``, straight into the
+    weights: w <- (1 - lr * (2 lambda_penalty + lambda_decoupled)) w - lr x^T dy, the same update in one matmul.
     """
-    state.step += 1
-    for p, g, decays, hp, m, v in zip(params, grads, decayed, state.hp, state.first, state.second):
+
+    def __init__(self, kind: OptimName, params: Sequence[torch.Tensor], decayed: Sequence[bool], hp: Hyper) -> None:
+        self.kind, self.params, self.decayed = kind, list(params), list(decayed)
+        self.hp = [hp.like(p) for p in params]
+        self.first = [torch.zeros_like(p) for p in params]  # SGD's momentum buffers; Adam's first moments
+        self.second = [torch.zeros_like(p) for p in params] if kind == OptimName.adam else []
+        self.fuses = kind == OptimName.sgd and not hp.uses_momentum  # every member plain SGD
+        self.shrink = [1 - h.lr * (2 * h.penalty_decay + h.decoupled_decay) if d else None
+                       for h, d in zip(self.hp, decayed)]
+        self.grad_buffers = [torch.empty_like(p) if d and not self.fuses else None for p, d in zip(params, decayed)]
+        self.steps = 0
+
+    def step(self, grads: Sequence[torch.Tensor]) -> None:
+        """One update from every parameter's gradient at once."""
+        self.start_step()
+        for i, grad in enumerate(grads):
+            self.update(i, grad)
+
+    def start_step(self) -> None:
+        self.steps += 1  # Adam's bias correction counts steps
+
+    @torch.no_grad()
+    def update(self, i: int, grad: torch.Tensor | Outer) -> None:
+        """Parameter i's part of the current step (``StackedMLP.backward`` calls this as gradients arrive)."""
+        p, hp, decays, m = self.params[i], self.hp[i], self.decayed[i], self.first[i]
+        if isinstance(grad, Outer):
+            if self.fuses:
+                if hp.uses_penalty or hp.uses_decoupled:
+                    p.mul_(self.shrink[i])
+                grad.add_to(p, -hp.lr)
+                return
+            grad = grad.into(self.grad_buffers[i])
         if decays and hp.uses_penalty:
-            g = g.add(2 * hp.penalty_decay * p)
+            grad = grad.add(2 * hp.penalty_decay * p)
         if decays and hp.uses_decoupled:
             p.mul_(1 - hp.lr * hp.decoupled_decay)
-        if kind == OptimName.sgd:
+        if self.kind == OptimName.sgd:
             if hp.uses_momentum:
-                m.mul_(hp.momentum).add_(g)  # torch's buffer: momentum * buffer + gradient
-                g = torch.lerp(m, g + hp.momentum * m, hp.nesterov) if hp.uses_nesterov else m
-            p.addcmul_(hp.lr, g, value=-1)
+                m.mul_(hp.momentum).add_(grad)  # torch's buffer: momentum * buffer + gradient
+                grad = torch.lerp(m, grad + hp.momentum * m, hp.nesterov) if hp.uses_nesterov else m
+            p.addcmul_(hp.lr, grad, value=-1)
         else:
-            m.lerp_(g, 1 - hp.beta1)
-            v.mul_(hp.beta2).add_((1 - hp.beta2) * g * g)
-            m_hat, v_hat = m / (1 - hp.beta1 ** state.step), v / (1 - hp.beta2 ** state.step)
+            v = self.second[i]
+            m.lerp_(grad, 1 - hp.beta1)
+            v.mul_(hp.beta2).add_((1 - hp.beta2) * grad * grad)
+            m_hat, v_hat = m / (1 - hp.beta1 ** self.steps), v / (1 - hp.beta2 ** self.steps)
             p.addcmul_(hp.lr, m_hat / (v_hat.sqrt() + hp.eps), value=-1)
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's mean cross-entropy [K] and its gradient by the logits: (softmax - one-hot) / batch size."""
+    log_probs = torch.log_softmax(logits, 2)
+    target = y.unsqueeze(2)
+    losses = -log_probs.gather(2, target).mean((1, 2))
+    minus_one = torch.full(target.shape, -1.0, device=logits.device, dtype=logits.dtype)
+    return losses, log_probs.exp_().scatter_add_(2, target, minus_one).div_(y.shape[1])
 
 
 def batch_starts(n_rows: int, batch_size: int) -> list[int]:
@@ -185,9 +217,9 @@ def fit_population(cfgs: Sequence[RunConfig], splits: Splits,
     data = splits.to(device, dtype)
     net = StackedMLP([c.model for c in cfgs], [c.seed for c in cfgs], splits.n_features, splits.n_classes,
                      device, dtype)
-    state = OptimizerState.create(net.params, hyper(cfgs, device, dtype))
+    optimizer = Optimizer(cfg.optim.name, net.params, net.decayed, hyper(cfgs, device, dtype))
     orders = [torch.Generator().manual_seed(c.seed) for c in cfgs]  # each member's own batch order
-    masks = torch.Generator(device=device).manual_seed(cfg.seed)  # dropout masks, independent across members
+    masks = DropoutMasks(cfg.seed, device, dtype)  # independent across members
     batch, n = cfg.trainer.batch_size, len(data.train)
     starts = batch_starts(n, batch)
     seen = sum(min(batch, n - s) for s in starts)
@@ -201,14 +233,16 @@ def fit_population(cfgs: Sequence[RunConfig], splits: Splits,
         loss_sum = torch.zeros(k, device=device, dtype=dtype)  # summed on the device: no sync per step
         correct = torch.zeros(k, device=device, dtype=dtype)
         for start in starts:
-            idx = perms[:, start:start + batch]
-            x, y = data.train.x[idx], data.train.y[idx]  # [K, B, F], [K, B]: each member its own batch
-            logits = net.forward(x, train=True, masks=masks)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
-            grads = torch.autograd.grad(losses.sum(), net.params)  # member k's gradient is its own loss's
-            optimizer_step(cfg.optim.name, net.params, grads, net.decayed, state)
-            loss_sum += losses.detach() * y.shape[1]
-            correct += (logits.detach().argmax(2) == y).sum(1)
+            idx = perms[:, start:start + batch]  # each member its own batch: x [K, B, F], y [K, B]
+            x = data.train.x.index_select(0, idx.flatten()).view(k, -1, splits.n_features)  # 8x faster than x[idx]
+            y = data.train.y[idx]
+            tape: list = []
+            logits = net.forward(x, train=True, masks=masks, tape=tape)
+            losses, grad = cross_entropy(logits, y)  # member k's gradient is its own loss's
+            optimizer.start_step()
+            net.backward(tape, grad, optimizer.update)
+            loss_sum += losses * y.shape[1]
+            correct += (logits.argmax(2) == y).sum(1)
         train_loss, train_acc = (loss_sum / seen).tolist(), (correct / seen).tolist()
         val = evaluate(net, data.val.x, data.val.y, cfg.trainer.eval_batch_size) if data.val is not None else None
         norms = net.weight_norms().tolist()

@@ -19,8 +19,16 @@ VARIED = [["seed=1"], ["seed=2", "optim.lr=0.05", "optim.weight_decay=1e-3"],
 
 
 def compare(cfgs, epochs_checked=None):
-    """Max difference of metrics and trained weights between each member and its single run."""
+    """Max difference of metrics and trained weights between each member and its single run; the members
+    train in the populations ``group_key`` puts them in (VARIED: plain SGD, then SGD with momentum)."""
     splits = cached_splits(cfgs[0].data)
+    worst = 0.0
+    for group in {group_key(c): [d for d in cfgs if group_key(d) == group_key(c)] for c in cfgs}.values():
+        worst = max(worst, _compare_group(group, splits, epochs_checked))
+    return worst
+
+
+def _compare_group(cfgs, splits, epochs_checked):
     members, net = fit_population(cfgs, splits)
     worst = 0.0
     for k, cfg in enumerate(cfgs):
@@ -90,6 +98,8 @@ def test_groups_share_what_must_be_shared_and_respect_the_size_limit():
     assert sorted(len(g) for g in groups) == [2, 2, 4, 4]
     assert all(len({group_key(c) for c in g}) == 1 for g in groups)
     assert sorted(id(c) for g in groups for c in g) == sorted(id(c) for c in cfgs)
+    momentum = [make_config(*DIGITS, f"optim.momentum={m}") for m in (0.5, 0.9)]
+    assert group_key(momentum[0]) == group_key(momentum[1]) != group_key(cfgs[0])  # plain SGD trains apart
 
 
 def test_memory_check_shrinks_groups_before_they_start(monkeypatch):

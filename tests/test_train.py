@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from ablate.config import BN, L2Mode, ModelConfig, OptimName
 from ablate.model import build_mlp, decayed_weights
 from ablate.runner import cached_splits
-from ablate.model import StackedMLP
-from ablate.train import Diverged, OptimizerState, batch_starts, epochs_to_reach, fit, hyper, optimizer_step
+from ablate.model import DropoutMasks, Outer, StackedMLP
+from ablate.train import Diverged, Optimizer, batch_starts, cross_entropy, epochs_to_reach, fit, hyper
 from tests.conftest import QUICK, make_config
 
 
@@ -59,12 +59,60 @@ def test_the_stacked_network_computes_what_build_mlp_computes(bn):
 
 def test_stacked_eval_uses_running_averages_and_no_dropout():
     net = StackedMLP([ModelConfig(dropout=0.5)], [0], 8, 3, torch.device("cpu"), torch.float32)
+    masks = DropoutMasks(0, torch.device("cpu"), torch.float32)
     x = torch.randn(1, 64, 8) * 5 + 2
-    net.forward(x, train=True)  # a training step moves the running averages
+    net.forward(x, train=True, masks=masks)  # a training step moves the running averages
     assert torch.equal(net.forward(x[0], train=False), net.forward(x[0], train=False))  # no dropout
     assert torch.allclose(net.forward(x[0, :1], train=False)[0], net.forward(x[0], train=False)[0, :1], atol=1e-6)
-    first, second = net.forward(x, train=True), net.forward(x, train=True)
+    first, second = net.forward(x, train=True, masks=masks), net.forward(x, train=True, masks=masks)
     assert not torch.equal(first, second)  # dropout is random in training
+
+
+@pytest.mark.parametrize("bn", list(BN))
+def test_backward_by_hand_is_autograds_gradient(bn):
+    """StackedMLP.backward vs autograd on build_mlp's network, member by member, with the same dropout masks;
+    member 1 has p = 0 (it keeps every unit of the template's Dropout layers)."""
+    cfgs = [ModelConfig(bn=bn, dropout=0.3), ModelConfig(bn=bn, dropout=0.0)]
+    cpu = torch.device("cpu")
+    net = StackedMLP(cfgs, [3, 4], 8, 3, cpu, torch.float64)
+    x, y = torch.randn(2, 16, 8, dtype=torch.float64), torch.randint(0, 3, (2, 16))
+    tape: list = []
+    losses, grad = cross_entropy(net.forward(x, train=True, masks=DropoutMasks(0, cpu, torch.float64), tape=tape), y)
+    grads = {}
+    net.backward(tape, grad, lambda i, g: grads.setdefault(i, g.into(torch.empty_like(net.params[i]))
+                                                           if isinstance(g, Outer) else g))
+    dropout_masks = [m for layer, m in zip(net.layers, tape) if isinstance(layer, torch.nn.Dropout)]
+    assert len(dropout_masks) == 2 and all(torch.all(m[1] == 1) for m in dropout_masks)
+    for k in range(2):
+        torch.manual_seed(3 + k)
+        plain = build_mlp(replace(cfgs[k], dropout=0.3), 8, 3).double().train()  # the template's layers
+        h = x[k]
+        for layer, saved in zip(plain, tape):
+            h = h * saved[k] if isinstance(layer, torch.nn.Dropout) else layer(h)
+        loss = F.cross_entropy(h, y[k])
+        assert torch.allclose(losses[k], loss, atol=1e-12)
+        for i, expected in enumerate(torch.autograd.grad(loss, list(plain.parameters()))):
+            ours = grads[i][k].t() if expected.dim() == 2 else grads[i][k]  # weights are stored [in, out]
+            assert torch.allclose(ours, expected, atol=1e-12), i
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("l2", list(L2Mode))
+def test_plain_sgd_adds_the_weight_gradient_straight_into_the_weights(k, l2):
+    """The fused update (x^T dy added into w by one matmul) equals the update from the multiplied-out gradient."""
+    cfgs = [make_config("optim.momentum=0", "optim.weight_decay=0.01", f"optim.l2={l2.value}", f"optim.lr={lr}")
+            for lr in [0.1, 0.05, 0.2][:k]]
+    fused, general = torch.randn(k, 8, 5, dtype=torch.float64), None
+    general = fused.clone()
+    x, dy = torch.randn(k, 16, 8, dtype=torch.float64), torch.randn(k, 16, 5, dtype=torch.float64)
+    gradient = Outer(x, dy).into(torch.empty_like(fused))
+    assert torch.allclose(gradient, x.transpose(1, 2) @ dy, atol=1e-12)
+    for params, grad in [(fused, Outer(x, dy)), (general, gradient)]:
+        optimizer = Optimizer(OptimName.sgd, [params], [True], hyper(cfgs, torch.device("cpu"), torch.float64))
+        assert optimizer.fuses
+        optimizer.step([grad])
+    assert torch.allclose(fused, general, atol=1e-12)
+    assert not torch.allclose(fused, fused + 1e-6)
 
 
 def _step_with_zero_grads(l2: L2Mode, kind: OptimName):
@@ -75,8 +123,8 @@ def _step_with_zero_grads(l2: L2Mode, kind: OptimName):
     params = list(model.parameters())
     decayed = [any(p is w for w in decayed_weights(model)) for p in params]
     before = [p.detach().clone() for p in params]
-    optimizer_step(cfg.optim.name, params, [torch.zeros_like(p) for p in params], decayed,
-                   OptimizerState.create(params, hyper([cfg], torch.device("cpu"), torch.float32)))
+    Optimizer(cfg.optim.name, params, decayed, hyper([cfg], torch.device("cpu"), torch.float32)).step(
+        [torch.zeros_like(p) for p in params])
     return [(d, not torch.equal(b, p)) for d, b, p in zip(decayed, before, params)]
 
 
@@ -97,8 +145,8 @@ def test_penalty_update_is_the_gradient_of_lambda_sum_w2():
     reference.load_state_dict(model.state_dict())
     params, weights = list(model.parameters()), decayed_weights(model)
     grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
-    optimizer_step(cfg.optim.name, params, grads, [any(p is w for w in weights) for p in params],
-                   OptimizerState.create(params, hyper([cfg], torch.device("cpu"), torch.float32)))
+    Optimizer(cfg.optim.name, params, [any(p is w for w in weights) for p in params],
+              hyper([cfg], torch.device("cpu"), torch.float32)).step(grads)
     loss = F.cross_entropy(reference(x), y) + 0.01 * sum(w.pow(2).sum() for w in decayed_weights(reference))
     loss.backward()
     with torch.no_grad():
@@ -123,11 +171,10 @@ def test_optimizer_matches_torch_optim(overrides, make_torch_opt):
     torch_opt = make_torch_opt([{"params": weights}, {"params": others, "weight_decay": 0.0}])
     params = list(ours.parameters())
     decayed = [any(p is w for w in decayed_weights(ours)) for p in params]
-    state = OptimizerState.create(params, hyper([cfg], torch.device("cpu"), torch.float32))
+    optimizer = Optimizer(cfg.optim.name, params, decayed, hyper([cfg], torch.device("cpu"), torch.float32))
     for step in range(5):
         x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
-        optimizer_step(cfg.optim.name, params, torch.autograd.grad(F.cross_entropy(ours(x), y), params),
-                       decayed, state)
+        optimizer.step(torch.autograd.grad(F.cross_entropy(ours(x), y), params))
         torch_opt.zero_grad()
         F.cross_entropy(theirs(x), y).backward()
         torch_opt.step()
