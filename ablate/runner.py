@@ -84,8 +84,9 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
     pending, announced = list(cfgs), False
     while pending:
         checked_ms, todo = int(time.time() * 1000), []
+        finished = tracker.finished([c for c in pending if not c.force], sweep_id, kind)
         for cfg in pending:
-            done = None if cfg.force else tracker.find_finished(cfg, sweep_id, kind)
+            done = None if cfg.force else finished.get(config_hash(cfg))
             if done is None:
                 todo.append(cfg)
                 continue
@@ -150,11 +151,13 @@ def _claim_and_fit(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, swee
                    ) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
     device = str(resolve_device(cfgs[0].trainer.device))
     sweep_id = sweep.sweep_id if sweep else None
+    summaries = {repr(c.model): summary(build_mlp(c.model, splits.n_features, splits.n_classes), splits.n_features)
+                 for c in cfgs}  # members mostly share one
     with contextlib.ExitStack() as stack:
         for cfg in cfgs:
             opened.append((cfg, stack.enter_context(tracker.training_run(
                 cfg, device, sweep.parent_run_id if sweep else None, sweep_id, kind,
-                tags_of(cfg) if tags_of else None))))
+                tags_of(cfg) if tags_of else None, {"model_summary.txt": summaries[repr(cfg.model)]}))))
         # The claim: a rival that opened the same variant meanwhile sees ours too, and both withdraw (and retry
         # later) rather than both train; one that looked before we opened ours withdraws when it sees ours.
         held = tracker.held(sweep_id, kind, None if cfgs[0].force else checked_ms - 60_000,
@@ -170,10 +173,7 @@ def _claim_and_fit(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, swee
         require_memory(cfgs[0], splits.n_features, splits.n_classes, max(len(splits.train), len(splits.test)),
                        memory_fraction)
         single = len(cfgs) == 1
-        summaries = {repr(c.model): summary(build_mlp(c.model, splits.n_features, splits.n_classes),
-                                            splits.n_features) for c in cfgs}  # members mostly share one
-        for run, cfg in zip(runs, cfgs):
-            run.log_text(summaries[repr(cfg.model)], "model_summary.txt")
+        for run in runs:
             if not single:
                 run.flush_every_s = None  # K runs: their metrics go in one batch each at the end
         log.info(f"run {runs[0].run_id}: {model_line(cfgs[0], splits)} on {device}" if single else

@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -120,6 +121,12 @@ def is_dead(run: Run, claim_timeout_s: float) -> bool:
     return time.time() - float(tags.get(TAG_HEARTBEAT, run.info.start_time / 1000)) > claim_timeout_s
 
 
+def _scope(sweep_id: Optional[str], kind: str) -> str:
+    """The runs that count as the same work: this code, this kind of run, and the sweep if there is one."""
+    return f"tags.`{TAG_CODE}` = '{code_version()}' and tags.`{TAG_KIND}` = '{kind}'" + \
+        (f" and tags.`{TAG_SWEEP}` = '{sweep_id}'" if sweep_id else "")
+
+
 def run_name(cfg: RunConfig) -> str:
     m, o = cfg.model, cfg.optim
     return (f"bn={m.bn.value} p={m.dropout:g} {o.name.value} lr={o.lr:g} "
@@ -182,13 +189,14 @@ class Tracker:
             if not token or len(runs) >= max_results:
                 return runs
 
-    def find_finished(self, cfg: RunConfig, sweep_id: Optional[str] = None, kind: str = "train") -> Optional[Run]:
-        """A FINISHED run of the same config and code (within the sweep, if given): what resume skips."""
-        in_sweep = f" and tags.`{TAG_SWEEP}` = '{sweep_id}'" if sweep_id else ""
-        runs = self.search(f"tags.`{TAG_HASH}` = '{config_hash(cfg)}' and tags.`{TAG_CODE}` = '{code_version()}' "
-                           f"and tags.`{TAG_KIND}` = '{kind}' and attributes.status = 'FINISHED'{in_sweep}",
-                           max_results=1)
-        return runs[0] if runs else None
+    def finished(self, cfgs: Collection[RunConfig], sweep_id: Optional[str] = None,
+                 kind: str = "train") -> dict[str, Run]:
+        """FINISHED runs of these configs with this code (within the sweep, if given), by config hash: what
+        resume skips. One query for a whole sweep rather than one per variant."""
+        hashes = {config_hash(cfg) for cfg in cfgs}
+        only = f" and tags.`{TAG_HASH}` = '{next(iter(hashes))}'" if len(hashes) == 1 else ""
+        runs = self.search(f"{_scope(sweep_id, kind)} and attributes.status = 'FINISHED'{only}")
+        return {r.data.tags[TAG_HASH]: r for r in reversed(runs) if r.data.tags.get(TAG_HASH) in hashes}
 
     def running(self, extra_filter: str = "") -> list[Run]:
         """RUNNING runs whose worker is alive; those of dead workers (kill -9, a lost node) are marked KILLED."""
@@ -211,8 +219,7 @@ class Tracker:
              exclude: Collection[str] = ()) -> set[str]:
         """Config hashes another worker holds (runs in ``exclude`` are ours): a live RUNNING run of the same code,
         and, given ``finished_since_ms``, a run FINISHED since then. One or two queries, however large the sweep."""
-        scope = f"tags.`{TAG_CODE}` = '{code_version()}' and tags.`{TAG_KIND}` = '{kind}'" + \
-            (f" and tags.`{TAG_SWEEP}` = '{sweep_id}'" if sweep_id else "")
+        scope = _scope(sweep_id, kind)
         runs = self.running(scope)
         if finished_since_ms is not None:
             runs += self.search(f"{scope} and attributes.status = 'FINISHED' and attributes.end_time >= {finished_since_ms}")
@@ -231,8 +238,10 @@ class Tracker:
     @contextlib.contextmanager
     def training_run(self, cfg: RunConfig, device: str, parent_id: Optional[str] = None,
                      sweep_id: Optional[str] = None, kind: str = "train",
-                     extra_tags: Optional[dict[str, str]] = None) -> Iterator["RecordedRun"]:
-        """One MLflow run for one trained model: params, config, versions; FINISHED, FAILED or KILLED at the end."""
+                     extra_tags: Optional[dict[str, str]] = None,
+                     texts: Optional[dict[str, str]] = None) -> Iterator["RecordedRun"]:
+        """One MLflow run for one trained model: params, config (and ``texts``: name -> content, more
+        artifacts), versions; FINISHED, FAILED or KILLED at the end."""
         tags = {TAG_HASH: config_hash(cfg), TAG_KIND: kind, "device": device,
                 "torch": torch.__version__, "mlflow": mlflow.__version__, **(extra_tags or {})}
         if sweep_id:
@@ -242,7 +251,7 @@ class Tracker:
         run = self.start_run(run_name(cfg), tags, parent_id)
         with run.lifecycle():
             run.log_params(flatten(cfg))
-            run.log_text(mask_url(yaml.safe_dump(to_dict(cfg), sort_keys=False)), "config.yaml")
+            run.log_texts({"config.yaml": mask_url(yaml.safe_dump(to_dict(cfg), sort_keys=False)), **(texts or {})})
             yield run
 
 
@@ -279,8 +288,12 @@ class RecordedRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+    def log_texts(self, texts: dict[str, str]) -> None:
+        """Text files as artifacts, in one call (each MLflow artifact call looks the run up again)."""
+        with tempfile.TemporaryDirectory() as folder:
+            for name, text in texts.items():
+                (Path(folder) / name).write_text(text)
+            self.client.log_artifacts(self.run_id, folder)
 
     def end(self, status: str, error: Optional[str] = None) -> None:
         if self.status is not None:

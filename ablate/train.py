@@ -212,6 +212,7 @@ def fit_population(cfgs: Sequence[RunConfig], splits: Splits,
 
     Returns each member's result and the trained network (``net.member(k)`` is member k as an nn.Module).
     """
+    began = time.perf_counter()
     cfg = cfgs[0]
     k, device, dtype = len(cfgs), resolve_device(cfg.trainer.device), torch_dtype(cfg.trainer.dtype)
     data = splits.to(device, dtype)
@@ -225,7 +226,6 @@ def fit_population(cfgs: Sequence[RunConfig], splits: Splits,
     seen = sum(min(batch, n - s) for s in starts)
     results = [MemberResult(History()) for _ in cfgs]
     active = [True] * k
-    began = time.perf_counter()
 
     for epoch in range(1, cfg.trainer.epochs + 1):
         epoch_began = time.perf_counter()
