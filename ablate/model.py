@@ -49,8 +49,14 @@ def decayed_weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def summary(model: nn.Module, in_features: int) -> str:
-    """A layer table with output shapes and parameter counts, like torchinfo's, for the run's artifacts."""
+def summary(cfg: ModelConfig, in_features: int, n_classes: int) -> str:
+    """A layer table with output shapes and parameter counts, like torchinfo's, for the run's artifacts.
+
+    The model is built on the meta device (shapes, no memory): even one too large to train is described, and
+    its run then fails in training, where the failure is recorded.
+    """
+    with torch.device("meta"):
+        model = build_mlp(cfg, in_features, n_classes)
     lines = [f"{'layer':<34}{'output':>14}{'params':>12}"]
     width = in_features
     for index, layer in enumerate(model.children()):

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 from ablate.config import DataConfig, RunConfig, config_hash
 from ablate.data import Splits, load_splits
-from ablate.model import build_mlp, summary
+from ablate.model import summary
 from ablate.population import populations, require_memory
 from ablate.tracking import REPO, RecordedRun, SweepGroup, Tracker, run_name
 from ablate.train import fit_population, resolve_device
@@ -151,8 +151,7 @@ def _claim_and_fit(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, swee
                    ) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
     device = str(resolve_device(cfgs[0].trainer.device))
     sweep_id = sweep.sweep_id if sweep else None
-    summaries = {repr(c.model): summary(build_mlp(c.model, splits.n_features, splits.n_classes), splits.n_features)
-                 for c in cfgs}  # members mostly share one
+    summaries = {repr(c.model): summary(c.model, splits.n_features, splits.n_classes) for c in cfgs}  # mostly one
     with contextlib.ExitStack() as stack:
         for cfg in cfgs:
             opened.append((cfg, stack.enter_context(tracker.training_run(

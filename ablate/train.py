@@ -6,7 +6,8 @@ little more than one. Every member keeps what makes it a variant: its seed (init
 dropout p, learning rate, momentum, betas, weight decay and L2 mode ([K] hyperparameter tensors). A single run
 is simply K = 1, so the single run and a population member share every line of maths.
 
-Batches are slices of whole tensors already on the device (no per-sample Dataset). Training knows nothing of
+Batches are gathered from whole tensors already on the device (no per-sample Dataset); gradients come from
+``StackedMLP.backward``, by hand rather than autograd, straight into ``Optimizer``. Training knows nothing of
 MLflow or Optuna: it calls ``on_epoch`` with each member's metrics, and the caller logs, prunes or stops.
 """
 

@@ -22,7 +22,9 @@ def test_bn_placement_per_mode(bn, block):
 def test_seed_model_has_109770_parameters_like_the_notebook():
     model = build_mlp(ModelConfig(), 784, 10)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 109_770
-    assert "Trainable params: 109,770" in summary(model, 784)
+    assert "Trainable params: 109,770" in summary(ModelConfig(), 784, 10)
+    # built on the meta device: a model far too large to allocate is still described
+    assert "Trainable params: 3,000,000,000,001" in summary(ModelConfig(hidden=[10**12], bn=BN.none), 1, 1)
 
 
 def test_no_dropout_layer_at_p0_and_hidden_sizes_configurable():

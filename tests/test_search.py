@@ -48,10 +48,17 @@ def test_a_search_fills_its_budget_prunes_records_and_resumes(tracking_uri, tmp_
     storage = f"{tmp_path}/studies/s.journal"
     args = [*FAST, f"search.storage={storage}", "search.batch=3", "search.pruner_startup_trials=1",
             "search.pruner_warmup_epochs=0"]
-    best = run_search(make_config(*args, "search.n_trials=6"))
+    # Three good trials first, then two with a learning rate far too low (beside one more good one): the low ones
+    # fall far below the median of the finished trials after their first epoch and must be pruned there.
     study = open_study(make_config(*args).search, 3)
+    for lr, p in [(0.1, 0.0), (0.2, 0.1), (0.3, 0.0), (1e-3, 0.1), (0.15, 0.0), (1e-3, 0.2)]:
+        study.enqueue_trial({"model.dropout": p, "weight_decay_on": False, "optim.lr": lr})
+    best = run_search(make_config(*args, "search.n_trials=6"))
     finished = [s for s in states(study) if s in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 6 and TrialState.PRUNED in finished  # an eager pruner prunes
+    assert len(finished) == 6  # the budget counts pruned trials
+    pruned = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.PRUNED]
+    hopeless = [t for t in pruned if t.params["optim.lr"] == 1e-3]
+    assert len(hopeless) == 2 and all(list(t.intermediate_values) == [1] for t in hopeless)  # after epoch 1
     trials = mlflow_runs(tracking_uri, "trial")
     assert len(trials) == 6 and len(mlflow_runs(tracking_uri, "search")) == 1
     assert {r.data.tags["optuna.state"] for r in trials} <= {"COMPLETE", "PRUNED"}
