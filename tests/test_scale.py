@@ -135,11 +135,11 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
 
     # Again on a longer grid (a new sweep): one process is killed with SIGKILL midway, the other takes up its
     # variants once its claims go stale, and the same command started again finds nothing left to do.
-    slow = (*grid, "trainer.epochs=40")
+    slow = (*grid, "trainer.epochs=100")
     victim, survivor = [ablate(*slow, cwd=tmp_path / d, env_extra=env, wait=False) for d in "ab"]
     deadline = time.time() + 120
     while not any(r.data.tags.get("ablate.pid") == str(victim.pid) and r.info.status == "RUNNING"
-                  and "trainer.epochs" in r.data.params and r.data.params["trainer.epochs"] == "40"
+                  and "trainer.epochs" in r.data.params and r.data.params["trainer.epochs"] == "100"
                   for r in train_runs(url, experiment)):
         assert time.time() < deadline and victim.poll() is None
         time.sleep(0.2)
@@ -148,7 +148,7 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
     assert survivor.communicate(timeout=300)[0] and survivor.returncode == 0
     again = ablate(*slow, cwd=tmp_path / "a", env_extra=env)
     assert again.returncode == 0, again.output
-    runs = [r for r in train_runs(url, experiment) if r.data.params.get("trainer.epochs") in ("40", None)]
+    runs = [r for r in train_runs(url, experiment) if r.data.params.get("trainer.epochs") in ("100", None)]
     assert_each_variant_finished_once(runs, 8)
     assert any(r.info.status == "KILLED" and r.data.tags["ablate.pid"] == str(victim.pid) for r in runs)
 

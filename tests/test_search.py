@@ -125,7 +125,7 @@ def test_four_workers_on_postgresql_complete_the_budget_exactly(tracking_uri, tm
 def test_a_worker_killed_mid_trial_is_detected_and_its_trial_retried(tracking_uri, tmp_path):
     storage = f"{tmp_path}/s.journal"
     args = [*FAST, f"search.storage={storage}", "search.n_trials=3", "search.batch=1", "search.pruner=none",
-            "trainer.epochs=30", "search.final_seeds=0"]
+            "trainer.epochs=200", "search.final_seeds=0"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     worker = start_worker(args, tmp_path, env)
     study = None

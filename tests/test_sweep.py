@@ -61,7 +61,7 @@ def test_a_diverging_variant_fails_alone_and_the_sweep_says_so(tracking_uri, tmp
 
 
 def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running(tracking_uri, tmp_path):
-    args = ["-m", "model.dropout=0,0.1,0.2,0.3", "trainer.epochs=3", *FAST]
+    args = ["-m", "model.dropout=0,0.1", "trainer.epochs=2,150", *FAST]  # the kill comes while a long one trains
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -124,7 +124,8 @@ def test_two_local_jobs_side_by_side_group_as_one_sweep(tracking_uri, tmp_path):
 
 def test_ctrl_c_mid_sweep_keeps_finished_runs_and_leaves_nothing_running(tracking_uri, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", "-m", "model.dropout=0,0.1,0.2,0.3", "trainer.epochs=20",
+    # Short variants and long ones: Ctrl-C comes after the first run finished, while a long one trains.
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "-m", "model.dropout=0,0.1", "trainer.epochs=2,1000",
                              *FAST], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not train_runs(tracking_uri, "FINISHED"):
