@@ -125,8 +125,11 @@ def test_two_local_jobs_side_by_side_group_as_one_sweep(tracking_uri, tmp_path):
 def test_ctrl_c_mid_sweep_keeps_finished_runs_and_leaves_nothing_running(tracking_uri, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # Short variants and long ones: Ctrl-C comes after the first run finished, while a long one trains.
+    # A terminal's default SIGINT handling, even where this suite runs in the background (which ignores SIGINT,
+    # and Python then installs no KeyboardInterrupt handler).
     proc = subprocess.Popen([sys.executable, "-m", "ablate", "-m", "model.dropout=0,0.1", "trainer.epochs=2,1000",
-                             *FAST], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *FAST], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not train_runs(tracking_uri, "FINISHED"):
         time.sleep(0.2)
