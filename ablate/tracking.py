@@ -192,10 +192,12 @@ class Tracker:
     def finished(self, cfgs: Collection[RunConfig], sweep_id: Optional[str] = None,
                  kind: str = "train") -> dict[str, Run]:
         """FINISHED runs of these configs with this code (within the sweep, if given), by config hash: what
-        resume skips. One query for a whole sweep rather than one per variant."""
+        resume skips. Inside a sweep one query covers all of it; outside, one query per config (the experiment may
+        hold many other runs)."""
         hashes = {config_hash(cfg) for cfg in cfgs}
-        only = f" and tags.`{TAG_HASH}` = '{next(iter(hashes))}'" if len(hashes) == 1 else ""
-        runs = self.search(f"{_scope(sweep_id, kind)} and attributes.status = 'FINISHED'{only}")
+        filters = [""] if sweep_id and len(hashes) > 1 else [f" and tags.`{TAG_HASH}` = '{h}'" for h in hashes]
+        runs = [run for only in filters
+                for run in self.search(f"{_scope(sweep_id, kind)} and attributes.status = 'FINISHED'{only}")]
         return {r.data.tags[TAG_HASH]: r for r in reversed(runs) if r.data.tags.get(TAG_HASH) in hashes}
 
     def running(self, extra_filter: str = "") -> list[Run]:
