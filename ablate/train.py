@@ -118,8 +118,8 @@ class Optimizer:
         self.first = [torch.zeros_like(p) for p in params]  # SGD's momentum buffers; Adam's first moments
         self.second = [torch.zeros_like(p) for p in params] if kind == OptimName.adam else []
         self.fuses = kind == OptimName.sgd and not hp.uses_momentum  # every member plain SGD
-        self.shrink = [1 - h.lr * (2 * h.penalty_decay + h.decoupled_decay) if d else None
-                       for h, d in zip(self.hp, decayed)]
+        self.shrink = [1 - h.lr * (2 * h.penalty_decay + h.decoupled_decay) if d and self.fuses else None
+                       for h, d in zip(self.hp, decayed)]  # the fused update's weight factor
         self.grad_buffers = [torch.empty_like(p) if d and not self.fuses else None for p, d in zip(params, decayed)]
         self.steps = 0
 

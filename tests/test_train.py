@@ -102,7 +102,7 @@ def test_plain_sgd_adds_the_weight_gradient_straight_into_the_weights(k, l2):
     """The fused update (x^T dy added into w by one matmul) equals the update from the multiplied-out gradient."""
     cfgs = [make_config("optim.momentum=0", "optim.weight_decay=0.01", f"optim.l2={l2.value}", f"optim.lr={lr}")
             for lr in [0.1, 0.05, 0.2][:k]]
-    fused, general = torch.randn(k, 8, 5, dtype=torch.float64), None
+    fused = torch.randn(k, 8, 5, dtype=torch.float64)
     general = fused.clone()
     x, dy = torch.randn(k, 16, 8, dtype=torch.float64), torch.randn(k, 16, 5, dtype=torch.float64)
     gradient = Outer(x, dy).into(torch.empty_like(fused))
