@@ -149,8 +149,7 @@ class StackedMLP:
             layer, saved, first = self.layers[index], tape[index], self.first_param[index]
             if isinstance(layer, nn.Linear):
                 weight = self.params[first]
-                grad_in = None if index == 0 else (torch.mm(grad[0], weight[0].t()).unsqueeze(0) if len(weight) == 1
-                                                   else torch.bmm(grad, weight.transpose(1, 2)))
+                grad_in = None if index == 0 else _matmul(grad, weight.transpose(1, 2))
                 update(first + 1, grad.sum(1))
                 update(first, Outer(saved, grad))
                 grad = grad_in
@@ -173,19 +172,11 @@ class Outer:
     dy: torch.Tensor  # [K, B, out]
 
     def into(self, out: torch.Tensor) -> torch.Tensor:
-        if len(out) == 1:  # one model: a plain matmul, faster than a batch of one
-            torch.mm(self.x[0].t(), self.dy[0], out=out[0])
-        else:
-            torch.bmm(self.x.transpose(1, 2), self.dy, out=out)
-        return out
+        return _matmul(self.x.transpose(1, 2), self.dy, out=out)
 
     def add_to(self, out: torch.Tensor, scale: torch.Tensor) -> None:
         """out += x^T (scale * dy), scale broadcasting over [K, 1, 1]."""
-        dy = self.dy * scale
-        if len(out) == 1:
-            out[0].addmm_(self.x[0].t(), dy[0])
-        else:
-            out.baddbmm_(self.x.transpose(1, 2), dy)
+        _matmul(self.x.transpose(1, 2), self.dy * scale, add=out, out=out)
 
 
 class DropoutMasks:
@@ -213,11 +204,20 @@ def _running_stats(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    if h.dim() == 3 and len(weight) == 1:  # one model: a plain matmul, faster than a batch of one
-        return torch.addmm(bias[0], h[0], weight[0]).unsqueeze(0)
     if h.dim() == 3:
-        return torch.baddbmm(bias.unsqueeze(1), h, weight)
-    return torch.matmul(h, weight) + bias.unsqueeze(1)
+        return _matmul(h, weight, add=bias.unsqueeze(1))
+    return torch.matmul(h, weight) + bias.unsqueeze(1)  # evaluation: one batch for all members
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, add: Optional[torch.Tensor] = None,
+            out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """add + a @ b for each member ([K, n, m] @ [K, m, p]), into ``out`` if given (``out`` may be ``add``: in
+    place). With one member a plain 2-D matmul, which is faster than a batch of one."""
+    if len(a) > 1:
+        return torch.bmm(a, b, out=out) if add is None else torch.baddbmm(add, a, b, out=out)
+    into = None if out is None else out[0]
+    result = torch.mm(a[0], b[0], out=into) if add is None else torch.addmm(add[0], a[0], b[0], out=into)
+    return result.unsqueeze(0) if out is None else out
 
 
 def _batch_norm(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor,
