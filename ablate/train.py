@@ -164,9 +164,8 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
     """Each member's mean cross-entropy [K] and its gradient by the logits: (softmax - one-hot) / batch size."""
     log_probs = torch.log_softmax(logits, 2)
     target = y.unsqueeze(2)
-    losses = -log_probs.gather(2, target).mean((1, 2))
-    minus_one = torch.full(target.shape, -1.0, device=logits.device, dtype=logits.dtype)
-    return losses, log_probs.exp_().scatter_add_(2, target, minus_one).div_(y.shape[1])
+    losses = log_probs.gather(2, target).mean((1, 2)).neg_()
+    return losses, log_probs.exp_().scatter_(2, target, -1.0, reduce="add").div_(y.shape[1])
 
 
 def batch_starts(n_rows: int, batch_size: int) -> list[int]:
@@ -236,13 +235,13 @@ def fit_population(cfgs: Sequence[RunConfig], splits: Splits,
         for start in starts:
             idx = perms[:, start:start + batch]  # each member its own batch: x [K, B, F], y [K, B]
             x = data.train.x.index_select(0, idx.flatten()).view(k, -1, splits.n_features)  # 8x faster than x[idx]
-            y = data.train.y[idx]
+            y = data.train.y.index_select(0, idx.flatten()).view(k, -1)
             tape: list = []
             logits = net.forward(x, train=True, masks=masks, tape=tape)
             losses, grad = cross_entropy(logits, y)  # member k's gradient is its own loss's
             optimizer.start_step()
             net.backward(tape, grad, optimizer.update)
-            loss_sum += losses * y.shape[1]
+            loss_sum.add_(losses, alpha=y.shape[1])
             correct += (logits.argmax(2) == y).sum(1)
         train_loss, train_acc = (loss_sum / seen).tolist(), (correct / seen).tolist()
         val = evaluate(net, data.val.x, data.val.y, cfg.trainer.eval_batch_size) if data.val is not None else None
