@@ -6,6 +6,10 @@ Same process, same data shape as the seed (data/fmnist_small.csv.gz: 6,000 x 784
 Prints model-epochs per second and the ratio to the reference measured in the same run (best of --repeats,
 since a shared machine's timings are noisy). The reference is the notebook's loop: a per-sample Dataset and
 DataLoader, nn.Sequential, torch.optim.SGD. Lightning is timed too when it is installed.
+
+The last column is a ceiling: the same number of steps of the step's matmuls alone (three forward, two
+input-gradient, three weight updates; no other op), as a ratio to the reference. No eager trainer of this model
+can beat it; how close a row comes to it says how much of its time is still overhead.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ablate.config import ModelConfig, RunConfig, TrainerConfig, Device, DataConfig
 from ablate.data import load_splits
-from ablate.model import build_mlp
+from ablate.model import _matmul, build_mlp
 from ablate.tracking import REPO
-from ablate.train import fit_population
+from ablate.train import batch_starts, fit_population
 
 
 class NotebookDataset(Dataset):  # the seed notebook's CustomDataset
@@ -90,6 +94,27 @@ def population(splits, k: int, epochs: int, device: str) -> float:
     return time.perf_counter() - began
 
 
+def matmuls_alone(splits, k: int, epochs: int, device: str) -> float:
+    """The matmuls of K members' training steps, with ablate's own matmul helper, on random tensors of the
+    step's shapes (each layer's input x and output gradient dy): seconds for as many steps as the trainer takes."""
+    widths = [splits.n_features, *ModelConfig().hidden, splits.n_classes]
+    rand = lambda *shape: torch.rand(k, *shape, device=device)  # noqa: E731
+    xs, dys = [rand(32, w) for w in widths[:-1]], [rand(32, w) for w in widths[1:]]
+    weights = [rand(n_in, n_out) for n_in, n_out in zip(widths, widths[1:])]
+    biases = [rand(1, n_out) for n_out in widths[1:]]
+    began = time.perf_counter()
+    for _ in range(epochs * len(batch_starts(len(splits.train), 32))):
+        for x, weight, bias in zip(xs, weights, biases):  # forward
+            _matmul(x, weight, add=bias)
+        for dy, weight in zip(dys[1:], weights[1:]):  # input gradients (none for the data)
+            _matmul(dy, weight.transpose(1, 2))
+        for x, dy, weight in zip(xs, dys, weights):  # plain SGD's fused update w += x^T dy
+            _matmul(x.transpose(1, 2), dy, add=weight, out=weight)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
@@ -111,13 +136,16 @@ def main() -> None:
         rows.append(("Lightning Trainer, one run", 1, light))
     for k in [1, *args.sizes]:
         seconds = best(lambda: population(splits, k, args.epochs, args.device))
-        rows.append((f"ablate {'single run' if k == 1 else f'population K={k}'}", k, seconds))
+        floor = best(lambda: matmuls_alone(splits, k, args.epochs, args.device))
+        rows.append((f"ablate {'single run' if k == 1 else f'population K={k}'}", k, seconds, floor))
 
     ref_rate = args.epochs / ref
-    print("\n| trainer | models | seconds | model-epochs/s | x reference |\n|---|---|---|---|---|")
-    for name, k, seconds in rows:
-        rate = k * args.epochs / seconds
-        print(f"| {name} | {k} | {seconds:.2f} | {rate:.1f} | {rate / ref_rate:.2f} |")
+    print("\n| trainer | models | seconds | model-epochs/s | x reference | matmuls alone: x reference |\n"
+          "|---|---|---|---|---|---|")
+    for name, k, seconds, *floor in rows:
+        ceiling = f"{k * args.epochs / floor[0] / ref_rate:.2f}" if floor else ""
+        print(f"| {name} | {k} | {seconds:.2f} | {k * args.epochs / seconds:.1f} | "
+              f"{k * args.epochs / seconds / ref_rate:.2f} | {ceiling} |")
 
 
 if __name__ == "__main__":
