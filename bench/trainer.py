@@ -28,6 +28,13 @@ from ablate.tracking import REPO
 from ablate.train import batch_starts, fit_population
 
 
+def seconds_since(began: float, device: torch.device) -> float:
+    """Wall seconds, once the device has finished what it was given (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - began
+
+
 class NotebookDataset(Dataset):  # the seed notebook's CustomDataset
     def __init__(self, features, labels):
         self.features, self.labels = features, labels
@@ -55,7 +62,7 @@ def reference(splits, epochs: int, device: torch.device) -> float:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return time.perf_counter() - began
+    return seconds_since(began, device)
 
 
 def lightning_run(splits, epochs: int) -> float | None:
@@ -91,7 +98,7 @@ def population(splits, k: int, epochs: int, device: str) -> float:
                       seed=seed) for seed in range(k)]
     began = time.perf_counter()
     fit_population(cfgs, splits)
-    return time.perf_counter() - began
+    return seconds_since(began, torch.device(device))
 
 
 def matmuls_alone(splits, k: int, epochs: int, device: str) -> float:
@@ -110,9 +117,7 @@ def matmuls_alone(splits, k: int, epochs: int, device: str) -> float:
             _matmul(dy, weight.transpose(1, 2))
         for x, dy, weight in zip(xs, dys, weights):  # plain SGD's fused update w += x^T dy
             _matmul(x.transpose(1, 2), dy, add=weight, out=weight)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - began
+    return seconds_since(began, torch.device(device))
 
 
 def main() -> None:
