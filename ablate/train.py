@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ablate.config import Device, DType, L2Mode, OptimConfig, OptimName, RunConfig
+from ablate.config import ConfigValueError, Device, DType, L2Mode, OptimConfig, OptimName, RunConfig
 from ablate.data import Splits
 from ablate.model import DropoutMasks, Outer, StackedMLP
 
@@ -41,7 +41,7 @@ def resolve_device(device: Device) -> torch.device:
     if device == Device.auto:
         return torch.device(next(name for name, ok in available.items() if ok))
     if not available[device.value]:
-        raise RuntimeError(f"trainer.device={device.value} is not available on this machine; "
+        raise ConfigValueError(f"trainer.device={device.value} is not available on this machine; "
                            f"use trainer.device=auto or trainer.device=cpu.")
     return torch.device(device.value)
 

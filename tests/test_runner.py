@@ -125,6 +125,21 @@ def test_cli_rejects_a_bad_value_fast_naming_key_and_choices(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # nothing started
 
 
+def test_cli_names_a_device_this_machine_lacks_in_one_line(tmp_path):
+    import torch
+
+    missing = next((d for d, ok in (("cuda", torch.cuda.is_available()), ("mps", torch.backends.mps.is_available()))
+                    if not ok), None)
+    if missing is None:
+        pytest.skip("this machine has both cuda and mps")
+    out = run_cli(f"trainer.device={missing}", cwd=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2
+    assert (f"error: trainer.device={missing} is not available on this machine; use trainer.device=auto or "
+            f"trainer.device=cpu.") in text
+    assert "Traceback" not in text
+
+
 def test_cli_help_lists_groups_and_examples(tmp_path):
     out = run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0
