@@ -81,6 +81,7 @@ class DataConfig:
         _require(self.val_fraction + self.test_fraction < 1, "data.val_fraction + data.test_fraction",
                  self.val_fraction + self.test_fraction, "below 1")
         _require(self.n_classes >= 2, "data.n_classes", self.n_classes, "at least 2")
+        _require(0 <= self.split_seed < 2**32, "data.split_seed", self.split_seed, "in [0, 2**32)")
         _require(self.limit is None or self.limit >= 10 * self.n_classes, "data.limit", self.limit,
                  f"null or at least {10 * self.n_classes} (10 rows per class)")
         _require(self.source == DataSource.digits or bool(self.path), "data.path", self.path,
@@ -215,6 +216,9 @@ class RunConfig:
     seed: int = 42  # the notebook's torch.manual_seed
     force: bool = False  # re-run even when a FINISHED run of the same config and code exists
     experiment_name: Optional[str] = None  # set by conf/experiment/*: names the study in MLflow tags
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.seed < 2**32, "seed", self.seed, "in [0, 2**32)")  # what every generator it seeds takes
 
 
 def register_configs() -> None:

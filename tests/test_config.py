@@ -50,7 +50,8 @@ def test_unknown_key_fails_at_composition():
 @pytest.mark.parametrize("override, key", [
     ("model.dropout=1.5", "model.dropout"), ("optim.lr=-1", "optim.lr"), ("optim.weight_decay=-0.1", "optim.weight_decay"),
     ("trainer.epochs=0", "trainer.epochs"), ("data.val_fraction=0.9", "data.val_fraction + data.test_fraction"),
-    ("optim.nesterov=true", "optim.nesterov"), ("model.hidden=[]", "model.hidden"),
+    ("optim.nesterov=true", "optim.nesterov"), ("model.hidden=[]", "model.hidden"), ("seed=-1", "seed"),
+    ("data.split_seed=-1", "data.split_seed"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigValueError, match=key.replace("+", r"\+")):
