@@ -21,6 +21,8 @@ from typing import Optional
 import pandas as pd
 from scipy import stats
 
+from ablate import UserError, run_interruptible
+
 ALPHA = 0.05
 CHANCE_ACC = 0.1  # a diverged run (no metrics) is scored at chance accuracy on 10 classes
 
@@ -166,6 +168,7 @@ def _arm(arm: dict[str, str]) -> str:
 def main(argv: list[str]) -> None:
     """Train every arm over the seeds (resumable), judge, print and record the verdict table."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
     from omegaconf import OmegaConf
 
     from ablate.config import config_hash, flatten, register_configs, to_run_config
@@ -181,7 +184,10 @@ def main(argv: list[str]) -> None:
     register_configs()
     variants = [dict(t) for t in sorted({tuple(sorted(arm.items())) for c in CLAIMS for arm in claim_arms(c)})]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        base_cfg = to_run_config(compose("config", overrides=[*overrides, f"trainer.epochs={epochs}"]))
+        try:
+            base_cfg = to_run_config(compose("config", overrides=[*overrides, f"trainer.epochs={epochs}"]))
+        except ConfigCompositionException as err:  # a bad override: say which and why, as python -m ablate does
+            raise UserError(f"{err}: {err.__cause__}") from err
         configs = [to_run_config(compose("config", overrides=[*overrides, f"trainer.epochs={epochs}",
                                                               *[f"{k}={v}" for k, v in arm.items()], f"seed={seed}",
                                                               "+experiment_name=claims"]))
@@ -205,4 +211,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_interruptible(lambda: main(sys.argv[1:]), "finished runs stay recorded and the interrupted one is marked "
+                                                   "KILLED; the same command resumes.")

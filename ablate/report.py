@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ablate import run_interruptible
 from ablate.config import TrackingConfig
 from ablate.tracking import TAG_HASH, TAG_KIND, TAG_SWEEP, Tracker
 
@@ -232,4 +233,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_interruptible(lambda: main(sys.argv[1:]), "no report was written.")

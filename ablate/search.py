@@ -27,7 +27,8 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ablate.config import PrunerName, RunConfig, SearchConfig, SearchSpace
-from ablate.tracking import Tracker, mask_url, pid_alive
+from ablate import UserError
+from ablate.tracking import Tracker, connection_failure, mask_url, pid_alive
 
 log = logging.getLogger("ablate")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what the budget counts
@@ -63,14 +64,19 @@ def open_study(cfg: SearchConfig, epochs: int) -> optuna.Study:
 def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """Workers starting together on a fresh database race to create Optuna's tables: the ones that lose the race
     fail on a duplicate table and succeed once the winner's tables exist."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
     for _ in range(attempts - 1):
         try:
             return optuna.storages.RDBStorage(url)
         except SQLAlchemyError:
             time.sleep(random.uniform(0.5, 1.5))
-    return optuna.storages.RDBStorage(url)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except OperationalError as err:  # still failing: the database is down or does not exist
+        raise UserError(f"cannot open the Optuna storage {mask_url(url)}: {connection_failure(err)}. Start the "
+                        f"database (or create it), or set search.storage elsewhere (left empty: a journal "
+                        f"file).") from err
 
 
 def suggest(trial: Trial, space: SearchSpace) -> dict[str, float]:
@@ -131,7 +137,6 @@ def ask_within_budget(study: optuna.Study, cfg: SearchConfig) -> list[Trial]:
 # ---------------------------------------------------------------------------------------- the search
 def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
     """Work on the study until its budget is spent, then (if ``search.finalize``) report, export and retrain."""
-    from ablate import UserError
     from ablate.runner import train_and_log_all
     from ablate.sweep import Sweep, say
 
@@ -281,7 +286,7 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from ablate import UserError, run_interruptible
+    from ablate import run_interruptible
     from ablate.config import register_configs, to_run_config
 
     register_configs()

@@ -32,6 +32,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 
+from ablate import UserError
 from ablate.config import RunConfig, TrackingConfig, config_hash, flatten, to_dict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +63,39 @@ def code_version() -> str:
 def mask_url(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``: never print or log a password."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def check_store_reachable(uri: str) -> None:
+    """Fail in seconds, naming the fix, where MLflow would retry for minutes and then print a traceback: a
+    tracking server that is down (~4 min of retries) or a database that is down or does not exist (~2 min)."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    try:
+        if scheme in ("http", "https"):
+            import requests
+
+            requests.get(uri.rstrip("/") + "/health", timeout=10)  # any answer will do, even 401
+        elif scheme in ("postgresql", "mysql", "mssql"):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10} if scheme != "mssql" else {})
+            try:
+                engine.connect().close()
+            finally:
+                engine.dispose()
+    except ImportError as err:
+        raise UserError(f"the MLflow store {mask_url(uri)} needs a database driver that is not installed ({err}); "
+                        f"install it (PostgreSQL: pip install \"ablate[postgres]\").") from err
+    except Exception as err:  # requests' ConnectionError / Timeout, sqlalchemy's OperationalError
+        raise UserError(f"cannot reach the MLflow store {mask_url(uri)}: {connection_failure(err)}. Start the server "
+                        f"or database (or create the database), or point tracking.uri / MLFLOW_TRACKING_URI "
+                        f"elsewhere.") from err
+
+
+def connection_failure(err: Exception) -> str:
+    """What went wrong, in the words of the database driver or the socket, without the wrappers' prose."""
+    text = str(getattr(err, "orig", None) or err)  # sqlalchemy keeps the driver's error as .orig
+    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)  # requests nests the socket's deep in its message
+    return errno.group(0) if errno else text.strip().splitlines()[0]
 
 
 def pid_alive(pid: int) -> bool:
@@ -157,6 +191,7 @@ class Tracker:
         self.uri = mask_url(cfg.uri)  # for display; the client gets the real one
         self.claim_timeout_s = cfg.claim_timeout_s
         Heartbeat.every_s = cfg.heartbeat_s
+        check_store_reachable(cfg.uri)
         mlflow.set_tracking_uri(cfg.uri)  # also for mlflow's own helpers that read the global URI
         self.client = MlflowClient(cfg.uri)
         experiment = self.client.get_experiment_by_name(cfg.experiment)

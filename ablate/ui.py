@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from ablate import run_interruptible
 from ablate.config import TrackingConfig
 from ablate.tracking import Tracker, mask_url
 
@@ -24,4 +25,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_interruptible(main, "the UI stopped.")

@@ -1,6 +1,7 @@
 """One run end to end into a temporary MLflow store: what is recorded, and that nothing is left RUNNING."""
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -9,10 +10,11 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from ablate.config import config_hash
+from ablate import UserError
+from ablate.config import TrackingConfig, config_hash
 from ablate.runner import train_and_log, train_and_log_all
 from ablate.tracking import TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, Tracker, code_version
-from tests.conftest import QUICK, REPO, make_config
+from tests.conftest import QUICK, REPO, make_config, pg_reachable
 
 
 def runs(uri):
@@ -138,6 +140,38 @@ def test_cli_names_a_device_this_machine_lacks_in_one_line(tmp_path):
     assert (f"error: trainer.device={missing} is not available on this machine; use trainer.device=auto or "
             f"trainer.device=cpu.") in text
     assert "Traceback" not in text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_tracking_server_that_is_down_is_one_clear_error_at_once():
+    with pytest.raises(UserError, match=r"cannot reach the MLflow store http://127.0.0.1:\d+: \[Errno 111\] "
+                                        r"Connection refused\. Start the server"):
+        Tracker(TrackingConfig(uri=f"http://127.0.0.1:{free_port()}"))  # MLflow alone retries for ~4 minutes
+
+
+@pytest.mark.skipif(not pg_reachable(), reason="needs PostgreSQL on 127.0.0.1:5432")
+def test_a_missing_postgresql_database_is_named_and_its_password_masked():
+    uri = "postgresql://postgres:secret@127.0.0.1:5432/ablate_no_such_database"
+    with pytest.raises(UserError) as err:
+        Tracker(TrackingConfig(uri=uri))
+    assert 'database "ablate_no_such_database" does not exist' in str(err.value)
+    assert "postgres:***@" in str(err.value) and "secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("module, args", [("ablate.report", ["tracking.uri=http://127.0.0.1:{port}"]),
+                                          ("ablate.claims", ["model.bn=foo"])])
+def test_other_commands_end_a_user_error_with_one_message(module, args, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", module, *[a.format(port=free_port()) for a in args]], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    assert "cannot reach the MLflow store" in out.stderr or "Invalid value 'foo'" in out.stderr
 
 
 def test_cli_help_lists_groups_and_examples(tmp_path):

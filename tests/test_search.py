@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from ablate import UserError
 from ablate.config import ConfigValueError
 from ablate.search import apply, export_best, open_study, run_search, trial_values
 from tests.conftest import REPO, make_config, pg_reachable
@@ -101,6 +102,16 @@ def test_exported_best_config_reproduces_the_trial(tmp_path):
 def start_worker(args, cwd, env):
     return subprocess.Popen([sys.executable, "-m", "ablate.search", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL on 127.0.0.1:5432 (database test)")
+def test_a_missing_storage_database_is_named_with_the_fix():
+    cfg = make_config("search.storage=postgresql://postgres:secret@127.0.0.1:5432/ablate_no_such_database")
+    with pytest.raises(UserError) as err:
+        open_study(cfg.search, epochs=1)
+    message = str(err.value)
+    assert 'database "ablate_no_such_database" does not exist' in message and "set search.storage" in message
+    assert "postgres:***@" in message and "secret" not in message
 
 
 @pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL on 127.0.0.1:5432 (database test)")
