@@ -57,7 +57,7 @@ class DType(str, Enum):
     float64 = "float64"
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}.")
 
@@ -76,15 +76,15 @@ class DataConfig:
     limit: Optional[int] = None  # keep a stratified subset of this many rows (quick runs)
 
     def __post_init__(self) -> None:
-        _require(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "in [0, 1)")
-        _require(0 < self.test_fraction < 1, "data.test_fraction", self.test_fraction, "in (0, 1)")
-        _require(self.val_fraction + self.test_fraction < 1, "data.val_fraction + data.test_fraction",
+        require(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "in [0, 1)")
+        require(0 < self.test_fraction < 1, "data.test_fraction", self.test_fraction, "in (0, 1)")
+        require(self.val_fraction + self.test_fraction < 1, "data.val_fraction + data.test_fraction",
                  self.val_fraction + self.test_fraction, "below 1")
-        _require(self.n_classes >= 2, "data.n_classes", self.n_classes, "at least 2")
-        _require(0 <= self.split_seed < 2**32, "data.split_seed", self.split_seed, "in [0, 2**32)")
-        _require(self.limit is None or self.limit >= 10 * self.n_classes, "data.limit", self.limit,
+        require(self.n_classes >= 2, "data.n_classes", self.n_classes, "at least 2")
+        require(0 <= self.split_seed < 2**32, "data.split_seed", self.split_seed, "in [0, 2**32)")
+        require(self.limit is None or self.limit >= 10 * self.n_classes, "data.limit", self.limit,
                  f"null or at least {10 * self.n_classes} (10 rows per class)")
-        _require(self.source == DataSource.digits or bool(self.path), "data.path", self.path,
+        require(self.source == DataSource.digits or bool(self.path), "data.path", self.path,
                  "a file or folder for sources csv and idx")
 
 
@@ -98,12 +98,12 @@ class ModelConfig:
     init_scale: float = 1.0  # multiplies PyTorch's default weight initialisation (the init-sensitivity claim)
 
     def __post_init__(self) -> None:
-        _require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "model.hidden", self.hidden,
+        require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "model.hidden", self.hidden,
                  "a non-empty list of positive layer widths")
-        _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
-        _require(self.bn_eps > 0, "model.bn_eps", self.bn_eps, "positive")
-        _require(0 < self.bn_momentum <= 1, "model.bn_momentum", self.bn_momentum, "in (0, 1]")
-        _require(self.init_scale > 0, "model.init_scale", self.init_scale, "positive")
+        require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        require(self.bn_eps > 0, "model.bn_eps", self.bn_eps, "positive")
+        require(0 < self.bn_momentum <= 1, "model.bn_momentum", self.bn_momentum, "in (0, 1]")
+        require(self.init_scale > 0, "model.init_scale", self.init_scale, "positive")
 
 
 @dataclass
@@ -118,14 +118,14 @@ class OptimConfig:
     l2: L2Mode = L2Mode.penalty
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, "optim.lr", self.lr, "positive")
-        _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
-        _require(not self.nesterov or self.momentum > 0, "optim.nesterov", self.nesterov,
+        require(self.lr > 0, "optim.lr", self.lr, "positive")
+        require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
+        require(not self.nesterov or self.momentum > 0, "optim.nesterov", self.nesterov,
                  "false unless optim.momentum > 0")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas,
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas,
                  "two numbers in [0, 1)")
-        _require(self.eps > 0, "optim.eps", self.eps, "positive")
-        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "0 or positive")
+        require(self.eps > 0, "optim.eps", self.eps, "positive")
+        require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "0 or positive")
 
 
 @dataclass
@@ -138,10 +138,10 @@ class TrainerConfig:
     target_val_acc: float = 0.8  # "epochs to reach" this validation accuracy is reported per run
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "trainer.epochs", self.epochs, "at least 1")
-        _require(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "at least 2 (BatchNorm needs 2 rows)")
-        _require(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "at least 1")
-        _require(0 < self.target_val_acc <= 1, "trainer.target_val_acc", self.target_val_acc, "in (0, 1]")
+        require(self.epochs >= 1, "trainer.epochs", self.epochs, "at least 1")
+        require(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "at least 2 (BatchNorm needs 2 rows)")
+        require(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "at least 1")
+        require(0 < self.target_val_acc <= 1, "trainer.target_val_acc", self.target_val_acc, "in (0, 1]")
 
 
 @dataclass
@@ -154,8 +154,8 @@ class TrackingConfig:
     claim_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        _require(self.heartbeat_s > 0, "tracking.heartbeat_s", self.heartbeat_s, "positive")
-        _require(self.claim_timeout_s >= 2 * self.heartbeat_s, "tracking.claim_timeout_s", self.claim_timeout_s,
+        require(self.heartbeat_s > 0, "tracking.heartbeat_s", self.heartbeat_s, "positive")
+        require(self.claim_timeout_s >= 2 * self.heartbeat_s, "tracking.claim_timeout_s", self.claim_timeout_s,
                  "at least twice tracking.heartbeat_s")
 
 
@@ -177,7 +177,7 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for key, (low, high), floor in [("dropout", self.dropout, 0.0), ("weight_decay", self.weight_decay, 1e-300),
                                         ("lr", self.lr, 1e-300)]:
-            _require(low < high and low >= floor and (key != "dropout" or high < 1), f"search.space.{key}",
+            require(low < high and low >= floor and (key != "dropout" or high < 1), f"search.space.{key}",
                      [low, high], "[low, high] with low < high" + (", both in [0, 1)" if key == "dropout"
                                                                    else ", both positive (log scale)"))
 
@@ -199,10 +199,10 @@ class SearchConfig:
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self) -> None:
-        _require(self.n_trials >= 0, "search.n_trials", self.n_trials, "0 or more")
-        _require(self.batch >= 1, "search.batch", self.batch, "at least 1")
-        _require(self.final_seeds >= 0, "search.final_seeds", self.final_seeds, "0 or more")
-        _require(self.stale_after_s > 0, "search.stale_after_s", self.stale_after_s, "positive")
+        require(self.n_trials >= 0, "search.n_trials", self.n_trials, "0 or more")
+        require(self.batch >= 1, "search.batch", self.batch, "at least 1")
+        require(self.final_seeds >= 0, "search.final_seeds", self.final_seeds, "0 or more")
+        require(self.stale_after_s > 0, "search.stale_after_s", self.stale_after_s, "positive")
 
 
 @dataclass
@@ -218,7 +218,7 @@ class RunConfig:
     experiment_name: Optional[str] = None  # set by conf/experiment/*: names the study in MLflow tags
 
     def __post_init__(self) -> None:
-        _require(0 <= self.seed < 2**32, "seed", self.seed, "in [0, 2**32)")  # what every generator it seeds takes
+        require(0 <= self.seed < 2**32, "seed", self.seed, "in [0, 2**32)")  # what every generator it seeds takes
 
 
 def register_configs() -> None:

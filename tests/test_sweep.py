@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow import MlflowClient
 
 from ablate.sweep import grid_shape
@@ -58,6 +59,20 @@ def test_a_diverging_variant_fails_alone_and_the_sweep_says_so(tracking_uri, tmp
     out = multirun("optim.lr=0.01,1e4", "model.bn=none", "trainer.epochs=1", *FAST, cwd=tmp_path)
     assert out.returncode != 0 and "1 run(s) of sweep" in out.stderr + out.stdout
     assert sorted(r.info.status for r in train_runs(tracking_uri)) == ["FAILED", "FINISHED"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("data.path=missing.csv", "error: Data file missing.csv does not exist."),
+    ("hydra.launcher.max_size=0", "error: hydra.launcher.max_size=0 is not allowed"),
+])
+def test_a_population_sweep_ends_a_user_error_with_one_line_and_nothing_running(bad, message, tracking_uri,
+                                                                                  tmp_path):
+    out = multirun("model.bn=pre,none", "trainer.epochs=1", "hydra/launcher=population", "trainer.device=cpu", bad,
+                   cwd=tmp_path)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]  # the sweep's own run is closed
 
 
 def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running(tracking_uri, tmp_path):

@@ -13,6 +13,7 @@ overrides (``model.dropout=0.3``) are merged into it, checked by the same typed 
 """
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Sequence
@@ -44,8 +45,6 @@ ConfigStore.instance().store(group="hydra/launcher", name="population", node=Pop
 class PopulationLauncher(Launcher):
     def __init__(self, max_size: int = 144, memory_fraction: float = 0.5, dispatch: str = "local",
                  ray: Any = None, submitit: Any = None) -> None:
-        if dispatch not in ("local", "ray", "submitit"):
-            raise ValueError(f"hydra.launcher.dispatch={dispatch} is not one of local, ray, submitit")
         self.max_size, self.memory_fraction, self.dispatch = max_size, memory_fraction, dispatch
         self.options = {"ray": ray, "submitit": submitit}.get(dispatch)
 
@@ -53,9 +52,25 @@ class PopulationLauncher(Launcher):
         self.hydra_context, self.config = hydra_context, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from ablate.config import typed_node
+        """Hydra prints any exception from a launcher as a traceback: a problem the user fixes (a bad value, a
+        missing data file, a device this machine lacks) ends the sweep with its one-line message instead."""
+        from ablate import UserError
+
+        try:
+            return self._launch(job_overrides)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]]) -> Sequence[JobReturn]:
+        from ablate.config import require, typed_node
         from ablate.runner import train_and_log_all
 
+        # Checked here, not in __init__, where Hydra would wrap the error in its own report.
+        require(self.max_size >= 1, "hydra.launcher.max_size", self.max_size, "at least 1")
+        require(0 < self.memory_fraction <= 1, "hydra.launcher.memory_fraction", self.memory_fraction, "in (0, 1]")
+        require(self.dispatch in ("local", "ray", "submitit"), "hydra.launcher.dispatch", self.dispatch,
+                "one of local, ray, submitit")
         setup_globals()  # the sweep's progress bar and summary report; errors still reach the console
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         loader = self.hydra_context.config_loader
