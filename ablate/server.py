@@ -22,7 +22,8 @@ from typing import Iterator
 
 from sqlalchemy.engine import make_url
 
-from ablate.tracking import mask_url
+from ablate import UserError, run_interruptible
+from ablate.tracking import connection_failure, mask_url
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/mlflow"
 
@@ -35,7 +36,12 @@ def ensure_database(url: str) -> None:
     if not target.drivername.startswith("postgresql"):
         return
     admin = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as err:
+        raise UserError(f"cannot reach PostgreSQL for {mask_url(url)}: {connection_failure(err)}. Start it, or "
+                        f"point --db / ABLATE_SERVER_DB elsewhere.") from err
+    with conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{target.database}"')
             print(f"created database {target.database}", flush=True)
@@ -116,4 +122,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_interruptible(main, "the server stopped.")

@@ -4,6 +4,7 @@ sweep processes sharing an MLflow tracking server on the local PostgreSQL."""
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,6 +88,16 @@ def test_a_remote_task_that_dies_before_opening_its_runs_still_records_them_fail
 
 
 # ------------------------------------------------------------------ a shared MLflow server on PostgreSQL
+def test_a_server_whose_database_cannot_be_reached_says_so_in_one_line(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = ablate("--db", f"postgresql://postgres:secret@127.0.0.1:{port}/mlflow", module="ablate.server", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.output
+    assert f"error: cannot reach PostgreSQL for postgresql://postgres:***@127.0.0.1:{port}/mlflow" in out.output
+    assert "Connection refused" in out.output and "secret" not in out.output
+
+
 def test_make_server_with_auth_refuses_requests_without_credentials(tmp_path):
     password = "admin-" + uuid.uuid4().hex
     (tmp_path / "auth.ini").write_text(  # MLflow's users live in this test's folder, not the working directory
