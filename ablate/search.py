@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import shlex
 import socket
 import sys
 import time
@@ -24,10 +25,11 @@ from pathlib import Path
 from typing import Optional
 
 import optuna
+from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from ablate.config import PrunerName, RunConfig, SearchConfig, SearchSpace
 from ablate import UserError
+from ablate.config import PrunerName, RunConfig, SearchConfig, SearchSpace, to_dict
 from ablate.tracking import Tracker, connection_failure, mask_url, pid_alive
 
 log = logging.getLogger("ablate")
@@ -192,19 +194,30 @@ def wait_for_other_workers(study: optuna.Study, cfg: SearchConfig) -> None:
         time.sleep(2)
 
 
-def best_overrides(trial: FrozenTrial) -> list[str]:
-    return [f"{k}={v:.6g}" for k, v in trial_values(trial.params).items()]
+def best_command(trial: FrozenTrial) -> str:
+    """``python -m ablate`` with this search's own overrides (``data=digits``, ``model.bn=post``; not its
+    ``search.*`` or ``hydra.*`` settings, nor the searched keys) and the trial's values: the trial, retrained."""
+    from hydra.core.hydra_config import HydraConfig
+
+    def key(override: str) -> str:
+        return override.lstrip("+~").split("=", 1)[0]
+
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    kept = [o for o in given if not key(o).startswith(("search.", "hydra.")) and key(o) not in PARAMS]
+    values = [f"{k}={v:.6g}" for k, v in trial_values(trial.params).items()]
+    return " ".join(["python -m ablate", *map(shlex.quote, kept), *values])
 
 
-def export_best(trial: FrozenTrial, folder: Path) -> Path:
-    """The best trial as an experiment config: ``python -m ablate --config-dir <folder> +experiment=best``."""
+def export_best(trial: FrozenTrial, base: RunConfig, folder: Path) -> Path:
+    """The best trial as an experiment config holding its whole run config (data, model, optimiser, trainer,
+    seed), so ``python -m ablate --config-dir <folder> +experiment=best`` trains the trial again whatever the
+    command line that started the search."""
     path = folder / "experiment" / "best.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    values = trial_values(trial.params)
+    trained = to_dict(apply(base, trial_values(trial.params)))
+    body = {k: trained[k] for k in ("data", "model", "optim", "trainer", "seed")}
     path.write_text(f"# @package _global_\n# Best trial {trial.number} of its study: validation accuracy "
-                    f"{trial.value:.4f}.\nexperiment_name: best\n"
-                    f"model:\n  dropout: {values['model.dropout']!r}\n"
-                    f"optim:\n  lr: {values['optim.lr']!r}\n  weight_decay: {values['optim.weight_decay']!r}\n")
+                    f"{trial.value:.4f}.\n" + OmegaConf.to_yaml({"experiment_name": "best", **body}))
     return path
 
 
@@ -220,7 +233,7 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Op
         return None
     best = study.best_trial
     folder = Path("studies") / s.study
-    yaml_path = export_best(best, folder)
+    yaml_path = export_best(best, cfg, folder)
     tested = [r for r in train_and_log_all([apply(replace(cfg, seed=seed), trial_values(best.params))
                                             for seed in range(s.final_seeds)], max(1, s.final_seeds), kind="final")
               if r.status in ("FINISHED", "SKIPPED")]
@@ -240,7 +253,7 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Op
     for plot in _plots(study, folder):
         client.log_artifact(parent, str(plot), "optuna")
     client.log_artifact(parent, str(yaml_path), "optuna")
-    command = "python -m ablate " + " ".join(best_overrides(best))
+    command = best_command(best)
     text = (f"Study {s.study} ({mask_url(storage_url(s))}): " + ", ".join(f"{n} {k}" for k, n in states.items() if n)
             + f"\nbest: trial {best.number}, validation accuracy {best.value:.4f}\n  {command}\n"
             f"  or: python -m ablate --config-dir {folder} +experiment=best   ({yaml_path})\n"

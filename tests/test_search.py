@@ -10,11 +10,10 @@ import uuid
 import optuna
 import pytest
 from mlflow import MlflowClient
-from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from ablate import UserError
-from ablate.config import ConfigValueError
+from ablate.config import ConfigValueError, config_hash
 from ablate.search import apply, export_best, open_study, run_search, trial_values
 from tests.conftest import REPO, make_config, pg_reachable
 
@@ -89,13 +88,16 @@ def test_exported_best_config_reproduces_the_trial(tmp_path):
                        "weight_decay_on": optuna.distributions.CategoricalDistribution([True, False]),
                        "optim.weight_decay": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
                        "optim.lr": optuna.distributions.FloatDistribution(1e-3, 1, log=True)}, value=0.9))
-    path = export_best(study.best_trial, tmp_path)
-    exported = OmegaConf.load(path)
-    cfg = make_config(f"model.dropout={exported.model.dropout}", f"optim.lr={exported.optim.lr}",
-                      f"optim.weight_decay={exported.optim.weight_decay}")
-    expected = apply(make_config(), trial_values(study.best_trial.params))
-    assert (cfg.model.dropout, cfg.optim.lr, cfg.optim.weight_decay) == \
-        (expected.model.dropout, expected.optim.lr, expected.optim.weight_decay) == (0.123, 0.0456, 3.2e-4)
+    base = make_config("data=digits", "model.bn=post", "model.hidden=[32]", "optim.momentum=0.9", "trainer.epochs=3",
+                       "seed=7")  # what the search's command line set
+    path = export_best(study.best_trial, base, tmp_path)
+    # Composed from the defaults, as `python -m ablate --config-dir <folder> +experiment=best` does:
+    retrained = make_config(f"hydra.searchpath=[file://{tmp_path}]", "+experiment=best")
+    expected = apply(base, trial_values(study.best_trial.params))
+    assert config_hash(retrained) == config_hash(expected)
+    assert (retrained.model.dropout, retrained.optim.lr, retrained.optim.weight_decay) == (0.123, 0.0456, 3.2e-4)
+    assert (retrained.data.name, retrained.model.bn.value, retrained.seed) == ("digits", "post", 7)
+    assert "validation accuracy 0.9000" in path.read_text()
     assert trial_values({**study.best_trial.params, "weight_decay_on": False})["optim.weight_decay"] == 0.0
 
 
