@@ -73,7 +73,9 @@ def check_store_reachable(uri: str) -> None:
         if scheme in ("http", "https"):
             import requests
 
-            requests.get(uri.rstrip("/") + "/health", timeout=10)  # any answer will do, even 401
+            insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"  # as MLflow's client
+            verify = False if insecure else os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH", True)
+            requests.get(uri.rstrip("/") + "/health", timeout=10, verify=verify)  # any answer will do, even 401
         elif scheme in ("postgresql", "mysql", "mssql"):
             import sqlalchemy
 
