@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> float:
 
 def cli() -> None:
     """``python -m ablate`` and the ``ablate`` command."""
-    run_interruptible(main, "finished runs stay recorded and the interrupted one is marked KILLED; "
+    run_interruptible(main, "finished runs stay recorded and the interrupted ones are marked KILLED; "
                             "the same command resumes where this one stopped.")
 
 

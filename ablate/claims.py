@@ -211,5 +211,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_interruptible(lambda: main(sys.argv[1:]), "finished runs stay recorded and the interrupted one is marked "
+    run_interruptible(lambda: main(sys.argv[1:]), "finished runs stay recorded and the interrupted ones are marked "
                                                    "KILLED; the same command resumes.")
