@@ -68,7 +68,8 @@ class PopulationLauncher(Launcher):
 
         # Checked here, not in __init__, where Hydra would wrap the error in its own report.
         require(self.max_size >= 1, "hydra.launcher.max_size", self.max_size, "at least 1")
-        require(0 < self.memory_fraction <= 1, "hydra.launcher.memory_fraction", self.memory_fraction, "in (0, 1]")
+        require(self.memory_fraction > 0, "hydra.launcher.memory_fraction", self.memory_fraction,
+                "positive (above 1 lets groups past the memory check)")
         require(self.dispatch in ("local", "ray", "submitit"), "hydra.launcher.dispatch", self.dispatch,
                 "one of local, ray, submitit")
         setup_globals()  # the sweep's progress bar and summary report; errors still reach the console
