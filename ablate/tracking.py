@@ -68,7 +68,7 @@ def mask_url(url: str) -> str:
 def check_store_reachable(uri: str) -> None:
     """Fail in seconds, naming the fix, where MLflow would retry for minutes and then print a traceback: a
     tracking server that is down (~4 min of retries) or a database that is down or does not exist (~2 min)."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    scheme = _scheme(uri)
     try:
         if scheme in ("http", "https"):
             import requests
@@ -98,6 +98,51 @@ def connection_failure(err: Exception) -> str:
     text = str(getattr(err, "orig", None) or err)  # sqlalchemy keeps the driver's error as .orig
     errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)  # requests nests the socket's deep in its message
     return errno.group(0) if errno else text.strip().splitlines()[0]
+
+
+@contextlib.contextmanager
+def one_process_at_a_time(uri: str) -> Iterator[None]:
+    """Processes opening a new store together (``make search WORKERS=4``, a cluster's first jobs) would each run
+    MLflow's migrations and collide ("table ... already exists", a duplicate key): they take turns, holding a lock
+    on a SQLite store's folder or a PostgreSQL advisory lock."""
+    scheme = _scheme(uri)
+    if scheme == "postgresql":
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+        finally:
+            engine.dispose()
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (start one worker first there)
+        fcntl = None
+    if fcntl is None or not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # and with it the lock
+
+
+_LOCK_KEY = int.from_bytes(b"ablate", "big")  # PostgreSQL advisory locks are numbered per database
+
+
+def _scheme(uri: str) -> str:
+    """``postgresql+psycopg://...`` -> ``postgresql``."""
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
 
 
 def pid_alive(pid: int) -> bool:
@@ -195,14 +240,15 @@ class Tracker:
         Heartbeat.every_s = cfg.heartbeat_s
         check_store_reachable(cfg.uri)
         mlflow.set_tracking_uri(cfg.uri)  # also for mlflow's own helpers that read the global URI
-        self.client = MlflowClient(cfg.uri)
-        experiment = self.client.get_experiment_by_name(cfg.experiment)
-        if experiment is None:
-            with contextlib.suppress(mlflow.exceptions.MlflowException):  # another worker created it first
-                self.client.create_experiment(
-                    cfg.experiment, artifact_location=self._artifact_root(cfg.uri, cfg.experiment),
-                    tags={"mlflow.experimentKind": "custom_model_development"})  # MLflow 3: the runs table
+        with one_process_at_a_time(cfg.uri):  # creating the client creates (and migrates) a new store
+            self.client = MlflowClient(cfg.uri)
             experiment = self.client.get_experiment_by_name(cfg.experiment)
+            if experiment is None:
+                with contextlib.suppress(mlflow.exceptions.MlflowException):  # another worker created it first
+                    self.client.create_experiment(
+                        cfg.experiment, artifact_location=self._artifact_root(cfg.uri, cfg.experiment),
+                        tags={"mlflow.experimentKind": "custom_model_development"})  # MLflow 3: the runs table
+                experiment = self.client.get_experiment_by_name(cfg.experiment)
         self.experiment_id: str = experiment.experiment_id
 
     @staticmethod

@@ -174,6 +174,30 @@ def test_other_commands_end_a_user_error_with_one_message(module, args, tmp_path
     assert "cannot reach the MLflow store" in out.stderr or "Invalid value 'foo'" in out.stderr
 
 
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not pg_reachable(), reason="needs PostgreSQL on 127.0.0.1:5432"))])
+def test_workers_opening_a_new_store_together_all_get_it(store, tmp_path):
+    # As `make search WORKERS=4` or a cluster's first jobs start them: each would run MLflow's migrations.
+    from ablate.server import drop_database, ensure_database
+
+    uri = {"sqlite": f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}",
+           "postgresql": f"postgresql://postgres@127.0.0.1:5432/ablate_fresh_{os.getpid()}"}[store]
+    if store == "postgresql":
+        ensure_database(uri)
+    code = ("from ablate.config import TrackingConfig; from ablate.tracking import Tracker; "
+            f"print(Tracker(TrackingConfig(uri={uri!r})).experiment_id)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        workers = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outputs = [w.communicate(timeout=120) for w in workers]
+    finally:
+        if store == "postgresql":
+            drop_database(uri)
+    assert [w.returncode for w in workers] == [0] * 4, [err[-2000:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1  # one experiment for all
+
+
 def test_cli_help_lists_groups_and_examples(tmp_path):
     out = run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0

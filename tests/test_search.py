@@ -124,7 +124,7 @@ def test_four_workers_on_postgresql_complete_the_budget_exactly(tracking_uri, tm
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     workers = [start_worker([*args, f"search.finalize={i == 0}"], tmp_path, env) for i in range(4)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert all(w.returncode == 0 for w in workers), outputs
+    assert all(w.returncode == 0 for w in workers), [out[-3000:] for w, out in zip(workers, outputs) if w.returncode]
     study = optuna.load_study(study_name=study_name, storage=PG_URL)
     counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(counted) == 10 and not [t for t in study.trials if t.state == TrialState.RUNNING]
