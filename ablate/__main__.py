@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import warnings
@@ -12,11 +11,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ablate import UserError, run_interruptible
+from ablate import run_interruptible, user_errors_end_the_command
 from ablate.config import register_configs, to_run_config
 
 register_configs()
-log = logging.getLogger("ablate")
 # conf/hydra/launcher/{ray,submitit_*}.yaml refine the launcher plugins' own configs of the same name, and Hydra
 # checks them against those plugins' schemas; that check is wanted, the notice about it is not.
 warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name")
@@ -25,14 +23,11 @@ warnings.filterwarnings("ignore", message=".*is validated against ConfigStore sc
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Returns the validation accuracy (test where there is no validation split), NaN for a failed run."""
-    try:
+    with user_errors_end_the_command():
         run_cfg = to_run_config(cfg)  # range checks, before any data is read
         from ablate.runner import train_and_log  # imported late: `--help` and config errors stay instant
 
         result = train_and_log(run_cfg)
-    except UserError as err:
-        log.error(f"error: {err}")
-        sys.exit(2)
     if result.status == "FAILED" and not HydraConfig.get().mode == RunMode.MULTIRUN:
         sys.exit(1)  # its error is logged and recorded; a sweep counts its failed runs at the end instead
     return result.metrics.get("val_acc", result.metrics.get("test_acc", math.nan))

@@ -79,13 +79,13 @@ class DataConfig:
         require(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "in [0, 1)")
         require(0 < self.test_fraction < 1, "data.test_fraction", self.test_fraction, "in (0, 1)")
         require(self.val_fraction + self.test_fraction < 1, "data.val_fraction + data.test_fraction",
-                 self.val_fraction + self.test_fraction, "below 1")
+                self.val_fraction + self.test_fraction, "below 1")
         require(self.n_classes >= 2, "data.n_classes", self.n_classes, "at least 2")
         require(0 <= self.split_seed < 2**32, "data.split_seed", self.split_seed, "in [0, 2**32)")
         require(self.limit is None or self.limit >= 10 * self.n_classes, "data.limit", self.limit,
-                 f"null or at least {10 * self.n_classes} (10 rows per class)")
+                f"null or at least {10 * self.n_classes} (10 rows per class)")
         require(self.source == DataSource.digits or bool(self.path), "data.path", self.path,
-                 "a file or folder for sources csv and idx")
+                "a file or folder for sources csv and idx")
 
 
 @dataclass
@@ -99,7 +99,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "model.hidden", self.hidden,
-                 "a non-empty list of positive layer widths")
+                "a non-empty list of positive layer widths")
         require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
         require(self.bn_eps > 0, "model.bn_eps", self.bn_eps, "positive")
         require(0 < self.bn_momentum <= 1, "model.bn_momentum", self.bn_momentum, "in (0, 1]")
@@ -121,9 +121,9 @@ class OptimConfig:
         require(self.lr > 0, "optim.lr", self.lr, "positive")
         require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
         require(not self.nesterov or self.momentum > 0, "optim.nesterov", self.nesterov,
-                 "false unless optim.momentum > 0")
+                "false unless optim.momentum > 0")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas,
-                 "two numbers in [0, 1)")
+                "two numbers in [0, 1)")
         require(self.eps > 0, "optim.eps", self.eps, "positive")
         require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "0 or positive")
 
@@ -156,7 +156,7 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         require(self.heartbeat_s > 0, "tracking.heartbeat_s", self.heartbeat_s, "positive")
         require(self.claim_timeout_s >= 2 * self.heartbeat_s, "tracking.claim_timeout_s", self.claim_timeout_s,
-                 "at least twice tracking.heartbeat_s")
+                "at least twice tracking.heartbeat_s")
 
 
 class PrunerName(str, Enum):
@@ -178,8 +178,8 @@ class SearchSpace:
         for key, (low, high), floor in [("dropout", self.dropout, 0.0), ("weight_decay", self.weight_decay, 1e-300),
                                         ("lr", self.lr, 1e-300)]:
             require(low < high and low >= floor and (key != "dropout" or high < 1), f"search.space.{key}",
-                     [low, high], "[low, high] with low < high" + (", both in [0, 1)" if key == "dropout"
-                                                                   else ", both positive (log scale)"))
+                    [low, high], "[low, high] with low < high" + (", both in [0, 1)" if key == "dropout"
+                                                                  else ", both positive (log scale)"))
 
 
 @dataclass

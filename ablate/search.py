@@ -18,7 +18,6 @@ import os
 import random
 import shlex
 import socket
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -299,7 +298,7 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from ablate import run_interruptible
+    from ablate import run_interruptible, user_errors_end_the_command
     from ablate.config import register_configs, to_run_config
 
     register_configs()
@@ -307,11 +306,8 @@ def main() -> None:
 
     @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
     def search(config: DictConfig) -> None:
-        try:
+        with user_errors_end_the_command():
             run_search(to_run_config(config))
-        except UserError as err:
-            log.error(f"error: {err}")
-            sys.exit(2)
 
     run_interruptible(search, "finished trials stay in the study and the interrupted ones are marked FAIL when a "
                               "worker next starts; the same command resumes the study.")

@@ -13,7 +13,6 @@ overrides (``model.dropout=0.3``) are merged into it, checked by the same typed 
 """
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Sequence
@@ -54,13 +53,10 @@ class PopulationLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Hydra prints any exception from a launcher as a traceback: a problem the user fixes (a bad value, a
         missing data file, a device this machine lacks) ends the sweep with its one-line message instead."""
-        from ablate import UserError
+        from ablate import user_errors_end_the_command
 
-        try:
+        with user_errors_end_the_command():
             return self._launch(job_overrides)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
 
     def _launch(self, job_overrides: Sequence[Sequence[str]]) -> Sequence[JobReturn]:
         from ablate.config import require, typed_node
