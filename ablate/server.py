@@ -57,15 +57,20 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
 
 
+def free_port() -> int:
+    """A local TCP port nothing listens on (for a server to take, or a test to find closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextlib.contextmanager
 def serving(db_url: str, home: Path, *args: str, env_extra: dict[str, str] | None = None) -> Iterator[str]:
     """``python -m ablate.server`` on a free port until the block ends (tests, benchmarks); yields its URL.
 
     It runs in a process group of its own, so that stopping it stops all of MLflow's workers; its log is
     ``home/server.log``, its artifacts ``home/artifacts``."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "ABLATE_SERVER_DB": db_url, **(env_extra or {})}
     with open(home / "server.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "ablate.server", "--port", str(port), "--workers", "2",

@@ -42,7 +42,7 @@ def resolve_device(device: Device) -> torch.device:
         return torch.device(next(name for name, ok in available.items() if ok))
     if not available[device.value]:
         raise ConfigValueError(f"trainer.device={device.value} is not available on this machine; "
-                           f"use trainer.device=auto or trainer.device=cpu.")
+                               f"use trainer.device=auto or trainer.device=cpu.")
     return torch.device(device.value)
 
 

@@ -1,7 +1,6 @@
 """One run end to end into a temporary MLflow store: what is recorded, and that nothing is left RUNNING."""
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ from mlflow import MlflowClient
 from ablate import UserError
 from ablate.config import TrackingConfig, config_hash
 from ablate.runner import train_and_log, train_and_log_all
+from ablate.server import free_port
 from ablate.tracking import TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, Tracker, code_version
 from tests.conftest import QUICK, REPO, make_config, pg_reachable
 
@@ -140,12 +140,6 @@ def test_cli_names_a_device_this_machine_lacks_in_one_line(tmp_path):
     assert (f"error: trainer.device={missing} is not available on this machine; use trainer.device=auto or "
             f"trainer.device=cpu.") in text
     assert "Traceback" not in text
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_tracking_server_that_is_down_is_one_clear_error_at_once():

@@ -4,7 +4,6 @@ sweep processes sharing an MLflow tracking server on the local PostgreSQL."""
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from optuna.trial import TrialState
 
-from ablate.server import drop_database, ensure_database, serving
+from ablate.server import drop_database, ensure_database, free_port, serving
 from tests.conftest import REPO, pg_reachable
 
 GRID = ("model.bn=pre,none", "seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cpu")
@@ -89,9 +88,7 @@ def test_a_remote_task_that_dies_before_opening_its_runs_still_records_them_fail
 
 # ------------------------------------------------------------------ a shared MLflow server on PostgreSQL
 def test_a_server_whose_database_cannot_be_reached_says_so_in_one_line(tmp_path):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     out = ablate("--db", f"postgresql://postgres:secret@127.0.0.1:{port}/mlflow", module="ablate.server", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.output
     assert f"error: cannot reach PostgreSQL for postgresql://postgres:***@127.0.0.1:{port}/mlflow" in out.output
