@@ -296,7 +296,9 @@ class Tracker:
         return alive
 
     def terminate(self, run_id: str, status: str, error: str) -> None:
-        """End another process's run (it cannot end its own any more), saying why."""
+        """End another process's run (it cannot end its own any more), saying why; this process stops stamping
+        it if it ever did."""
+        Heartbeat.remove(run_id)
         self.client.set_tag(run_id, TAG_ERROR, error)
         self.client.set_terminated(run_id, status)
 

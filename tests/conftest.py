@@ -1,12 +1,16 @@
-"""Shared fixtures: Hydra's compose API on conf/, and a temporary MLflow SQLite store per test.
+"""Shared fixtures: Hydra's compose API on conf/, a temporary MLflow SQLite store per test, and a throwaway
+PostgreSQL database per session.
 
 A new MLflow SQLite database runs every migration (seconds), so one is migrated per session and copied.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import uuid
 from pathlib import Path
+from typing import Iterator, Optional
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -15,6 +19,7 @@ from ablate.config import RunConfig, register_configs, to_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"  # trust auth, as CI's machine has it
 register_configs()
 
 
@@ -24,14 +29,54 @@ def make_config(*overrides: str) -> RunConfig:
         return to_run_config(compose(config_name="config", overrides=list(overrides)))
 
 
-def pg_reachable() -> bool:
-    try:
-        import psycopg
+def _admin(sql: str) -> None:
+    import psycopg
 
-        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3").close()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: no PostgreSQL here
-        return False
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+def postgres_missing() -> Optional[str]:
+    """Why the PostgreSQL tests cannot run here (None when they can): the server, the driver or the right to
+    create a database, named exactly."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install 'ablate[postgres]')"
+    name = f"ablate_probe_{uuid.uuid4().hex[:8]}"
+    try:
+        _admin(f'CREATE DATABASE "{name}"')
+        _admin(f'DROP DATABASE "{name}"')
+    except Exception as err:  # noqa: BLE001 - the reason is reported, whatever it is
+        return f"cannot create a database on {POSTGRES_SERVER} as postgres: {str(err).strip().splitlines()[0]}"
+    return None
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str = "ablate_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database for the block; dropped afterwards, whatever happens."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server URL (without a database), or a skip that says exactly what is missing."""
+    reason = postgres_missing()
+    if reason:
+        pytest.skip(reason)
+    return POSTGRES_SERVER
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> Iterator[str]:
+    """A throwaway database for this test session (tests needing a fresh one use ``fresh_postgres_database``)."""
+    with fresh_postgres_database("ablate_session") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +98,18 @@ def tracking_uri(migrated_store, tmp_path, monkeypatch) -> str:
     monkeypatch.delenv("ABLATE_PARENT_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+@contextlib.contextmanager
+def stopped_at_exit(*processes) -> Iterator[None]:
+    """Processes a test started are killed when the block ends, so a failing assertion leaves nothing running."""
+    try:
+        yield
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 QUICK = ("data=digits", "trainer.epochs=2", "trainer.device=cpu")

@@ -2,7 +2,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from ablate.config import BN, ConfigValueError, L2Mode, OptimName, config_hash
+from omegaconf import OmegaConf
+
+from ablate.config import BN, ConfigValueError, L2Mode, OptimName, config_hash, flatten
 from tests.conftest import REPO, make_config
 
 
@@ -13,10 +15,21 @@ def test_defaults_are_the_seed_notebook():
     assert cfg.data.path.endswith("fmnist_small.csv.gz") and cfg.data.split_seed == 20
 
 
+def _leaves(node, prefix=""):
+    """A nested dict's leaves as dotted keys (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() if key != "defaults" for k, v in _leaves(value, f"{prefix}{key}.").items()}
+
+
 @pytest.mark.parametrize("group", ["data", "model", "optim", "trainer", "tracking"])
-def test_every_group_option_composes(group):
+def test_every_group_option_sets_what_its_file_says(group):
     for option in sorted((REPO / "conf" / group).glob("*.yaml")):
-        make_config(f"{group}={option.stem}")
+        composed = flatten(make_config(f"{group}={option.stem}"))
+        chosen = _leaves(OmegaConf.to_container(OmegaConf.load(option), resolve=True))
+        assert chosen, f"{option} sets nothing"
+        for key, value in chosen.items():
+            assert composed[f"{group}.{key}"] == value, f"{option}: {key}"
 
 
 def test_experiments_compose():

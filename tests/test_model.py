@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from ablate.config import BN, ModelConfig
-from ablate.model import build_mlp, decayed_weights, summary
+from ablate.model import DropoutMasks, StackedMLP, build_mlp, decayed_weights, summary
 
 
 def kinds(model):
@@ -53,3 +53,44 @@ def test_init_scale_scales_weights_not_biases():
     torch.manual_seed(0)
     scaled = build_mlp(ModelConfig(init_scale=3.0), 784, 10)
     assert torch.allclose(scaled[0].weight, 3 * base[0].weight) and torch.equal(scaled[0].bias, base[0].bias)
+
+
+CPU = torch.device("cpu")
+
+
+def dropout_masks_of(net, x, seed=0):
+    tape: list = []
+    net.forward(x, train=True, masks=DropoutMasks(seed, CPU, x.dtype), tape=tape)
+    return [saved for layer, saved in zip(net.layers, tape) if isinstance(layer, nn.Dropout)]
+
+
+def test_dropout_keeps_a_share_1_minus_p_of_units_rescaled_by_1_over_1_minus_p():
+    ps = [0.3, 0.6, 0.0]
+    net = StackedMLP([ModelConfig(bn=BN.none, dropout=p) for p in ps], [0, 1, 2], 8, 3, CPU, torch.float64)
+    masks = dropout_masks_of(net, torch.randn(3, 4096, 8, dtype=torch.float64))
+    assert len(masks) == 2  # one per hidden layer
+    for mask in masks:
+        for k, p in enumerate(ps):
+            values = set(mask[k].unique().tolist())
+            assert values <= {0.0, 1 / (1 - p)} and 1 / (1 - p) in values  # kept units rescaled, the rest zero
+            kept = (mask[k] > 0).double().mean().item()
+            assert kept == pytest.approx(1 - p, abs=0.01)  # over 4096 x width draws: sd < 0.002
+    assert not torch.equal(masks[0][0], masks[0][1][:, :128])  # members draw their own masks
+
+
+def test_evaluation_of_a_member_with_dropout_equals_its_plain_module_in_eval_mode():
+    net = StackedMLP([ModelConfig(dropout=0.5), ModelConfig(dropout=0.2)], [3, 4], 8, 3, CPU, torch.float64)
+    x = torch.randn(2, 64, 8, dtype=torch.float64) * 3 + 1
+    net.forward(x, train=True, masks=DropoutMasks(0, CPU, torch.float64))  # moves BN's running averages
+    evaluated = net.forward(x[0], train=False)
+    for k in range(2):
+        assert torch.allclose(evaluated[k], net.member(k).eval()(x[0]), atol=1e-12)
+
+
+@pytest.mark.parametrize("bn", list(BN))
+def test_the_trainers_decay_mask_is_the_linear_weights_only(bn):
+    net = StackedMLP([ModelConfig(bn=bn)], [0], 8, 3, CPU, torch.float32)
+    names = [name for name, _ in build_mlp(ModelConfig(bn=bn), 8, 3).named_parameters()]
+    decayed = {name for name, flag in zip(names, net.decayed) if flag}
+    linear = {f"{i}.weight" for i, m in enumerate(build_mlp(ModelConfig(bn=bn), 8, 3)) if isinstance(m, nn.Linear)}
+    assert decayed == linear and len(decayed) == 3  # never a bias, nor BatchNorm's gamma or beta

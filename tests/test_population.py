@@ -15,15 +15,18 @@ from tests.conftest import make_config
 DIGITS = ("data=digits", "trainer.device=cpu")
 VARIED = [["seed=1"], ["seed=2", "optim.lr=0.05", "optim.weight_decay=1e-3"],
           ["seed=3", "optim.weight_decay=2e-3", "optim.l2=decoupled", "optim.momentum=0.9", "optim.nesterov=true"],
-          ["seed=4", "optim.lr=0.2", "model.init_scale=0.5", "optim.weight_decay=5e-4", "optim.l2=penalty"]]
+          ["seed=4", "optim.lr=0.2", "model.init_scale=0.5", "optim.weight_decay=5e-4", "optim.l2=penalty"],
+          ["seed=5", "optim.lr=0.05", "optim.weight_decay=1e-3", "optim.momentum=0.5"]]  # momentum trains batched too
 
 
 def compare(cfgs, epochs_checked=None):
     """Max difference of metrics and trained weights between each member and its single run; the members
-    train in the populations ``group_key`` puts them in (VARIED: plain SGD, then SGD with momentum)."""
+    train in the populations ``group_key`` puts them in (VARIED: plain SGD, then SGD with momentum, two each)."""
     splits = cached_splits(cfgs[0].data)
     worst = 0.0
-    for group in {group_key(c): [d for d in cfgs if group_key(d) == group_key(c)] for c in cfgs}.values():
+    groups = {group_key(c): [d for d in cfgs if group_key(d) == group_key(c)] for c in cfgs}.values()
+    assert all(len(group) >= 2 for group in groups)  # every kind of update is compared inside a population
+    for group in groups:
         worst = max(worst, _compare_group(group, splits, epochs_checked))
     return worst
 
@@ -34,6 +37,7 @@ def _compare_group(cfgs, splits, epochs_checked):
     for k, cfg in enumerate(cfgs):
         single_net = fit_population([cfg], splits)[1]
         single = fit(cfg, splits)
+        assert len(members[k].history.epochs) == len(single.epochs) == cfg.trainer.epochs
         for a, b in zip(single.epochs, members[k].history.epochs[:epochs_checked]):
             worst = max(worst, *(abs(a[m] - b[m]) for m in ("train_loss", "train_acc", "val_loss", "val_acc",
                                                                "weight_norm")))

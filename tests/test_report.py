@@ -30,7 +30,14 @@ def test_effect_and_summary_tables_on_constructed_runs():
     assert table.loc["none", "val_acc std"] == pytest.approx(0.0) and table.loc["none", "runs"] == 3
     summary = summary_table(runs, ["model.bn"]).set_index("model.bn")
     assert summary.loc["none", "test_acc std"] == pytest.approx(0.1) and summary.loc["pre", "epochs_to_target"] == 2.5
-    assert best_variant(runs, ["model.bn"])["model.bn"] == "pre"  # chosen on validation, not test
+    assert best_variant(runs, ["model.bn"])["model.bn"] == "pre"
+
+
+def test_the_best_variant_is_chosen_on_validation_where_test_would_choose_another():
+    runs = pd.DataFrame({"run_id": list("abcd"), "model.bn": ["pre", "pre", "post", "post"], "seed": [0, 1] * 2,
+                         "val_acc": [0.80, 0.82, 0.84, 0.86], "test_acc": [0.90, 0.91, 0.70, 0.71]})
+    best = best_variant(runs, ["model.bn"])
+    assert best["model.bn"] == "post" and best["test_acc"] == pytest.approx(0.705)  # test reported, never used
 
 
 def test_report_on_a_small_grid_matches_the_runs_in_mlflow(tracking_uri, tmp_path):

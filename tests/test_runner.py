@@ -1,5 +1,6 @@
 """One run end to end into a temporary MLflow store: what is recorded, and that nothing is left RUNNING."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,8 +14,9 @@ from ablate import UserError
 from ablate.config import TrackingConfig, config_hash
 from ablate.runner import train_and_log, train_and_log_all
 from ablate.server import free_port
-from ablate.tracking import TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, Tracker, code_version
-from tests.conftest import QUICK, REPO, make_config, pg_reachable
+from ablate.tracking import (TAG_CODE, TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, Heartbeat,
+                             Tracker, code_version)
+from tests.conftest import QUICK, REPO, fresh_postgres_database, make_config, stopped_at_exit
 
 
 def runs(uri):
@@ -87,16 +89,47 @@ def test_runs_of_dead_processes_are_marked_killed(tracking_uri):
     alive.end("FINISHED")
 
 
+def wait_until(condition, timeout_s=20.0, every_s=0.1):
+    """Poll ``condition`` until it holds; fail the test at the deadline (no fixed sleeps)."""
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert time.time() < deadline, "condition not met before the deadline"
+        time.sleep(every_s)
+
+
 def test_a_claim_lives_while_its_worker_heartbeats_and_expires_after(tracking_uri):
     tracker = Tracker(make_config(*QUICK, "tracking.heartbeat_s=1", "tracking.claim_timeout_s=3").tracking)
     elsewhere = {TAG_HOST: "another-machine", TAG_PID: "1"}  # its pid means nothing here: only the heartbeat counts
     fresh, stale = tracker.start_run("fresh", elsewhere), tracker.start_run("stale", elsewhere)
+    Heartbeat.remove(stale.run_id)  # another worker's run: this process must not stamp it alive again
     tracker.client.set_tag(stale.run_id, TAG_HEARTBEAT, str(time.time() - 10))
     assert {r.info.run_id for r in tracker.running()} == {fresh.run_id}
     assert tracker.client.get_run(stale.run_id).info.status == "KILLED"
-    time.sleep(1.5)  # this process's heartbeat thread keeps stamping its open run
-    assert float(tracker.client.get_run(fresh.run_id).data.tags[TAG_HEARTBEAT]) > time.time() - 1.5
+    stamped = float(tracker.client.get_run(fresh.run_id).data.tags[TAG_HEARTBEAT])
+    # this process's heartbeat thread keeps stamping its open run
+    wait_until(lambda: float(tracker.client.get_run(fresh.run_id).data.tags[TAG_HEARTBEAT]) > stamped)
     fresh.end("FINISHED")
+
+
+def test_a_terminated_run_is_no_longer_stamped(tracking_uri):
+    tracker = Tracker(make_config(*QUICK, "tracking.heartbeat_s=1", "tracking.claim_timeout_s=3").tracking)
+    run = tracker.start_run("ended elsewhere", {})
+    tracker.terminate(run.run_id, "KILLED", "its worker died")
+    stamp = tracker.client.get_run(run.run_id).data.tags[TAG_HEARTBEAT]
+    time.sleep(2.5)  # two beats' time: a stamp now would make the dead run look alive to other workers
+    assert tracker.client.get_run(run.run_id).data.tags[TAG_HEARTBEAT] == stamp
+
+
+def test_a_finished_run_of_other_code_is_trained_again(tracking_uri):
+    """Resume reuses a FINISHED run only for the same config *and* code version."""
+    cfg = make_config(*QUICK)
+    tracker = Tracker(cfg.tracking)
+    other_code = tracker.start_run("older code", {TAG_HASH: config_hash(cfg), TAG_KIND: "train"})
+    tracker.client.set_tag(other_code.run_id, TAG_CODE, "0123456789ab")
+    other_code.end("FINISHED")
+    result = train_and_log(cfg)
+    assert result.status == "FINISHED" and result.run_id != other_code.run_id
+    assert train_and_log(cfg).run_id == result.run_id  # the same code's run is reused
 
 
 def test_a_variant_another_worker_holds_is_left_to_it_then_its_result_is_used(tracking_uri):
@@ -148,8 +181,7 @@ def test_a_tracking_server_that_is_down_is_one_clear_error_at_once():
         Tracker(TrackingConfig(uri=f"http://127.0.0.1:{free_port()}"))  # MLflow alone retries for ~4 minutes
 
 
-@pytest.mark.skipif(not pg_reachable(), reason="needs PostgreSQL on 127.0.0.1:5432")
-def test_a_missing_postgresql_database_is_named_and_its_password_masked():
+def test_a_missing_postgresql_database_is_named_and_its_password_masked(postgres_server):
     uri = "postgresql://postgres:secret@127.0.0.1:5432/ablate_no_such_database"
     with pytest.raises(UserError) as err:
         Tracker(TrackingConfig(uri=uri))
@@ -168,26 +200,22 @@ def test_other_commands_end_a_user_error_with_one_message(module, args, tmp_path
     assert "cannot reach the MLflow store" in out.stderr or "Invalid value 'foo'" in out.stderr
 
 
-@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    not pg_reachable(), reason="needs PostgreSQL on 127.0.0.1:5432"))])
-def test_workers_opening_a_new_store_together_all_get_it(store, tmp_path):
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_workers_opening_a_new_store_together_all_get_it(store, tmp_path, request):
     # As `make search WORKERS=4` or a cluster's first jobs start them: each would run MLflow's migrations.
-    from ablate.server import drop_database, ensure_database
-
-    uri = {"sqlite": f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}",
-           "postgresql": f"postgresql://postgres@127.0.0.1:5432/ablate_fresh_{os.getpid()}"}[store]
-    if store == "postgresql":
-        ensure_database(uri)
-    code = ("from ablate.config import TrackingConfig; from ablate.tracking import Tracker; "
-            f"print(Tracker(TrackingConfig(uri={uri!r})).experiment_id)")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    try:
+    with contextlib.ExitStack() as stack:
+        if store == "postgresql":
+            request.getfixturevalue("postgres_server")  # skips, saying what is missing, where there is none
+            uri = stack.enter_context(fresh_postgres_database())
+        else:
+            uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+        code = ("from ablate.config import TrackingConfig; from ablate.tracking import Tracker; "
+                f"print(Tracker(TrackingConfig(uri={uri!r})).experiment_id)")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
         workers = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        stack.enter_context(stopped_at_exit(*workers))
         outputs = [w.communicate(timeout=120) for w in workers]
-    finally:
-        if store == "postgresql":
-            drop_database(uri)
     assert [w.returncode for w in workers] == [0] * 4, [err[-2000:] for _, err in outputs]
     assert len({out.strip() for out, _ in outputs}) == 1  # one experiment for all
 

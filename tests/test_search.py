@@ -15,10 +15,9 @@ from optuna.trial import TrialState
 from ablate import UserError
 from ablate.config import ConfigValueError, config_hash
 from ablate.search import apply, export_best, open_study, run_search, trial_values
-from tests.conftest import REPO, make_config, pg_reachable
+from tests.conftest import REPO, make_config, stopped_at_exit
 
 FAST = ("data=digits", "trainer.device=cpu", "trainer.epochs=3", "search.final_seeds=2")
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def mlflow_runs(uri, kind):
@@ -106,8 +105,7 @@ def start_worker(args, cwd, env):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL on 127.0.0.1:5432 (database test)")
-def test_a_missing_storage_database_is_named_with_the_fix():
+def test_a_missing_storage_database_is_named_with_the_fix(postgres_server):
     cfg = make_config("search.storage=postgresql://postgres:secret@127.0.0.1:5432/ablate_no_such_database")
     with pytest.raises(UserError) as err:
         open_study(cfg.search, epochs=1)
@@ -116,23 +114,51 @@ def test_a_missing_storage_database_is_named_with_the_fix():
     assert "postgres:***@" in message and "secret" not in message
 
 
-@pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL on 127.0.0.1:5432 (database test)")
-def test_four_workers_on_postgresql_complete_the_budget_exactly(tracking_uri, tmp_path):
-    study_name = f"ablate-test-{uuid.uuid4().hex[:8]}"
-    args = [*FAST, f"search.storage={PG_URL}", f"search.study={study_name}", "search.n_trials=10", "search.batch=2",
-            "search.pruner=none", "trainer.epochs=2"]
+def run_workers(args, n, cwd):
+    """n search processes on one study (only the first reports); their outputs, once all have ended."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    workers = [start_worker([*args, f"search.finalize={i == 0}"], tmp_path, env) for i in range(4)]
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    workers = [start_worker([*args, f"search.finalize={i == 0}"], cwd, env) for i in range(n)]
+    with stopped_at_exit(*workers):
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), [out[-3000:] for w, out in zip(workers, outputs) if w.returncode]
-    study = optuna.load_study(study_name=study_name, storage=PG_URL)
+    return outputs
+
+
+def assert_budget_held_exactly(study, n_trials):
     counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(counted) == 10 and not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert len(counted) == n_trials and not [t for t in study.trials if t.state == TrialState.RUNNING]
     numbers = [t.number for t in study.trials]
     assert sorted(numbers) == list(range(len(numbers)))  # none lost, none duplicated
-    assert len({t.number for t in counted}) == 10
+
+
+def test_four_workers_on_postgresql_complete_the_budget_exactly(tracking_uri, tmp_path, postgres_url):
+    study_name = f"ablate-test-{uuid.uuid4().hex[:8]}"
+    run_workers([*FAST, f"search.storage={postgres_url}", f"search.study={study_name}", "search.n_trials=10",
+                 "search.batch=2", "search.pruner=none", "trainer.epochs=2"], 4, tmp_path)
+    assert_budget_held_exactly(optuna.load_study(study_name=study_name, storage=postgres_url), 10)
     assert len(mlflow_runs(tracking_uri, "trial")) == 10
-    optuna.delete_study(study_name=study_name, storage=PG_URL)
+    optuna.delete_study(study_name=study_name, storage=postgres_url)
+
+
+def test_three_workers_on_the_default_journal_file_complete_the_budget_exactly(tracking_uri, tmp_path):
+    run_workers([*FAST, "search.n_trials=6", "search.batch=2", "search.pruner=none", "trainer.epochs=1",
+                 "search.final_seeds=0"], 3, tmp_path)  # no search.storage: studies/ablate.journal
+    study = optuna.load_study(study_name="ablate", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "studies" / "ablate.journal"))))
+    assert_budget_held_exactly(study, 6)
+    assert len(mlflow_runs(tracking_uri, "trial")) == 6
+
+
+def test_the_first_search_process_is_reproducible_from_its_sampler_seed(tracking_uri, tmp_path):
+    def trial_params(storage, seed):
+        cfg = make_config(*FAST, f"search.storage={storage}", "search.n_trials=4", "search.batch=2",
+                          "search.pruner=none", "search.final_seeds=0", "trainer.epochs=1", f"search.sampler_seed={seed}")
+        run_search(cfg)
+        return [t.params for t in open_study(cfg.search, 1).trials]
+
+    first = trial_params(tmp_path / "a.journal", 7)
+    assert first == trial_params(tmp_path / "b.journal", 7) and len(first) == 4
+    assert first != trial_params(tmp_path / "c.journal", 8)
 
 
 def test_a_worker_killed_mid_trial_is_detected_and_its_trial_retried(tracking_uri, tmp_path):
@@ -141,21 +167,22 @@ def test_a_worker_killed_mid_trial_is_detected_and_its_trial_retried(tracking_ur
             "trainer.epochs=200", "search.final_seeds=0"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     worker = start_worker(args, tmp_path, env)
-    study = None
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until a trial is mid-training (it has a reported epoch)
-        time.sleep(0.5)
-        if os.path.exists(storage):
-            study = optuna.load_study(study_name="ablate", storage=optuna.storages.JournalStorage(
-                optuna.storages.journal.JournalFileBackend(storage)))
-            if any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
-                break
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    assert study is not None
+    with stopped_at_exit(worker):
+        deadline = time.time() + 120
+        while True:  # wait until a trial is mid-training (it has a reported epoch)
+            assert time.time() < deadline and worker.poll() is None
+            time.sleep(0.5)
+            if os.path.exists(storage):
+                study = optuna.load_study(study_name="ablate", storage=optuna.storages.JournalStorage(
+                    optuna.storages.journal.JournalFileBackend(storage)))
+                if any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
+                    break
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
     fast = [a for a in args if not a.startswith("trainer.epochs")] + ["trainer.epochs=2"]
     restarted = start_worker(fast, tmp_path, env)
-    output = restarted.communicate(timeout=300)[0]
+    with stopped_at_exit(restarted):
+        output = restarted.communicate(timeout=300)[0]
     assert restarted.returncode == 0, output
     study = optuna.load_study(study_name="ablate", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(storage)))

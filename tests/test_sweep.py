@@ -9,8 +9,10 @@ import time
 import pytest
 from mlflow import MlflowClient
 
+from ablate.runner import cached_splits
 from ablate.sweep import grid_shape
-from tests.conftest import REPO
+from ablate.train import fit
+from tests.conftest import REPO, make_config, stopped_at_exit
 
 FAST = ["data=digits", "trainer.device=cpu"]
 
@@ -61,6 +63,23 @@ def test_a_diverging_variant_fails_alone_and_the_sweep_says_so(tracking_uri, tmp
     assert sorted(r.info.status for r in train_runs(tracking_uri)) == ["FAILED", "FINISHED"]
 
 
+def test_a_diverging_member_of_a_population_sweep_fails_alone_and_its_neighbours_equal_single_runs(tracking_uri,
+                                                                                                   tmp_path):
+    common = ["model.bn=none", "model.dropout=0", "trainer.epochs=1", "trainer.dtype=float64", *FAST]
+    out = multirun("optim.lr=0.01,1e200,0.05", *common, "hydra/launcher=population", cwd=tmp_path)
+    assert out.returncode != 0 and "1 run(s) of sweep" in out.stderr + out.stdout
+    runs = {r.data.params["optim.lr"]: r for r in train_runs(tracking_uri)}
+    assert {lr: r.info.status for lr, r in runs.items()} == {"0.01": "FINISHED", "1e+200": "FAILED",
+                                                             "0.05": "FINISHED"}
+    assert "Diverged" in runs["1e+200"].data.tags["ablate.error"]
+    assert len({r.data.tags["ablate.pid"] for r in runs.values()}) == 1  # trained together, in one process
+    for lr in ("0.01", "0.05"):
+        cfg = make_config(*common, f"optim.lr={lr}")
+        single = fit(cfg, cached_splits(cfg.data)).final
+        for metric in ("test_acc", "test_loss", "train_eval_acc"):
+            assert runs[lr].data.metrics[metric] == pytest.approx(single[metric], abs=1e-9), (lr, metric)
+
+
 @pytest.mark.parametrize("bad, message", [
     ("data.path=missing.csv", "error: Data file missing.csv does not exist."),
     ("hydra.launcher.max_size=0", "error: hydra.launcher.max_size=0 is not allowed"),
@@ -80,11 +99,15 @@ def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(train_runs(tracking_uri, "FINISHED")) < 1:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with stopped_at_exit(proc):
+        deadline = time.time() + 120
+        while not (train_runs(tracking_uri, "FINISHED") and [r for r in train_runs(tracking_uri, "RUNNING")
+                                                             if r.data.params.get("trainer.epochs") == "150"]):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)  # a long run is mid-training now
+        proc.wait()
+    [interrupted] = train_runs(tracking_uri, "RUNNING")
     finished_before = {r.data.tags["ablate.config_hash"] for r in train_runs(tracking_uri, "FINISHED")}
     assert 1 <= len(finished_before) < 4  # killed midway
 
@@ -95,6 +118,8 @@ def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running
     assert len(finished) == 4 and len(set(finished)) == 4  # exactly one FINISHED run per variant
     assert finished_before <= set(finished)  # the runs finished before the kill were kept, not redone
     client = MlflowClient(tracking_uri)
+    killed = client.get_run(interrupted.info.run_id)
+    assert killed.info.status == "KILLED" and "died" in killed.data.tags["ablate.error"]
     everything = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert not [r for r in everything if r.info.status == "RUNNING"]
 
@@ -114,12 +139,19 @@ def test_population_launcher_records_runs_exactly_like_sequential_runs(migrated_
         stores[launcher] = {r.data.tags["ablate.config_hash"]: r for r in train_runs(uri, "FINISHED")}
     sequential, population = stores["basic"], stores["population"]
     assert len(population) == 8 and set(population) == set(sequential)  # one FINISHED run per variant
+    compared = 0
     for key, run in population.items():
         twin = sequential[key]
         assert set(run.data.params) == set(twin.data.params) and set(run.data.metrics) == set(twin.data.metrics)
         assert set(run.data.tags) == set(twin.data.tags)
         differing = {k for k in run.data.params if run.data.params[k] != twin.data.params[k]}
         assert differing == {"tracking.uri"}  # the two stores, nothing else
+        if run.data.params["model.dropout"] == "0.0":  # no dropout masks: a member computes its single run
+            for metric, value in run.data.metrics.items():
+                if not metric.endswith("_seconds"):
+                    assert value == pytest.approx(twin.data.metrics[metric], abs=1e-5), metric
+            compared += 1
+    assert compared == 4
     assert len({r.data.tags["mlflow.parentRunId"] for r in population.values()}) == 1
     uri = f"sqlite:///{tmp_path / 'population' / 'mlflow.db'}"
     again = multirun(*grid, "hydra/launcher=population", cwd=tmp_path / "population",
@@ -137,24 +169,53 @@ def test_two_local_jobs_side_by_side_group_as_one_sweep(tracking_uri, tmp_path):
     assert len({r.data.tags["ablate.pid"] for r in runs}) == 2  # trained in two worker processes
 
 
+# Python installs its KeyboardInterrupt handler only where SIGINT is not ignored, and a suite run in the
+# background ignores it: the child gets a terminal's SIGINT handling from its first line instead.
+WITH_CTRL_C = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "runpy.run_module('ablate', run_name='__main__', alter_sys=True)")
+
+
 def test_ctrl_c_mid_sweep_keeps_finished_runs_and_leaves_nothing_running(tracking_uri, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # Short variants and long ones: Ctrl-C comes after the first run finished, while a long one trains.
-    # A terminal's default SIGINT handling, even where this suite runs in the background (which ignores SIGINT,
-    # and Python then installs no KeyboardInterrupt handler).
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", "-m", "model.dropout=0,0.1", "trainer.epochs=2,1000",
-                             *FAST], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while time.time() < deadline and not train_runs(tracking_uri, "FINISHED"):
-        time.sleep(0.2)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
-    _, err = proc.communicate(timeout=60)
+    proc = subprocess.Popen([sys.executable, "-c", WITH_CTRL_C, "-m", "model.dropout=0,0.1", "trainer.epochs=2,1000",
+                             *FAST], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with stopped_at_exit(proc):
+        deadline = time.time() + 120
+        while not (train_runs(tracking_uri, "FINISHED") and train_runs(tracking_uri, "RUNNING")):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        [training] = train_runs(tracking_uri, "RUNNING")
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted: finished runs stay recorded" in err and "Traceback" not in err
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert len(train_runs(tracking_uri, "FINISHED")) >= 1
+    interrupted = client.get_run(training.info.run_id)
+    assert interrupted.info.status == "KILLED" and interrupted.data.tags["ablate.error"] == "interrupted (Ctrl-C)"
     killed = [r for r in runs if r.info.status == "KILLED"]
     assert any(r.data.tags.get("ablate.kind") == "sweep" for r in killed)
+
+
+def test_ctrl_c_during_a_population_marks_every_member_and_the_sweep_killed(tracking_uri, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", WITH_CTRL_C, "-m", "seed=0,1,2", "trainer.epochs=1000", *FAST,
+                             "hydra/launcher=population"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    with stopped_at_exit(proc):
+        deadline = time.time() + 120
+        while len(train_runs(tracking_uri, "RUNNING")) < 3:
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the population's training loop
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted:" in err and "Traceback" not in err
+    members = train_runs(tracking_uri)
+    assert len(members) == 3 and all(r.info.status == "KILLED" for r in members)
+    assert all(r.data.tags["ablate.error"] == "interrupted (Ctrl-C)" for r in members)
+    client = MlflowClient(tracking_uri)
+    everything = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert {r.info.status for r in everything} == {"KILLED"}  # the sweep's parent too

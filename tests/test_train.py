@@ -9,7 +9,7 @@ from ablate.config import BN, L2Mode, ModelConfig, OptimName
 from ablate.model import build_mlp, decayed_weights
 from ablate.runner import cached_splits
 from ablate.model import DropoutMasks, Outer, StackedMLP
-from ablate.train import Diverged, Optimizer, batch_starts, cross_entropy, epochs_to_reach, fit, hyper
+from ablate.train import Diverged, Optimizer, batch_starts, cross_entropy, epochs_to_reach, fit, fit_population, hyper
 from tests.conftest import QUICK, make_config
 
 
@@ -103,7 +103,7 @@ def test_plain_sgd_adds_the_weight_gradient_straight_into_the_weights(k, l2):
     cfgs = [make_config("optim.momentum=0", "optim.weight_decay=0.01", f"optim.l2={l2.value}", f"optim.lr={lr}")
             for lr in [0.1, 0.05, 0.2][:k]]
     fused = torch.randn(k, 8, 5, dtype=torch.float64)
-    general = fused.clone()
+    general, before = fused.clone(), fused.clone()
     x, dy = torch.randn(k, 16, 8, dtype=torch.float64), torch.randn(k, 16, 5, dtype=torch.float64)
     gradient = Outer(x, dy).into(torch.empty_like(fused))
     assert torch.allclose(gradient, x.transpose(1, 2) @ dy, atol=1e-12)
@@ -112,20 +112,20 @@ def test_plain_sgd_adds_the_weight_gradient_straight_into_the_weights(k, l2):
         assert optimizer.fuses
         optimizer.step([grad])
     assert torch.allclose(fused, general, atol=1e-12)
-    assert not torch.allclose(fused, fused + 1e-6)
+    lr = torch.tensor([0.1, 0.05, 0.2][:k], dtype=torch.float64).view(-1, 1, 1)
+    shrink = 1 - lr * (2 * 0.01 if l2 == L2Mode.penalty else 0.01)
+    assert torch.allclose(fused, shrink * before - lr * gradient, atol=1e-12)  # the update, written out
 
 
 def _step_with_zero_grads(l2: L2Mode, kind: OptimName):
+    """One step with zero gradients on the trainer's own network and decay mask: only decay can move a tensor."""
     cfg = make_config(f"optim={'sgd' if kind == OptimName.sgd else 'adam'}", "optim.weight_decay=0.1",
                       f"optim.l2={l2.value}")
-    torch.manual_seed(0)
-    model = build_mlp(cfg.model, 8, 3)
-    params = list(model.parameters())
-    decayed = [any(p is w for w in decayed_weights(model)) for p in params]
-    before = [p.detach().clone() for p in params]
-    Optimizer(cfg.optim.name, params, decayed, hyper([cfg], torch.device("cpu"), torch.float32)).step(
-        [torch.zeros_like(p) for p in params])
-    return [(d, not torch.equal(b, p)) for d, b, p in zip(decayed, before, params)]
+    net = StackedMLP([cfg.model], [0], 8, 3, torch.device("cpu"), torch.float32)
+    before = [p.clone() for p in net.params]
+    Optimizer(cfg.optim.name, net.params, net.decayed, hyper([cfg], torch.device("cpu"), torch.float32)).step(
+        [torch.zeros_like(p) for p in net.params])
+    return [(d, not torch.equal(b, p)) for d, b, p in zip(net.decayed, before, net.params)]
 
 
 @pytest.mark.parametrize("l2", list(L2Mode))
@@ -229,3 +229,19 @@ def test_seed_configuration_reaches_the_notebooks_accuracy_on_the_shipped_file()
     splits = cached_splits(cfg.data)
     history = fit(cfg, splits)
     assert 0.80 <= history.final["test_acc"] <= 0.89
+
+
+def test_final_metrics_recomputed_from_the_trained_members():
+    """train_eval_acc, val_acc_auc and weight_norm, recomputed independently from member(k) and the history."""
+    cfgs = [make_config(*QUICK, "model.dropout=0.3", f"seed={s}", "optim.weight_decay=1e-3") for s in (0, 1)]
+    splits = cached_splits(cfgs[0].data)
+    results, net = fit_population(cfgs, splits)
+    for k, result in enumerate(results):
+        member = net.member(k).eval()
+        with torch.no_grad():
+            train_acc = (member(splits.train.x).argmax(1) == splits.train.y).double().mean().item()
+        final, epochs = result.history.final, result.history.epochs
+        assert final["train_eval_acc"] == pytest.approx(train_acc, abs=1e-6)
+        assert final["val_acc_auc"] == pytest.approx(sum(m["val_acc"] for m in epochs) / len(epochs), abs=1e-12)
+        norm = torch.sqrt(sum(w.pow(2).sum() for w in decayed_weights(member))).item()
+        assert epochs[-1]["weight_norm"] == pytest.approx(norm, rel=1e-5)
