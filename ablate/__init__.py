@@ -1,6 +1,7 @@
 """ablate: reproducible ablation studies of small PyTorch networks (BatchNorm, dropout, L2, learning rate)."""
 
 import contextlib
+import os
 import sys
 from typing import Callable, Iterator
 
@@ -25,6 +26,7 @@ def user_errors_end_the_command() -> Iterator[None]:
 def run_interruptible(command: Callable[[], None], on_interrupt: str) -> None:
     """Run a command line entry point; Ctrl-C ends it with one line and exit code 130, a ``UserError`` with its
     message and exit code 2: not a traceback."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ablate prints its own line per run
     try:
         with user_errors_end_the_command():
             command()

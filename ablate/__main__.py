@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import os
 import sys
 import warnings
 
@@ -25,12 +25,13 @@ def main(cfg: DictConfig) -> float:
     """Returns the validation accuracy (test where there is no validation split), NaN for a failed run."""
     with user_errors_end_the_command():
         run_cfg = to_run_config(cfg)  # range checks, before any data is read
-        from ablate.runner import train_and_log  # imported late: `--help` and config errors stay instant
+        from ablate.runner import Outcome, train_and_log  # imported late: `--help` and config errors stay instant
+        from ablate.tracking import SweepRef
 
-        result = train_and_log(run_cfg)
-    if result.status == "FAILED" and not HydraConfig.get().mode == RunMode.MULTIRUN:
+        result = train_and_log(run_cfg, SweepRef.from_env(os.environ))  # a job of a sweep learns which here
+    if result.outcome == Outcome.failed and not HydraConfig.get().mode == RunMode.MULTIRUN:
         sys.exit(1)  # its error is logged and recorded; a sweep counts its failed runs at the end instead
-    return result.metrics.get("val_acc", result.metrics.get("test_acc", math.nan))
+    return result.value
 
 
 def cli() -> None:

@@ -7,14 +7,16 @@ the choices); ``to_run_config`` then checks ranges (``model.dropout=1.5``) befor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ablate import UserError
 
@@ -64,9 +66,9 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 @dataclass
 class DataConfig:
-    name: str = "fmnist_small"
+    name: str = MISSING  # chosen by the data option (conf/data/)
     source: DataSource = DataSource.csv
-    path: Optional[str] = "data/fmnist_small.csv.gz"  # csv: the file; idx: the folder holding the IDX files
+    path: Optional[str] = None  # csv: the file; idx: the folder holding the IDX files
     url: Optional[str] = None  # idx: where missing files are downloaded from
     n_classes: int = 10
     val_fraction: float = 0.1  # 0 = no validation split (the notebook's setting)
@@ -108,8 +110,8 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: OptimName = OptimName.sgd
-    lr: float = 0.1
+    name: OptimName = MISSING  # chosen by the optim option (conf/optim/), with its learning rate
+    lr: float = MISSING
     momentum: float = 0.0  # sgd only
     nesterov: bool = False  # sgd only
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam only
@@ -146,17 +148,30 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides it (see conf/tracking/mlflow.yaml)
+    uri: str = MISSING  # conf/tracking/mlflow.yaml: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: str = "ablate"
-    # Several workers on one sweep: a RUNNING run is a claim on its variant while its worker stamps it
-    # every heartbeat_s; a claim not stamped for claim_timeout_s is taken for dead and its variant trained again.
+    # Several workers on one sweep or search: a worker's RUNNING run (or trial) is its lease on a variant while the
+    # worker stamps it every heartbeat_s; one not stamped for dead_after_s belongs to a dead worker and is redone.
     heartbeat_s: float = 30.0
-    claim_timeout_s: float = 120.0
+    dead_after_s: float = 120.0
 
     def __post_init__(self) -> None:
         require(self.heartbeat_s > 0, "tracking.heartbeat_s", self.heartbeat_s, "positive")
-        require(self.claim_timeout_s >= 2 * self.heartbeat_s, "tracking.claim_timeout_s", self.claim_timeout_s,
+        require(self.dead_after_s >= 2 * self.heartbeat_s, "tracking.dead_after_s", self.dead_after_s,
                 "at least twice tracking.heartbeat_s")
+
+
+@dataclass
+class PopulationSettings:
+    """How many variants train at once: ``hydra.launcher.*`` for sweeps, these defaults for searches and claims."""
+
+    max_size: int = 144  # members trained at once, at most (fewer where memory is short)
+    memory_fraction: float = 0.5  # of the device's free memory a population may take; above 1 skips the check
+
+    def __post_init__(self) -> None:
+        require(self.max_size >= 1, "hydra.launcher.max_size", self.max_size, "at least 1")
+        require(self.memory_fraction > 0, "hydra.launcher.memory_fraction", self.memory_fraction,
+                "positive (above 1 lets populations past the memory check)")
 
 
 class PrunerName(str, Enum):
@@ -165,21 +180,55 @@ class PrunerName(str, Enum):
     none = "none"
 
 
+class Distribution(str, Enum):
+    uniform = "uniform"  # low..high
+    log_uniform = "log_uniform"  # low..high on a log scale (both positive)
+    categorical = "categorical"  # one of choices
+    off_or_log_uniform = "off_or_log_uniform"  # 0 (off), or log-uniform in low..high: a log scale cannot reach 0
+
+
 @dataclass
-class SearchSpace:
-    """Ranges Optuna samples from. lambda is off (0) or log-uniform: a log scale cannot reach 0 by itself."""
+class SearchedKey:
+    """One config key the search samples, e.g. ``optim.lr: {type: log_uniform, low: 1e-3, high: 1}``."""
 
-    dropout: list[float] = field(default_factory=lambda: [0.0, 0.6])  # uniform
-    weight_decay: list[float] = field(default_factory=lambda: [1e-6, 1e-2])  # log-uniform, when on
-    weight_decay_can_be_zero: bool = True  # a categorical "off" option beside the log-uniform range
-    lr: list[float] = field(default_factory=lambda: [1e-3, 1.0])  # log-uniform
+    type: Distribution
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: Optional[list[Any]] = None
 
-    def __post_init__(self) -> None:
-        for key, (low, high), floor in [("dropout", self.dropout, 0.0), ("weight_decay", self.weight_decay, 1e-300),
-                                        ("lr", self.lr, 1e-300)]:
-            require(low < high and low >= floor and (key != "dropout" or high < 1), f"search.space.{key}",
-                    [low, high], "[low, high] with low < high" + (", both in [0, 1)" if key == "dropout"
-                                                                  else ", both positive (log scale)"))
+    def check(self, key: str) -> None:
+        where = f"search.space.{key}"
+        if self.type == Distribution.categorical:
+            require(bool(self.choices), where, self.choices, "given choices: [a, b, ...] for type categorical")
+            return
+        require(self.low is not None and self.high is not None and self.low < self.high, where,
+                [self.low, self.high], "given low < high for type " + self.type.value)
+        if self.type != Distribution.uniform:
+            require(self.low > 0, where, [self.low, self.high], "positive low and high (a log scale)")
+
+
+def searched_keys(space: dict[str, Any], prefix: str = "") -> dict[str, SearchedKey]:
+    """The space's nested declarations as dotted config keys (a node with a ``type`` is one declaration)."""
+    found: dict[str, SearchedKey] = {}
+    for name, node in space.items():
+        key = f"{prefix}{name}"
+        if not isinstance(node, dict):
+            raise ConfigValueError(f"search.space.{key}={node!r} is not a declaration: give "
+                                   f"{{type: uniform|log_uniform|categorical|off_or_log_uniform, low: .., high: ..}} "
+                                   f"or {{type: categorical, choices: [..]}}.")
+        if "type" not in node:
+            found.update(searched_keys(node, f"{key}."))
+            continue
+        unknown = set(node) - {"type", "low", "high", "choices"}
+        require(not unknown, f"search.space.{key}", sorted(unknown), "made of type, low, high, choices only")
+        try:
+            declared = SearchedKey(Distribution(node["type"]), node.get("low"), node.get("high"), node.get("choices"))
+        except ValueError as err:
+            raise ConfigValueError(f"search.space.{key}.type={node['type']!r} is not allowed: type must be one of "
+                                   f"{', '.join(d.value for d in Distribution)}.") from err
+        declared.check(key)
+        found[key] = declared
+    return found
 
 
 @dataclass
@@ -192,26 +241,25 @@ class SearchConfig:
     pruner: PrunerName = PrunerName.median
     pruner_startup_trials: int = 4  # trials that finish before any is pruned
     pruner_warmup_epochs: int = 2  # epochs a trial runs before it can be pruned
-    stale_after_s: float = 600.0  # a RUNNING trial without a heartbeat for this long belongs to a dead worker
-    retry_stale: bool = True  # re-run a dead worker's trial with the same params (else only mark it FAIL)
+    retry_dead: bool = True  # re-run a dead worker's trial with the same params (else only mark it FAIL)
     final_seeds: int = 3  # the best config retrained with this many seeds, evaluated once on the test split
     finalize: bool = True  # false for extra workers: only one process reports, retrains and exports
-    space: SearchSpace = field(default_factory=SearchSpace)
+    space: dict[str, Any] = field(default_factory=dict)  # conf/search/default.yaml: dotted config keys -> SearchedKey
 
     def __post_init__(self) -> None:
         require(self.n_trials >= 0, "search.n_trials", self.n_trials, "0 or more")
         require(self.batch >= 1, "search.batch", self.batch, "at least 1")
         require(self.final_seeds >= 0, "search.final_seeds", self.final_seeds, "0 or more")
-        require(self.stale_after_s > 0, "search.stale_after_s", self.stale_after_s, "positive")
+        searched_keys(self.space)  # each declaration checked
 
 
 @dataclass
 class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = MISSING  # each chosen by its group's option (conf/config.yaml's defaults list)
+    model: ModelConfig = MISSING
+    optim: OptimConfig = MISSING
+    tracking: TrackingConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)  # used by python -m ablate.search only
     seed: int = 42  # the notebook's torch.manual_seed
     force: bool = False  # re-run even when a FINISHED run of the same config and code exists
@@ -219,11 +267,117 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(0 <= self.seed < 2**32, "seed", self.seed, "in [0, 2**32)")  # what every generator it seeds takes
+        keys = flatten(self, with_search=True)
+        for key in searched_keys(self.search.space):
+            require(key in keys and not key.startswith("search."), f"search.space.{key}", "(a declaration)",
+                    "a key of the run config (model.dropout, optim.lr, ...)")
+
+
+class Direction(str, Enum):
+    greater = "greater"  # A's metric is larger than B's
+    less = "less"  # A's metric is smaller than B's
+    equal = "equal"  # A's and B's differ by less than the minimal effect (an equivalence margin)
+
+
+class Correction(str, Enum):
+    holm = "holm"  # Holm's step-down: the family-wise error rate stays at alpha
+    bh = "bh"  # Benjamini-Hochberg: the false discovery rate stays at alpha
+    none = "none"
+
+
+CLAIM_METRICS = ("val_acc", "test_acc", "val_acc_auc", "train_eval_acc", "gap", "weight_norm", "train_loss",
+                 "test_loss", "val_loss", "epochs_to_target")
+
+
+@dataclass
+class Spread:
+    key: str = MISSING  # a config key, e.g. model.init_scale
+    levels: list[Any] = MISSING  # its values: the metric's per-seed spread (max - min) over them is compared
+
+
+@dataclass
+class ClaimSpec:
+    """A hypothesis judged by ``python -m ablate.claims`` (one entry of a file in conf/claims/)."""
+
+    text: str = MISSING  # the claim in words
+    a: dict[str, Any] = MISSING  # arm A: config overrides (model.bn: pre, optim: adam, ...)
+    b: dict[str, Any] = MISSING  # arm B
+    metric: str = "val_acc"  # compared seed by seed: a run's final metric, or gap (train_eval_acc - val_acc)
+    direction: Direction = Direction.greater
+    minimal_effect: float = 0.01  # the smallest difference that matters, stated in advance (equal: the margin)
+    relative: bool = False  # minimal_effect as a fraction of arm B's mean
+    spread_over: Optional[Spread] = None  # compare the spread of the metric over these levels instead
+    failed_as: Optional[float] = None  # a diverged run's metric (0.1: chance on 10 classes); None drops its seed
+
+    def check(self, name: str) -> None:
+        require(self.metric in CLAIM_METRICS, f"claims.{name}.metric", self.metric, f"one of {', '.join(CLAIM_METRICS)}")
+        require(self.minimal_effect > 0, f"claims.{name}.minimal_effect", self.minimal_effect, "positive")
+        require(bool(self.a) and bool(self.b) and self.a != self.b, f"claims.{name}", [self.a, self.b],
+                "two different arms a and b")
+
+
+@dataclass
+class JudgeSettings:
+    seeds: int = 30  # per arm and context: enough that a rerun on another host gives the same verdicts
+    alpha: float = 0.05  # the family's error rate (see correction)
+    correction: Correction = Correction.holm  # across every claim x context judged in one command
+    power: float = 0.8  # for the minimal detectable effect and the seeds an inconclusive claim would need
+    bootstrap: int = 10_000  # resamples of the paired bootstrap interval (seeded: the same table every time)
+    contexts: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides, like an arm's
+
+    def __post_init__(self) -> None:
+        require(self.seeds >= 3, "judge.seeds", self.seeds, "at least 3")
+        require(0 < self.alpha < 0.5, "judge.alpha", self.alpha, "in (0, 0.5)")
+        require(0 < self.power < 1, "judge.power", self.power, "in (0, 1)")
+        require(self.bootstrap >= 100, "judge.bootstrap", self.bootstrap, "at least 100")
+
+
+@dataclass
+class JudgeConfig(RunConfig):
+    """``python -m ablate.claims`` (conf/judge.yaml): a run config (the claims' base) plus the claims to judge."""
+
+    claims: dict[str, ClaimSpec] = field(default_factory=dict)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(bool(self.claims), "claims", self.claims, "at least one claim (conf/claims/)")
+        require(bool(self.judge.contexts), "judge.contexts", self.judge.contexts, "at least one context (name: {key: value})")
+        keys = flatten(self)
+        for name, claim in self.claims.items():
+            claim.check(name)
+            for arm in (claim.a, claim.b):
+                for key in arm:
+                    require(key in keys or key in ("data", "model", "optim") or key.split(".")[0] + ".kwargs" in key,
+                            f"claims.{name}", key, "arms of config keys or groups (model.bn, optim, ...)")
+
+
+@dataclass
+class ReportConfig:
+    """``python -m ablate.report`` (conf/report.yaml)."""
+
+    tracking: TrackingConfig = MISSING
+    sweep: Optional[str] = None  # the sweep's id (sweep-...); None: the latest sweep in the store
+    out: str = "reports"  # the report goes to <out>/<sweep id>/
+
+
+@dataclass
+class UIConfig:
+    """``python -m ablate.ui`` (conf/ui.yaml)."""
+
+    tracking: TrackingConfig = MISSING
+    port: int = 5000
 
 
 def register_configs() -> None:
-    """Register the schema that conf/config.yaml starts from, so every group option is validated against it."""
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    """Register the schema that conf/config.yaml starts from (every group option is validated against it) and
+    the model families, whose typed nodes are the ``model`` group's options."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(name="judge_schema", node=JudgeConfig)
+    store.store(name="report_schema", node=ReportConfig)
+    store.store(name="ui_schema", node=UIConfig)
+    store.store(group="model", name="mlp", node=ModelConfig)
 
 
 def typed_node(cfg: DictConfig) -> DictConfig:
@@ -240,14 +394,15 @@ def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
     return OmegaConf.to_object(typed_node(cfg))  # type: ignore[return-value]
 
 
-def to_dict(cfg: RunConfig) -> dict[str, Any]:
+def to_dict(cfg: RunConfig, with_search: bool = False) -> dict[str, Any]:
     """Nested plain values (enums as their names), without the search's own settings: what a run is."""
     plain = asdict(cfg, dict_factory=lambda items: {k: v.value if isinstance(v, Enum) else v for k, v in items})
-    plain.pop("search")
+    if not with_search:
+        plain.pop("search")
     return plain
 
 
-def flatten(cfg: RunConfig) -> dict[str, Any]:
+def flatten(cfg: RunConfig, with_search: bool = False) -> dict[str, Any]:
     """Dotted names -> plain values (``model.bn`` -> ``pre``): MLflow params and config hashing use these."""
     flat: dict[str, Any] = {}
 
@@ -258,8 +413,50 @@ def flatten(cfg: RunConfig) -> dict[str, Any]:
         else:
             flat[prefix[:-1]] = node
 
-    walk("", to_dict(cfg))
+    walk("", to_dict(cfg, with_search))
     return flat
+
+
+def with_values(cfg: Any, values: dict[str, Any]) -> Any:
+    """``cfg`` with dotted keys set (``{"optim.lr": 0.05}``), each value converted to its field's type and every
+    range check run again: how a sweep's jobs and a search's trials are made from one composed config."""
+    for key, value in values.items():
+        cfg = _set(cfg, key.split("."), value, key)
+    return cfg
+
+
+def _set(node: Any, path: list[str], value: Any, key: str) -> Any:
+    name, rest = path[0], path[1:]
+    if isinstance(node, dict):
+        return {**node, name: _set(node.get(name, {}), rest, value, key) if rest else value}
+    if not is_dataclass(node) or name not in {f.name for f in fields(node)}:
+        raise ConfigValueError(f"{key} is not a config key (there is no {name!r} there).")
+    new = _set(getattr(node, name), rest, value, key) if rest else _convert(value, _field_types(type(node))[name], key)
+    return replace(node, **{name: new})
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    """A value as its field's type: an enum from its name, a float from an int (as OmegaConf converts them)."""
+    if typing.get_origin(kind) is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    try:
+        if isinstance(kind, type) and issubclass(kind, Enum):
+            return kind(value.value if isinstance(value, Enum) else value)
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind in (int, bool, str) and not isinstance(value, kind):
+            raise ValueError(f"expected {kind.__name__}")
+    except ValueError as err:
+        allowed = ", ".join(e.value for e in kind) if isinstance(kind, type) and issubclass(kind, Enum) else kind
+        raise ConfigValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}.") from err
+    return list(value) if typing.get_origin(kind) is list else value
 
 
 # Keys that say where results go or how a run is launched, not what is trained.

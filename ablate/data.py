@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import shutil
 import struct
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from ablate import UserError
 from ablate.config import DataConfig, DataSource
+from ablate.provenance import REPO
 
 
 class DataError(UserError, ValueError):
@@ -98,7 +100,6 @@ def _raise_first_bad_cell(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- IDX
-FASHION_MNIST_URL = "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 # MD5 of the *uncompressed* official files: a re-compressed .gz with the same content verifies too.
 FASHION_MNIST_MD5 = {
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
@@ -169,6 +170,20 @@ def _subsample(x: np.ndarray, y: np.ndarray, cfg: DataConfig):
         return x, y
     x, _, y, _ = _split(x, y, len(y) - cfg.limit, cfg)
     return x, y
+
+
+_splits_cache: dict[str, Splits] = {}
+
+
+def cached_splits(cfg: DataConfig) -> Splits:
+    """``load_splits``, once per process for each data config: the jobs of a sweep share it. A relative path
+    that does not exist here is looked up in the checkout (its data/), so any working directory works."""
+    if cfg.path and not Path(cfg.path).is_absolute() and not Path(cfg.path).exists() and (REPO / cfg.path).exists():
+        cfg = replace(cfg, path=str(REPO / cfg.path))
+    key = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    if key not in _splits_cache:
+        _splits_cache[key] = load_splits(cfg)
+    return _splits_cache[key]
 
 
 def load_splits(cfg: DataConfig) -> Splits:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ablate.config import RunConfig
+from ablate.config import PopulationSettings, RunConfig
 from ablate.train import plain_sgd, resolve_device, torch_dtype
 
 
@@ -69,13 +69,13 @@ def require_memory(cfg: RunConfig, n_features: int, n_classes: int, n_eval_rows:
                           f"model.hidden.")
 
 
-def populations(cfgs: Sequence[RunConfig], max_size: int, n_features: int, n_classes: int, n_eval_rows: int,
-                memory_fraction: float = 0.5) -> list[list[RunConfig]]:
-    """``grouped``, with each group also cut to what fits in ``memory_fraction`` of the device's free memory
-    (at least one member: ``require_memory`` fails a model that fits nowhere)."""
+def populations(cfgs: Sequence[RunConfig], settings: PopulationSettings, n_features: int, n_classes: int,
+                n_eval_rows: int) -> list[list[RunConfig]]:
+    """``grouped``, with each group also cut to what fits in ``settings.memory_fraction`` of the device's free
+    memory (at least one member: ``require_memory`` fails a model that fits nowhere)."""
     chunks = []
     for members in grouped(cfgs, len(cfgs)):
-        fits = members_that_fit(members[0], n_features, n_classes, n_eval_rows, memory_fraction)
-        size = max(1, min(max_size, fits))
+        fits = members_that_fit(members[0], n_features, n_classes, n_eval_rows, settings.memory_fraction)
+        size = max(1, min(settings.max_size, fits))
         chunks += [members[i:i + size] for i in range(0, len(members), size)]
     return chunks

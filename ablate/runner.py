@@ -7,73 +7,84 @@ is its own MLflow run in the same form, so reports and resume cannot tell how it
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Optional, Sequence
 
-from ablate.config import DataConfig, RunConfig, config_hash
-from ablate.data import Splits, load_splits
+from ablate.config import PopulationSettings, RunConfig, config_hash
+from ablate.data import Splits, cached_splits
 from ablate.model import summary
 from ablate.population import populations, require_memory
-from ablate.tracking import REPO, RecordedRun, SweepGroup, Tracker, run_name
+from ablate.tracking import RecordedRun, RunKind, RunStatus, SweepRef, Tracker, run_name
 from ablate.train import fit_population, resolve_device
 
 log = logging.getLogger("ablate")
-_splits_cache: dict[str, Splits] = {}
+
+
+class Outcome(str, Enum):
+    finished = "finished"  # trained here to the end: its run is FINISHED
+    failed = "failed"  # diverged or crashed: its run is FAILED with the error
+    pruned = "pruned"  # stopped early by on_epoch (a pruned trial): its run is KILLED
+    skipped = "skipped"  # not trained: a FINISHED run of this config and code exists, whose metrics are returned
+    elsewhere = "elsewhere"  # not trained here: another worker holds it (its run is RUNNING)
 
 
 @dataclass
 class RunResult:
     run_id: str
-    status: str  # FINISHED, FAILED, PRUNED; SKIPPED (a FINISHED run of this config and code exists); CLAIMED
-    # (another worker is training it)
+    outcome: Outcome
     metrics: dict[str, float]
 
-
-def cached_splits(cfg: DataConfig) -> Splits:
-    """Read and split the data once per process: the jobs of a sweep share it."""
-    if cfg.path and not Path(cfg.path).is_absolute() and not Path(cfg.path).exists() and (REPO / cfg.path).exists():
-        cfg = DataConfig(**{**asdict(cfg), "path": str(REPO / cfg.path)})  # the repo's data/ from any directory
-    key = json.dumps(asdict(cfg), sort_keys=True, default=str)
-    if key not in _splits_cache:
-        _splits_cache[key] = load_splits(cfg)
-    return _splits_cache[key]
+    @property
+    def value(self) -> float:
+        """What a job reports (to Hydra, to a sweeper): the validation accuracy, test where there is none."""
+        return self.metrics.get("val_acc", self.metrics.get("test_acc", math.nan))
 
 
-def train_and_log(cfg: RunConfig) -> RunResult:
-    """One variant (see ``train_and_log_all``). A job of a sweep leaves a variant another worker holds to that
-    worker and returns at once (the sweep waits for it at its end); a lone run waits for the other's result."""
-    return train_and_log_all([cfg], wait_for_others=SweepGroup.from_env() is None)[0]
-
-
-# on_epoch(cfg, metrics) -> True stops that variant (a pruned trial): recorded KILLED, result status PRUNED.
+# on_epoch(cfg, metrics) -> True stops that variant (a pruned trial): recorded KILLED, outcome pruned.
 EpochHook = Callable[[RunConfig, dict[str, float]], Optional[bool]]
 
 
-def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
-                      on_result: Optional[Callable[[RunConfig, RunResult], None]] = None,
-                      memory_fraction: float = 0.5, on_epoch: Optional[EpochHook] = None, kind: str = "train",
+@dataclass
+class Recording:
+    """How a batch of variants is recorded: the store, the sweep they join, their kind and extra tags, and what
+    is told after each epoch."""
+
+    tracker: Tracker
+    sweep: Optional[SweepRef] = None
+    kind: RunKind = RunKind.train
+    tags_of: Callable[[RunConfig], dict[str, str]] = field(default=lambda cfg: {})
+    on_epoch: Optional[EpochHook] = None
+
+
+def train_and_log(cfg: RunConfig, sweep: Optional[SweepRef] = None) -> RunResult:
+    """One variant (see ``train_and_log_all``). A job of a sweep leaves a variant another worker holds to that
+    worker and returns at once (the sweep waits for it at its end); a lone run waits for the other's result."""
+    return train_and_log_all([cfg], PopulationSettings(max_size=1), sweep=sweep, wait_for_others=sweep is None)[0]
+
+
+def train_and_log_all(cfgs: Sequence[RunConfig], population: PopulationSettings, sweep: Optional[SweepRef] = None,
+                      kind: RunKind = RunKind.train, on_result: Optional[Callable[[RunConfig, RunResult], None]] = None,
+                      on_epoch: Optional[EpochHook] = None,
                       tags_of: Optional[Callable[[RunConfig], dict[str, str]]] = None,
                       wait_for_others: bool = True) -> list[RunResult]:
-    """Train and record ``cfgs``, up to ``population_size`` at once; results in the order of ``cfgs``.
+    """Train and record ``cfgs`` as populations (``population``: their size and memory); results in their order.
 
     A variant with a FINISHED run of the same config and code (in the same sweep, inside one) is skipped.
     A variant another worker holds (its live RUNNING run) is left to it: with ``wait_for_others`` this waits
-    for that run's result, and trains the variant itself if that worker dies; otherwise it is reported CLAIMED.
-    A diverging variant is recorded FAILED alone; a population that crashes or runs out of memory has its runs
-    FAILED with the error and the others go on; Ctrl-C marks the open runs KILLED and propagates. A bad data file
-    fails before any run opens. ``kind`` and ``tags_of`` label the runs (the search's trials).
+    for that run's result, and trains the variant itself if that worker dies; otherwise its outcome is
+    ``elsewhere``. A diverging variant is recorded FAILED alone; a population that crashes or runs out of memory
+    has its runs FAILED with the error and the others go on; Ctrl-C marks the open runs KILLED and propagates.
+    A bad data file fails before any run opens. ``kind`` and ``tags_of`` label the runs (the search's trials).
     """
     if not cfgs:
         return []
-    tracker = Tracker(cfgs[0].tracking)
-    sweep = SweepGroup.from_env()
-    sweep_id = sweep.sweep_id if sweep else None
+    recording = Recording(Tracker(cfgs[0].tracking), sweep, kind, tags_of or (lambda cfg: {}), on_epoch)
+    tracker, sweep_id = recording.tracker, sweep.sweep_id if sweep else None
     results: dict[int, RunResult] = {}
 
     def record(cfg: RunConfig, result: RunResult) -> None:
@@ -90,33 +101,32 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
             if done is None:
                 todo.append(cfg)
                 continue
-            log.info(f"skipped: run {done.info.run_id} already FINISHED this config with this code (force=true re-runs)")
-            record(cfg, RunResult(done.info.run_id, "SKIPPED", dict(done.data.metrics)))
-        busy = tracker.held(sweep_id, kind) if todo else set()
+            log.info(f"skipped: run {done.run_id} already FINISHED this config with this code (force=true re-runs)")
+            record(cfg, RunResult(done.run_id, Outcome.skipped, done.metrics))
+        busy = tracker.leased_elsewhere(sweep_id, kind) if todo else set()
         free = [c for c in todo if config_hash(c) not in busy]
         pending = [c for c in todo if config_hash(c) in busy]
         if free:  # a bad data file fails here, before any run is opened
             splits_of = {id(c): cached_splits(c.data) for c in free}
             sizes = next(iter(splits_of.values()))
-            groups = populations(free, population_size, sizes.n_features, sizes.n_classes,
-                                 max(len(sizes.train), len(sizes.test)), memory_fraction)
-            start = random.randrange(len(groups))  # workers sharing a sweep start at different groups
+            groups = populations(free, population, sizes.n_features, sizes.n_classes,
+                                 max(len(sizes.train), len(sizes.test)))
+            start = random.randrange(len(groups))  # workers sharing a sweep start at different populations
             for i, group in enumerate(groups[start:] + groups[:start]):
                 if i and len(groups) > 1:  # what other workers opened meanwhile is theirs
-                    busy = tracker.held(sweep_id, kind)
+                    busy = tracker.leased_elsewhere(sweep_id, kind)
                     pending += [c for c in group if config_hash(c) in busy]
                     group = [c for c in group if config_hash(c) not in busy]
                     if not group:
                         continue
-                trained, taken = _train_group(tracker, group, splits_of[id(group[0])], sweep, on_epoch, kind,
-                                              tags_of, checked_ms, memory_fraction)
-                for cfg, result in trained:
+                runs = PopulationRuns(recording, group)
+                for cfg, result in runs.train(splits_of[id(group[0])], checked_ms, population.memory_fraction):
                     record(cfg, result)
-                pending += taken
+                pending += runs.taken
         if pending and not wait_for_others:
             for cfg in pending:
                 log.info(f"left to another worker: {run_name(cfg)} (its run is RUNNING)")
-                record(cfg, RunResult("", "CLAIMED", {}))
+                record(cfg, RunResult("", Outcome.elsewhere, {}))
             break
         if pending:
             if not announced:
@@ -126,85 +136,90 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population_size: int = 1,
     return [results[id(cfg)] for cfg in cfgs]
 
 
-def _train_group(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep: Optional[SweepGroup],
-                 hook: Optional[EpochHook], kind: str, tags_of: Optional[Callable[[RunConfig], dict[str, str]]],
-                 checked_ms: int, memory_fraction: float) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
-    """One population: claim its variants, train the claimed ones at once, end each run on its own.
+class PopulationRuns:
+    """The MLflow runs of one population: leased before it trains, each ended on its own after.
 
-    Returns (config, result) of the variants trained here, and the configs left to other workers. A crash or
-    an out-of-memory error fails this group alone: its runs are FAILED with the error and the sweep goes on.
-    """
-    opened: list[tuple[RunConfig, RecordedRun]] = []
-    try:
-        return _claim_and_fit(tracker, cfgs, splits, sweep, hook, kind, tags_of, checked_ms, memory_fraction, opened)
-    except Exception as err:
-        log.error(f"a population of {len(cfgs)} failed ({type(err).__name__}: {err}); its runs are marked FAILED")
-        run_ids = {id(cfg): run.run_id for cfg, run in opened if run.status != "KILLED"}  # not the withdrawn
-        taken = [cfg for cfg, run in opened if run.status == "KILLED"]
-        failed = [cfg for cfg in cfgs if all(cfg is not t for t in taken)]
-        return [(cfg, RunResult(run_ids.get(id(cfg), ""), "FAILED", {})) for cfg in failed], taken
+    ``taken`` holds the variants another worker leased meanwhile (left to it); a crash or an out-of-memory
+    error fails this population's own runs with the error, and the sweep goes on."""
 
+    def __init__(self, recording: Recording, cfgs: list[RunConfig]) -> None:
+        self.recording, self.cfgs = recording, cfgs
+        self.opened: list[tuple[RunConfig, RecordedRun]] = []
+        self.taken: list[RunConfig] = []
 
-def _claim_and_fit(tracker: Tracker, cfgs: list[RunConfig], splits: Splits, sweep: Optional[SweepGroup],
-                   hook: Optional[EpochHook], kind: str, tags_of: Optional[Callable[[RunConfig], dict[str, str]]],
-                   checked_ms: int, memory_fraction: float, opened: list[tuple[RunConfig, RecordedRun]]
-                   ) -> tuple[list[tuple[RunConfig, RunResult]], list[RunConfig]]:
-    device = str(resolve_device(cfgs[0].trainer.device))
-    sweep_id = sweep.sweep_id if sweep else None
-    summaries = {repr(c.model): summary(c.model, splits.n_features, splits.n_classes) for c in cfgs}  # mostly one
-    with contextlib.ExitStack() as stack:
-        for cfg in cfgs:
-            opened.append((cfg, stack.enter_context(tracker.training_run(
-                cfg, device, sweep.parent_run_id if sweep else None, sweep_id, kind,
-                tags_of(cfg) if tags_of else None, {"model_summary.txt": summaries[repr(cfg.model)]}))))
-        # The claim: a rival that opened the same variant meanwhile sees ours too, and both withdraw (and retry
-        # later) rather than both train; one that looked before we opened ours withdraws when it sees ours.
-        held = tracker.held(sweep_id, kind, None if cfgs[0].force else checked_ms - 60_000,
-                            {run.run_id for _, run in opened})
-        taken = [cfg for cfg, _ in opened if config_hash(cfg) in held]
-        for cfg, run in opened:
-            if config_hash(cfg) in held:
-                run.withdraw()
-        claimed = [(cfg, run) for cfg, run in opened if run.status is None]
-        if not claimed:
-            return [], taken
-        cfgs, runs = [c for c, _ in claimed], [r for _, r in claimed]
-        require_memory(cfgs[0], splits.n_features, splits.n_classes, max(len(splits.train), len(splits.test)),
-                       memory_fraction)
-        single = len(cfgs) == 1
+    def train(self, splits: Splits, checked_ms: int, memory_fraction: float) -> list[tuple[RunConfig, RunResult]]:
+        try:
+            return self._lease_and_fit(splits, checked_ms, memory_fraction)
+        except Exception as err:
+            log.error(f"a population of {len(self.cfgs)} failed ({type(err).__name__}: {err}); its runs are "
+                      f"marked FAILED")
+            run_ids = {id(cfg): run.run_id for cfg, run in self.opened}
+            return [(cfg, RunResult(run_ids.get(id(cfg), ""), Outcome.failed, {})) for cfg in self.cfgs
+                    if all(cfg is not t for t in self.taken)]
+
+    def _lease_and_fit(self, splits: Splits, checked_ms: int,
+                       memory_fraction: float) -> list[tuple[RunConfig, RunResult]]:
+        rec, cfgs = self.recording, self.cfgs
+        device = str(resolve_device(cfgs[0].trainer.device))
+        summaries = {repr(c.model): summary(c.model, splits.n_features, splits.n_classes) for c in cfgs}  # mostly one
+        with contextlib.ExitStack() as stack:
+            for cfg in cfgs:
+                self.opened.append((cfg, stack.enter_context(rec.tracker.training_run(
+                    cfg, device, rec.sweep, rec.kind, rec.tags_of(cfg), {"model_summary.txt": summaries[repr(cfg.model)]}))))
+            # The lease: a rival that opened the same variant meanwhile sees ours too, and both withdraw (and retry
+            # later) rather than both train; one that looked before we opened ours withdraws when it sees ours.
+            held = rec.tracker.leased_elsewhere(rec.sweep and rec.sweep.sweep_id, rec.kind,
+                                                None if cfgs[0].force else checked_ms - 60_000,
+                                                {run.run_id for _, run in self.opened})
+            for cfg, run in self.opened:
+                if config_hash(cfg) in held:
+                    run.withdraw()
+                    self.taken.append(cfg)
+            self.opened = [(cfg, run) for cfg, run in self.opened if run.status is None]
+            if not self.opened:
+                return []
+            cfgs, runs = [c for c, _ in self.opened], [r for _, r in self.opened]
+            require_memory(cfgs[0], splits.n_features, splits.n_classes, max(len(splits.train), len(splits.test)),
+                           memory_fraction)
+            results = self._fit(cfgs, runs, splits, device)
+        for run, result in zip(runs, results):
+            if result.outcome == Outcome.finished:
+                _report(rec.tracker, run.run_id, result.metrics, brief=len(cfgs) > 1 or rec.sweep is not None)
+        return list(zip(cfgs, results))
+
+    def _fit(self, cfgs: list[RunConfig], runs: list[RecordedRun], splits: Splits, device: str) -> list[RunResult]:
+        """Train the leased variants at once; each run ends on its own: FINISHED, FAILED (diverged) or pruned."""
+        rec, single = self.recording, len(cfgs) == 1
         for run in runs:
             if not single:
                 run.flush_every_s = None  # K runs: their metrics go in one batch each at the end
         log.info(f"run {runs[0].run_id}: {model_line(cfgs[0], splits)} on {device}" if single else
                  f"population of {len(cfgs)} on {device}: {model_line(cfgs[0], splits).split(', seed')[0]} ...")
-        epoch_level = logging.INFO if single and not sweep else logging.DEBUG
+        epoch_level = logging.INFO if single and not rec.sweep else logging.DEBUG
 
         def on_epoch(member: int, metrics: dict[str, float]) -> Optional[bool]:
             log.log(epoch_level, _epoch_line(metrics, cfgs[member].trainer.epochs))
             runs[member].log_epoch(metrics)
-            return hook(cfgs[member], metrics) if hook else None
+            return rec.on_epoch(cfgs[member], metrics) if rec.on_epoch else None
 
         members, _ = fit_population(cfgs, splits, on_epoch)
         results = []
         for run, cfg, member in zip(runs, cfgs, members):
             if member.error is not None:
-                run.end("FAILED", f"Diverged: {member.error}")
+                run.end(RunStatus.failed, f"Diverged: {member.error}")
                 log.error(f"run {run.run_id} diverged: {member.error}")
-                results.append(RunResult(run.run_id, "FAILED", {}))
+                results.append(RunResult(run.run_id, Outcome.failed, {}))
                 continue
             last = member.history.epochs[-1]
             if member.stopped:
-                run.end("KILLED", f"pruned after epoch {int(last['epoch'])}")
-                results.append(RunResult(run.run_id, "PRUNED", dict(last)))
+                run.end(RunStatus.killed, f"pruned after epoch {int(last['epoch'])}")
+                results.append(RunResult(run.run_id, Outcome.pruned, dict(last)))
                 continue
             final = {k: v for k, v in member.history.final.items() if not math.isnan(v)}
             run.log_metrics(final, step=cfg.trainer.epochs)
             metrics = {**{k: last[k] for k in ("train_loss", "train_acc", "val_acc") if k in last}, **final}
-            results.append(RunResult(run.run_id, "FINISHED", metrics))
-    for run, result in zip(runs, results):
-        if result.status == "FINISHED":
-            _report(tracker, run.run_id, result.metrics, brief=not single or sweep is not None)
-    return list(zip(cfgs, results)), taken
+            results.append(RunResult(run.run_id, Outcome.finished, metrics))
+        return results
 
 
 def model_line(cfg: RunConfig, splits: Splits) -> str:
@@ -228,4 +243,4 @@ def _report(tracker: Tracker, run_id: str, metrics: dict[str, float], brief: boo
     if brief:
         return log.info(f"run {run_id} {line}")
     log.info(f"{line}\n  recorded in {tracker.uri}, experiment {tracker.experiment_id}, run {run_id}\n"
-             f"  look at it: make ui, then open {tracker.runs_url()}/{run_id}")
+             f"  look at it: make ui, then open {tracker.runs_url(run_id)}")

@@ -1,13 +1,13 @@
-"""Optuna search over dropout p, weight decay lambda and learning rate, trained as populations.
+"""Optuna search over the keys declared in ``search.space`` (conf/search/), trained as populations.
 
 ``python -m ablate.search [overrides]`` (``make search``; ``make search WORKERS=4`` runs four processes on one
 study). Each round asks ``search.batch`` trials, trains them at once as one population, reports every epoch's
 validation accuracy to the pruner (pruning members one by one) and tells each result. The objective is the final
 validation accuracy: the test split is used once, by the best configuration, at the end.
 
-Optuna's heartbeat works only inside ``study.optimize``; with ask/tell, this module keeps its own: each trial
-records its host, pid and a heartbeat per epoch, and a RUNNING trial whose process is gone (or whose heartbeat is
-older than ``search.stale_after_s``) is marked FAIL and, by default, queued again with the same params.
+Optuna's heartbeat works only inside ``study.optimize``; with ask/tell, a trial is kept alive by this process's
+heartbeat (``liveness``) like a sweep's runs, and a RUNNING trial of a dead worker is marked FAIL and, by
+default, queued again with the same params, by the same rule and setting (``tracking.dead_after_s``).
 """
 
 from __future__ import annotations
@@ -17,23 +17,24 @@ import math
 import os
 import random
 import shlex
-import socket
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ablate import UserError
-from ablate.config import PrunerName, RunConfig, SearchConfig, SearchSpace, to_dict
-from ablate.tracking import Tracker, connection_failure, mask_url, pid_alive
+from ablate.config import (Distribution, PopulationSettings, PrunerName, RunConfig, SearchConfig, SearchedKey,
+                           searched_keys, to_dict, with_values)
+from ablate.liveness import HOST, is_dead
+from ablate.store import connection_failure, mask_url
+from ablate.tracking import RunKind, Tracker
 
 log = logging.getLogger("ablate")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what the budget counts
-PARAMS = ("model.dropout", "optim.weight_decay", "optim.lr")
+OBJECTIVE = "val_acc"
 
 
 # ------------------------------------------------------------------------------------------ the study
@@ -54,6 +55,8 @@ def open_study(cfg: SearchConfig, epochs: int) -> optuna.Study:
               PrunerName.none: optuna.pruners.NopPruner()}[cfg.pruner]
     study = optuna.create_study(study_name=cfg.study, storage=storage, direction="maximize", load_if_exists=True,
                                 pruner=pruner)
+    if study.metric_names is None:
+        study.set_metric_names([OBJECTIVE])  # optuna-dashboard then shows "val_acc", not "Objective 0"
     # The first process on a fresh study is reproducible from sampler_seed; a process joining a study that
     # has trials (a resume) or an extra worker must not replay the same draws, so its seed mixes in more.
     existing = len(study.get_trials(deepcopy=False))
@@ -80,35 +83,36 @@ def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
                         f"file).") from err
 
 
-def suggest(trial: Trial, space: SearchSpace) -> dict[str, float]:
-    """Sample p (uniform), lambda (off, or log-uniform) and lr (log-uniform); the keys are config keys."""
-    on = trial.suggest_categorical("weight_decay_on", [True, False]) if space.weight_decay_can_be_zero else True
-    return {"model.dropout": trial.suggest_float("model.dropout", *space.dropout),
-            "optim.weight_decay": trial.suggest_float("optim.weight_decay", *space.weight_decay, log=True) if on else 0.0,
-            "optim.lr": trial.suggest_float("optim.lr", *space.lr, log=True)}
+# ------------------------------------------------------------------------------------------ the space
+def suggest(trial: Trial, space: dict[str, SearchedKey]) -> dict[str, Any]:
+    """One value per declared key, sampled by the trial (Optuna's parameter names are the config keys)."""
+    values = {}
+    for key, declared in space.items():
+        if declared.type == Distribution.categorical:
+            values[key] = trial.suggest_categorical(key, declared.choices)
+        elif declared.type == Distribution.off_or_log_uniform and not trial.suggest_categorical(f"{key}.on",
+                                                                                                  [True, False]):
+            values[key] = 0.0
+        else:
+            values[key] = trial.suggest_float(key, declared.low, declared.high,
+                                              log=declared.type != Distribution.uniform)
+    return values
 
 
-def trial_values(params: dict) -> dict[str, float]:
-    """A finished trial's params as config values (lambda is 0 where the trial switched it off)."""
-    return {"model.dropout": params["model.dropout"], "optim.lr": params["optim.lr"],
-            "optim.weight_decay": params.get("optim.weight_decay", 0.0) if params.get("weight_decay_on", True) else 0.0}
+def trial_values(params: dict[str, Any], space: dict[str, SearchedKey]) -> dict[str, Any]:
+    """A finished trial's params as config values (0 where an off-or-log-uniform key was switched off)."""
+    return {key: params.get(key, 0.0) if params.get(f"{key}.on", True) else 0.0 for key in space}
 
 
-def apply(base: RunConfig, values: dict[str, float]) -> RunConfig:
-    return replace(base, model=replace(base.model, dropout=values["model.dropout"]),
-                   optim=replace(base.optim, lr=values["optim.lr"], weight_decay=values["optim.weight_decay"]))
-
-
-def fail_stale_trials(study: optuna.Study, cfg: SearchConfig) -> int:
-    """RUNNING trials of dead workers -> FAIL (and queued again with the same params if ``retry_stale``)."""
-    failed, now = 0, time.time()
+def fail_dead_trials(study: optuna.Study, cfg: RunConfig) -> int:
+    """RUNNING trials of dead workers -> FAIL (and queued again with the same params if ``retry_dead``)."""
+    failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        beat = attrs.get("heartbeat", trial.datetime_start.timestamp() if trial.datetime_start else now)
-        gone = attrs.get("host") == socket.gethostname() and "pid" in attrs and not pid_alive(int(attrs["pid"]))
-        if gone or now - beat > cfg.stale_after_s:
+        started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+        if is_dead(attrs.get("host"), attrs.get("pid"), attrs.get("heartbeat", started), cfg.tracking.dead_after_s):
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            if cfg.retry_stale and trial.params:
+            if cfg.search.retry_dead and trial.params:
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             failed += 1
     return failed
@@ -138,48 +142,51 @@ def ask_within_budget(study: optuna.Study, cfg: SearchConfig) -> list[Trial]:
 # ---------------------------------------------------------------------------------------- the search
 def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
     """Work on the study until its budget is spent, then (if ``search.finalize``) report, export and retrain."""
-    from ablate.runner import train_and_log_all
-    from ablate.sweep import Sweep, say
+    from ablate.runner import Outcome, train_and_log_all
+    from ablate.sweep import Sweep, announce
 
-    s = cfg.search
+    s, space = cfg.search, searched_keys(cfg.search.space)
     if cfg.data.val_fraction <= 0:
         raise UserError("the search chooses on validation accuracy: set data.val_fraction > 0 "
                         "(the test split is never used for choosing).")
+    if not space:
+        raise UserError("search.space declares no key to search: see conf/search/default.yaml.")
     study = open_study(s, cfg.trainer.epochs)
     tracker = Tracker(cfg.tracking)
-    group = Sweep(tracker, ["search", s.study, mask_url(storage_url(s))], s.n_trials, list(PARAMS), kind="search")
-    tracker.client.set_tag(group.parent_id, "optuna.study", s.study)
-    tracker.client.set_tag(group.parent_id, "optuna.storage", mask_url(storage_url(s)))
+    group = Sweep(tracker, ["search", s.study, mask_url(storage_url(s))], s.n_trials, list(space), kind=RunKind.search)
+    group.parent.set_tags({"optuna.study": s.study, "optuna.storage": storage_url(s)})
     group.bar.update(len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))))
-    me = {"host": socket.gethostname(), "pid": os.getpid()}
 
     while True:
-        if fail_stale_trials(study, s):
-            say("trials of a dead worker were marked FAIL" + (" and queued again" if s.retry_stale else ""))
+        if fail_dead_trials(study, cfg):
+            announce("trials of a dead worker were marked FAIL" + (" and queued again" if s.retry_dead else ""))
         trials = ask_within_budget(study, s)
         if not trials:
             break
-        cfgs = [apply(cfg, suggest(trial, s.space)) for trial in trials]
+        cfgs = [with_values(cfg, suggest(trial, space)) for trial in trials]
         trial_of = {id(c): t for c, t in zip(cfgs, trials)}
         for trial in trials:
-            for key, value in {**me, "heartbeat": time.time()}.items():
+            for key, value in {"host": HOST, "pid": os.getpid(), "heartbeat": time.time()}.items():
                 trial.set_user_attr(key, value)
+            tracker.heartbeat.keep_alive(f"trial {trial.number}",
+                                         lambda now, t=trial: t.set_user_attr("heartbeat", now))
 
         def on_epoch(c: RunConfig, metrics: dict[str, float]) -> bool:
             trial = trial_of[id(c)]
-            trial.report(metrics["val_acc"], int(metrics["epoch"]))
-            trial.set_user_attr("heartbeat", time.time())
+            trial.report(metrics[OBJECTIVE], int(metrics["epoch"]))
             return trial.should_prune()
 
-        results = train_and_log_all(cfgs, len(cfgs), on_epoch=on_epoch, kind="trial", tags_of=lambda c: {
-            "optuna.study": s.study, "optuna.trial": str(trial_of[id(c)].number)})
+        results = train_and_log_all(cfgs, PopulationSettings(max_size=len(cfgs)), kind=RunKind.trial,
+                                    on_epoch=on_epoch, tags_of=lambda c: {
+                                        "optuna.study": s.study, "optuna.trial": str(trial_of[id(c)].number)})
         for c, trial, result in zip(cfgs, trials, results):
-            finished = result.status in ("FINISHED", "SKIPPED")  # a diverged trial counts as pruned
-            if result.status == "FAILED":
+            tracker.heartbeat.forget(f"trial {trial.number}")
+            finished = result.outcome in (Outcome.finished, Outcome.skipped)  # a diverged trial counts as pruned
+            if result.outcome == Outcome.failed:
                 trial.set_user_attr("diverged", True)
-            frozen = study.tell(trial, result.metrics["val_acc"] if finished else None,
+            frozen = study.tell(trial, result.metrics[OBJECTIVE] if finished else None,
                                 state=TrialState.COMPLETE if finished else TrialState.PRUNED)
-            tracker.client.set_tag(result.run_id, "optuna.state", frozen.state.name)
+            tracker.run(result.run_id).set_tags({"optuna.state": frozen.state.name})
             group.job_done()
     if not s.finalize:
         group.bar.close()
@@ -187,13 +194,13 @@ def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
     return finalize(cfg, study, tracker, group)
 
 
-def wait_for_other_workers(study: optuna.Study, cfg: SearchConfig) -> None:
+def wait_for_other_workers(study: optuna.Study, cfg: RunConfig) -> None:
     while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        fail_stale_trials(study, cfg)
+        fail_dead_trials(study, cfg)
         time.sleep(2)
 
 
-def best_command(trial: FrozenTrial) -> str:
+def best_command(trial: FrozenTrial, space: dict[str, SearchedKey]) -> str:
     """``python -m ablate`` with this search's own overrides (``data=digits``, ``model.bn=post``; not its
     ``search.*`` or ``hydra.*`` settings, nor the searched keys) and the trial's values: the trial, retrained."""
     from hydra.core.hydra_config import HydraConfig
@@ -202,8 +209,8 @@ def best_command(trial: FrozenTrial) -> str:
         return override.lstrip("+~").split("=", 1)[0]
 
     given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in given if not key(o).startswith(("search.", "hydra.")) and key(o) not in PARAMS]
-    values = [f"{k}={v:.6g}" for k, v in trial_values(trial.params).items()]
+    kept = [o for o in given if not key(o).startswith(("search.", "hydra.")) and key(o) not in space]
+    values = [f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial_values(trial.params, space).items()]
     return " ".join(["python -m ablate", *map(shlex.quote, kept), *values])
 
 
@@ -213,19 +220,19 @@ def export_best(trial: FrozenTrial, base: RunConfig, folder: Path) -> Path:
     command line that started the search."""
     path = folder / "experiment" / "best.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    trained = to_dict(apply(base, trial_values(trial.params)))
+    trained = to_dict(with_values(base, trial_values(trial.params, searched_keys(base.search.space))))
     body = {k: trained[k] for k in ("data", "model", "optim", "trainer", "seed")}
     path.write_text(f"# @package _global_\n# Best trial {trial.number} of its study: validation accuracy "
-                    f"{trial.value:.4f}.\n" + OmegaConf.to_yaml({"experiment_name": "best", **body}))
+                    f"{trial.value:.4f}.\n" + mask_url(OmegaConf.to_yaml({"experiment_name": "best", **body})))
     return path
 
 
 def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Optional[FrozenTrial]:
     """Best trial: printed as a command, exported as YAML, retrained with several seeds, tested once."""
-    from ablate.runner import train_and_log_all
+    from ablate.runner import Outcome, train_and_log_all
 
-    s = cfg.search
-    wait_for_other_workers(study, s)
+    s, space = cfg.search, searched_keys(cfg.search.space)
+    wait_for_other_workers(study, cfg)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         group.close("(no COMPLETE trial)")
@@ -233,26 +240,22 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Op
     best = study.best_trial
     folder = Path("studies") / s.study
     yaml_path = export_best(best, cfg, folder)
-    tested = [r for r in train_and_log_all([apply(replace(cfg, seed=seed), trial_values(best.params))
-                                            for seed in range(s.final_seeds)], max(1, s.final_seeds), kind="final")
-              if r.status in ("FINISHED", "SKIPPED")]
+    best_cfg = with_values(cfg, trial_values(best.params, space))
+    tested = [r for r in train_and_log_all([with_values(best_cfg, {"seed": seed}) for seed in range(s.final_seeds)],
+                                           PopulationSettings(max_size=max(1, s.final_seeds)), kind=RunKind.final)
+              if r.outcome in (Outcome.finished, Outcome.skipped)]
     accs = [r.metrics["test_acc"] for r in tested]
     mean = sum(accs) / len(accs) if accs else math.nan
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else math.nan
     states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    client, parent = tracker.client, group.parent_id
-    logged = client.get_run(parent).data.params  # params are write-once: a resumed study keeps its first best
-    for key, value in trial_values(best.params).items():
-        if f"best.{key}" not in logged:
-            client.log_param(parent, f"best.{key}", value)
-    for key, value in {"best_val_acc": best.value, "best_trial": best.number, "final_test_acc_mean": mean,
-                       "final_test_acc_std": std}.items():
-        if not math.isnan(value):
-            client.log_metric(parent, key, value)
-    for plot in _plots(study, folder):
-        client.log_artifact(parent, str(plot), "optuna")
-    client.log_artifact(parent, str(yaml_path), "optuna")
-    command = best_command(best)
+    parent = group.parent
+    logged = parent.params()  # params are write-once: a resumed study keeps its first best
+    parent.log_params({f"best.{k}": v for k, v in trial_values(best.params, space).items() if f"best.{k}" not in logged})
+    parent.log_metrics({k: v for k, v in {"best_val_acc": best.value, "best_trial": best.number,
+                                          "final_test_acc_mean": mean, "final_test_acc_std": std}.items()
+                        if not math.isnan(v)})
+    parent.log_files([*_plots(study, folder, space), yaml_path], "optuna")
+    command = best_command(best, space)
     text = (f"Study {s.study} ({mask_url(storage_url(s))}): " + ", ".join(f"{n} {k}" for k, n in states.items() if n)
             + f"\nbest: trial {best.number}, validation accuracy {best.value:.4f}\n  {command}\n"
             f"  or: python -m ablate --config-dir {folder} +experiment=best   ({yaml_path})\n"
@@ -261,22 +264,25 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Op
     return best
 
 
-def _plots(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optimisation history, parameter importances, slices, and the p x lambda contour, as PNGs."""
+def _plots(study: optuna.Study, folder: Path, space: dict[str, SearchedKey]) -> list[Path]:
+    """Optimisation history, parameter importances, slices, parallel coordinates, and the contour of the first two
+    searched ranges, as PNGs."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
-    import warnings
-
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as vis
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
+    ranges = [k for k, d in space.items() if d.type != Distribution.categorical]
     plots = {"history": lambda: vis.plot_optimization_history(study),
              "importances": lambda: vis.plot_param_importances(study),
-             "slice": lambda: vis.plot_slice(study, params=list(PARAMS)),
-             "contour_p_lambda": lambda: vis.plot_contour(study, params=["model.dropout", "optim.weight_decay"])}
+             "slice": lambda: vis.plot_slice(study, params=list(space)),
+             "parallel_coordinates": lambda: vis.plot_parallel_coordinate(study, params=list(space))}
+    if len(ranges) >= 2:
+        plots[f"contour_{ranges[0]}_{ranges[1]}"] = lambda: vis.plot_contour(study, params=ranges[:2])
     written = []
     for name, draw in plots.items():
         try:
@@ -285,9 +291,9 @@ def _plots(study: optuna.Study, folder: Path) -> list[Path]:
             log.debug(f"plot {name} skipped: {err}")
             continue
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-        figure.set_size_inches(9, 5)
+        figure.set_size_inches(9 if name != "parallel_coordinates" else 11, 5)
         path = folder / f"{name}.png"
-        figure.savefig(path, dpi=100)
+        figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(figure)
         written.append(path)
     return written

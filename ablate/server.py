@@ -9,21 +9,14 @@ proxied into one shared folder, so workers need nothing but ``MLFLOW_TRACKING_UR
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy.engine import make_url
 
 from ablate import UserError, run_interruptible
-from ablate.tracking import connection_failure, mask_url
+from ablate.store import connection_failure, mask_url
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/mlflow"
 
@@ -45,54 +38,6 @@ def ensure_database(url: str) -> None:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{target.database}"')
             print(f"created database {target.database}", flush=True)
-
-
-def drop_database(url: str) -> None:
-    """The twin of ``ensure_database``: drop a PostgreSQL URL's database (tests and benchmarks clean up)."""
-    import psycopg
-
-    target = make_url(url)
-    admin = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    """A local TCP port nothing listens on (for a server to take, or a test to find closed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(db_url: str, home: Path, *args: str, env_extra: dict[str, str] | None = None) -> Iterator[str]:
-    """``python -m ablate.server`` on a free port until the block ends (tests, benchmarks); yields its URL.
-
-    It runs in a process group of its own, so that stopping it stops all of MLflow's workers; its log is
-    ``home/server.log``, its artifacts ``home/artifacts``."""
-    port = free_port()
-    env = {**os.environ, "ABLATE_SERVER_DB": db_url, **(env_extra or {})}
-    with open(home / "server.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ablate.server", "--port", str(port), "--workers", "2",
-                                    "--artifacts", str(home / "artifacts"), *args], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=5)
-                break
-            except OSError:  # not up yet
-                if process.poll() is not None:
-                    raise RuntimeError(f"the MLflow server stopped:\n{(home / 'server.log').read_text()[-3000:]}")
-                time.sleep(1)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,37 +1,35 @@
-"""Sweeps: a Hydra multirun as one group in MLflow, resumable, with a progress bar and a summary table.
+"""Sweeps: a Hydra multirun as one MLflow parent run, resumable, with a progress bar and a summary table; and
+how the population launcher turns a sweep's jobs into populations.
 
 A sweep is identified by its definition (the multirun's overrides and the experiment's grid), so starting the
 same command again continues the same MLflow parent run: variants with a FINISHED run of the same config and
-code are skipped (``runner.train_and_log``), runs whose process died are marked KILLED, the rest are trained.
+code are reused (``runner.train_and_log_all``), runs whose process died are marked KILLED, the rest are trained.
+The Hydra-facing adapters (launcher, sweeper, callback) live in ``hydra_plugins/ablate_launchers``.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
+import math
 import random
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ablate.config import TrackingConfig
-from ablate.tracking import TAG_KIND, TAG_SWEEP, Heartbeat, RecordedRun, SweepGroup, Tracker
+from ablate.config import PopulationSettings, RunConfig
+from ablate.tracking import (TAG_DEFINITION, TAG_FACTORS, TAG_KIND, TAG_SWEEP, RecordedRun, RunKind, RunStatus,
+                             SweepRef, Tracker)
 
 
-
-def say(text: str) -> None:
-    """The sweep's own messages go to the console beside its progress bar (Hydra's process log is quiet)."""
+def announce(text: str) -> None:
+    """A line on the console above the sweep's progress bar (Hydra's process log is quiet)."""
     tqdm.write(text)
 
-TAG_FACTORS, TAG_DEFINITION = "ablate.factors", "ablate.definition"
 
-
-def sweep_definition(config: DictConfig) -> list[str]:
+def sweep_definition(config: Any) -> list[str]:
     """The overrides that define a multirun: the command line's and the experiment's ``hydra.sweeper.params``."""
     params = config.hydra.sweeper.get("params") or {}
     return sorted([f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task))
@@ -48,20 +46,19 @@ def grid_shape(definition: list[str]) -> tuple[list[str], int]:
 
 
 class Sweep:
-    """The MLflow parent run of a sweep: opened (or re-opened) at the start, closed with a summary."""
+    """The MLflow parent run of a sweep (a search's or the claims' too): opened or re-opened, closed with a summary."""
 
     def __init__(self, tracker: Tracker, definition: list[str], total: int, factors: list[str],
-                 kind: str = "sweep") -> None:
+                 kind: RunKind = RunKind.sweep) -> None:
         self.tracker, self.total, self.factors, self.kind = tracker, total, factors, kind
         self.sweep_id = "sweep-" + hashlib.sha256("\n".join(definition).encode()).hexdigest()[:10]
         self.started_ms = int(time.time() * 1000)
-        tracker.running(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}'")  # runs of dead workers become KILLED
+        tracker.live(sweep_id=self.sweep_id)  # runs of dead workers become KILLED
         self.parent = self._open_parent(" ".join(definition)[:200] or "sweep", {
-            TAG_SWEEP: self.sweep_id, TAG_KIND: kind, TAG_FACTORS: ",".join(factors),
+            TAG_SWEEP: self.sweep_id, TAG_KIND: kind.value, TAG_FACTORS: ",".join(factors),
             TAG_DEFINITION: " ".join(definition)[:5000]})
-        self.parent_id = self.parent.run_id
-        SweepGroup(self.sweep_id, self.parent_id).to_env()
-        self.bar = tqdm(total=total, desc=f"sweep {self.sweep_id}", unit="run", dynamic_ncols=True)
+        self.ref = SweepRef(self.sweep_id, self.parent.run_id)
+        self.bar = tqdm(total=total, desc=f"{kind.value} {self.sweep_id}", unit="run", dynamic_ncols=True)
         self.closed = False
         atexit.register(self._kill_if_open)  # Ctrl-C or a crash: the parent is not left RUNNING
 
@@ -70,27 +67,22 @@ class Sweep:
 
         Workers starting together may both create one; each then sees the other's and withdraws its own, and
         both look again after a random pause, so exactly one parent remains."""
-        query = f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` = '{self.kind}'"
         while True:
-            previous = sorted(self.tracker.search(query), key=lambda r: (r.info.start_time, r.info.run_id))
+            previous = sorted(self.tracker.runs(sweep_id=self.sweep_id, kind=self.kind),
+                              key=lambda r: (r.start_time, r.run_id))
             if previous:
-                parent = RecordedRun(self.tracker.client, previous[0].info.run_id)
-                self.tracker.client.update_run(parent.run_id, status="RUNNING")
-                say(f"continuing sweep {self.sweep_id} (MLflow run {parent.run_id}): finished variants are skipped")
+                parent = self.tracker.reopen(previous[0].run_id)
+                announce(f"continuing {self.kind.value} {self.sweep_id} (MLflow run {parent.run_id}): finished "
+                         f"variants are reused")
                 return parent
             parent = self.tracker.start_run(name, tags)
-            if len(self.tracker.search(query)) == 1:
+            if len(self.tracker.runs(sweep_id=self.sweep_id, kind=self.kind)) == 1:
                 return parent
             parent.withdraw()
             time.sleep(random.uniform(0.1, 1.0))
 
     def job_done(self) -> None:
         self.bar.update()
-
-    def failed_runs(self) -> int:
-        return len(self.tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` = 'train' "
-                                       f"and attributes.status = 'FAILED' "
-                                       f"and attributes.start_time >= {self.started_ms}"))
 
     def close(self, text: Optional[str] = None) -> int:
         """Summary (a table of the runs unless ``text`` is given), FINISHED parent; returns how many of this
@@ -102,64 +94,52 @@ class Sweep:
         if text is None:
             table = summary_table(load_runs(self.tracker, self.sweep_id), [f for f in self.factors if f != "seed"])
             text = markdown_table(table) if len(table) else "(no FINISHED runs)"
-        self.tracker.client.log_text(self.parent_id, text, "summary.md")
-        failed = self.failed_runs()
-        self.parent.end("FINISHED" if not failed else "FAILED")
+        self.parent.log_texts({"summary.md": text})
+        failed = len(self.tracker.runs(sweep_id=self.sweep_id, kind=RunKind.train, status=RunStatus.failed,
+                                       started_since_ms=self.started_ms))
+        self.parent.end(RunStatus.finished if not failed else RunStatus.failed)
         self.closed = True
-        finished = self.tracker.search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` != '{self.kind}' "
-                                       f"and attributes.status = 'FINISHED'")
-        say(f"\n{self.kind.capitalize()} {self.sweep_id}: {len(finished)} FINISHED runs, {failed} failed in this "
-            f"attempt\n{text}\n"
-            f"  MLflow: {self.tracker.runs_url()} (filter: tags.`{TAG_SWEEP}` = '{self.sweep_id}')\n"
-            f"  report: python -m ablate.report sweep={self.sweep_id}")
+        finished = self.tracker.runs(sweep_id=self.sweep_id, not_kind=self.kind, status=RunStatus.finished)
+        announce(f"\n{self.kind.value.capitalize()} {self.sweep_id}: {len(finished)} FINISHED runs, {failed} failed "
+                 f"in this attempt\n{text}\n"
+                 f"  MLflow: {self.tracker.runs_url()} (filter: tags.`{TAG_SWEEP}` = '{self.sweep_id}')\n"
+                 f"  report: python -m ablate.report sweep={self.sweep_id}")
         return failed
 
     def _wait_for_other_workers(self) -> None:
         """Variants other workers are still training belong in this sweep's summary: wait for them (a worker
         that dies meanwhile has its runs marked KILLED; the same command then trains those variants)."""
-        query = f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_KIND}` != '{self.kind}'"
-        while running := self.tracker.running(query):
+        while running := self.tracker.live(sweep_id=self.sweep_id, not_kind=self.kind):
             self.bar.set_postfix_str(f"waiting for {len(running)} run(s) of other workers")
-            time.sleep(min(5.0, Heartbeat.every_s))
+            time.sleep(min(5.0, self.tracker.heartbeat.every_s))
 
     def _kill_if_open(self) -> None:
         if not self.closed:
             self.bar.close()
-            self.parent.end("KILLED")
+            self.parent.end(RunStatus.killed)
 
 
-class SweepCallback(Callback):
-    """Hydra callback (conf/config.yaml): groups every multirun as one ``Sweep``."""
+def launch_populations(cfgs: Sequence[RunConfig], settings: dict[str, Any], sweep: Optional[SweepRef],
+                       on_result) -> None:
+    """A sweep's variants trained as populations in this process, or with ``dispatch: ray | submitit`` each
+    population one Ray task or submitit job (``ablate.scale``); ``on_result(cfg, result)`` as each is recorded."""
+    from ablate.config import require
+    from ablate.runner import train_and_log_all
 
-    def __init__(self) -> None:
-        self.sweep: Optional[Sweep] = None
-        self.group: Optional[SweepGroup] = None
+    dispatch = settings.get("dispatch", "local")
+    require(dispatch in ("local", "ray", "submitit"), "hydra.launcher.dispatch", dispatch,
+            "one of local, ray, submitit")
+    population = PopulationSettings(settings["max_size"], settings["memory_fraction"])
+    if dispatch == "local":
+        train_and_log_all(cfgs, population, sweep=sweep, on_result=on_result)
+        return
+    from ablate.population import grouped
+    from ablate.scale import dispatch as send
 
-    def __getstate__(self) -> dict:
-        """Launchers that run jobs in other processes (joblib, Ray, submitit) pickle their callbacks: the sweep
-        (its progress bar, its MLflow client) stays in the sweep's own process; its identity travels along, so
-        a job on another machine still joins the sweep."""
-        return {"sweep": None, "group": self.group}
+    send(grouped(cfgs, population.max_size), dispatch, settings.get(dispatch) or {}, population, sweep,
+         lambda group, results: [on_result(cfg, result) for cfg, result in zip(group, results)])
 
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.group is not None:
-            self.group.to_env()
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        definition = sweep_definition(config)
-        factors, total = grid_shape(definition)
-        tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
-        self.sweep = Sweep(Tracker(tracking), definition, total, factors)
-        self.group = SweepGroup(self.sweep.sweep_id, self.sweep.parent_id)
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if self.sweep is not None:  # None in a launcher's worker process: the bar lives in the sweep's process
-            self.sweep.job_done()
-            if job_return.status == JobStatus.FAILED:
-                say(f"job failed: {job_return._return_value}")
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.sweep is not None and (failed := self.sweep.close()):
-            raise SystemExit(f"{failed} run(s) of sweep {self.sweep.sweep_id} failed "
-                             f"(their errors are in MLflow, tag ablate.error); the others are recorded.")
-
+def job_value(result: Any) -> float:
+    """What a job returns to Hydra: the validation accuracy, NaN for a run without one."""
+    return result.metrics.get("val_acc", math.nan)

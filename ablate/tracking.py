@@ -1,254 +1,142 @@
-"""MLflow: one experiment per study, one run per trained model, never left RUNNING.
+"""MLflow: one experiment per study, one run per trained model, never left RUNNING; the queries the rest needs.
 
-A RUNNING run is also a claim: several workers (processes, Ray tasks, SLURM jobs) sharing one store train a
-variant only after opening its run and seeing no rival run of the same config (``Tracker.held``). Each process
-stamps its open runs with a heartbeat, so a claim whose worker died is recognised and its variant trained again.
+The Tracker is the only place that talks to MLflow: callers ask it questions ("finished configs of this sweep",
+"runs another worker holds") and get plain records back. A RUNNING run is also a lease: several workers
+(processes, Ray tasks, SLURM jobs) sharing one store train a variant only after opening its run and seeing no
+rival run of the same config (``Tracker.leased_elsewhere``); each process keeps its open runs alive with a
+heartbeat (``liveness``), so a dead worker's lease is recognised and its variant trained again.
 
 Uses ``MlflowClient`` rather than the fluent API, so that several runs (a population, a sweep's parent and
-children) can be open at once without global state. Metrics are sent in batches (one ``log_batch`` costs
-about as much as one ``log_metric``), throttled to about one flush a second during training.
+children) can be open at once without global state. Metrics are sent in batches (one ``log_batch`` costs about
+as much as one ``log_metric``), throttled to about one flush a second during training.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import logging
 import os
-import re
-import socket
-import subprocess
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Collection, Iterator, Optional
+from typing import Collection, Iterator, Mapping, Optional
 
-import mlflow
-import torch
-import yaml
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag
-
-from ablate import UserError
 from ablate.config import RunConfig, TrackingConfig, config_hash, flatten, to_dict
+from ablate.liveness import HOST, Heartbeat, is_dead
+from ablate.provenance import code_version, package_versions
+from ablate.store import check_reachable, creating, mask_url, sqlite_file
 
-REPO = Path(__file__).resolve().parent.parent
 TAG_HASH, TAG_CODE, TAG_SWEEP = "ablate.config_hash", "ablate.code_version", "ablate.sweep_id"
 TAG_HOST, TAG_PID, TAG_ERROR, TAG_KIND = "ablate.host", "ablate.pid", "ablate.error", "ablate.kind"
 TAG_HEARTBEAT = "ablate.heartbeat"  # unix time of the owner's last sign of life
+TAG_FACTORS, TAG_DEFINITION = "ablate.factors", "ablate.definition"  # a sweep's parent: what it varies
 FLUSH_EVERY_S = 1.0
 log = logging.getLogger("ablate")
-# MLflow prints two lines per run ended on a tracking server; ablate prints its own line per run.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
-@functools.cache
-def code_version() -> str:
-    """The git commit of the code, plus a digest of uncommitted changes: runs are reused only for equal code."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
-
-    try:
-        commit, diff = git("rev-parse", "HEAD").strip(), git("diff", "HEAD", "--", "ablate")
-    except (OSError, subprocess.CalledProcessError):
-        from ablate import __version__
-
-        return f"ablate-{__version__}"
-    return commit[:12] + (f"+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
+class RunKind(str, Enum):
+    train = "train"  # one trained variant: a single run, or a member of a sweep or of the claims
+    trial = "trial"  # one trial of a search
+    final = "final"  # a search's best config retrained and tested
+    sweep = "sweep"  # the parent run of a sweep (the claims' too)
+    search = "search"  # the parent run of a search
 
 
-def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``: never print or log a password."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+class RunStatus(str, Enum):  # MLflow's run states
+    running = "RUNNING"
+    finished = "FINISHED"
+    failed = "FAILED"
+    killed = "KILLED"
 
 
-def check_store_reachable(uri: str) -> None:
-    """Fail in seconds, naming the fix, where MLflow would retry for minutes and then print a traceback: a
-    tracking server that is down (~4 min of retries) or a database that is down or does not exist (~2 min)."""
-    scheme = _scheme(uri)
-    try:
-        if scheme in ("http", "https"):
-            import requests
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as read back from the store."""
 
-            insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"  # as MLflow's client
-            verify = False if insecure else os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH", True)
-            requests.get(uri.rstrip("/") + "/health", timeout=10, verify=verify)  # any answer will do, even 401
-        elif scheme in ("postgresql", "mysql", "mssql"):
-            import sqlalchemy
+    run_id: str
+    status: RunStatus
+    start_time: int  # ms since the epoch
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
-            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10} if scheme != "mssql" else {})
-            try:
-                engine.connect().close()
-            finally:
-                engine.dispose()
-    except ImportError as err:
-        raise UserError(f"the MLflow store {mask_url(uri)} needs a database driver that is not installed ({err}); "
-                        f"install it (PostgreSQL: pip install \"ablate[postgres]\").") from err
-    except Exception as err:  # requests' ConnectionError / Timeout, sqlalchemy's OperationalError
-        raise UserError(f"cannot reach the MLflow store {mask_url(uri)}: {connection_failure(err)}. Start the server "
-                        f"or database (or create the database), or point tracking.uri / MLFLOW_TRACKING_URI "
-                        f"elsewhere.") from err
+    @property
+    def config_hash(self) -> Optional[str]:
+        return self.tags.get(TAG_HASH)
 
 
-def connection_failure(err: Exception) -> str:
-    """What went wrong, in the words of the database driver or the socket, without the wrappers' prose."""
-    text = str(getattr(err, "orig", None) or err)  # sqlalchemy keeps the driver's error as .orig
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)  # requests nests the socket's deep in its message
-    return errno.group(0) if errno else text.strip().splitlines()[0]
+@dataclass(frozen=True)
+class SweepRef:
+    """The sweep a job belongs to: its id and its MLflow parent run. Jobs in other processes (joblib, Ray,
+    submitit) receive it through their environment; entry points read it there and pass it on."""
 
-
-@contextlib.contextmanager
-def one_process_at_a_time(uri: str) -> Iterator[None]:
-    """Processes opening a new store together (``make search WORKERS=4``, a cluster's first jobs) would each run
-    MLflow's migrations and collide ("table ... already exists", a duplicate key): they take turns, holding a lock
-    on a SQLite store's folder or a PostgreSQL advisory lock."""
-    scheme = _scheme(uri)
-    if scheme == "postgresql":
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(uri)
-        try:
-            with engine.connect() as connection:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
-                try:
-                    yield
-                finally:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
-        finally:
-            engine.dispose()
-        return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock (start one worker first there)
-        fcntl = None
-    if fcntl is None or not uri.startswith("sqlite:///"):
-        yield
-        return
-    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(handle)  # and with it the lock
-
-
-_LOCK_KEY = int.from_bytes(b"ablate", "big")  # PostgreSQL advisory locks are numbered per database
-
-
-def _scheme(uri: str) -> str:
-    """``postgresql+psycopg://...`` -> ``postgresql``."""
-    return uri.split(":", 1)[0].split("+", 1)[0].lower()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Heartbeat:
-    """One daemon thread per process stamps every open run with the time (``tracking.heartbeat_s``)."""
-
-    runs: dict[str, MlflowClient] = {}
-    every_s = 30.0
-    _lock = threading.Lock()
-    _thread: Optional[threading.Thread] = None
+    sweep_id: str
+    parent_run_id: str
+    ENVIRONMENT = ("ABLATE_SWEEP_ID", "ABLATE_PARENT_RUN_ID")
 
     @classmethod
-    def add(cls, run_id: str, client: MlflowClient) -> None:
-        with cls._lock:
-            cls.runs[run_id] = client
-            if cls._thread is None:
-                cls._thread = threading.Thread(target=cls._beat, name="ablate-heartbeat", daemon=True)
-                cls._thread.start()
+    def from_env(cls, environ: Mapping[str, str]) -> Optional["SweepRef"]:
+        sweep_id, parent = (environ.get(name) for name in cls.ENVIRONMENT)
+        return cls(sweep_id, parent) if sweep_id and parent else None
 
-    @classmethod
-    def remove(cls, run_id: str) -> None:
-        with cls._lock:
-            cls.runs.pop(run_id, None)
-
-    @classmethod
-    def _beat(cls) -> None:
-        last = time.monotonic()
-        while True:
-            time.sleep(min(0.5, cls.every_s))
-            if time.monotonic() - last < cls.every_s:
-                continue
-            last = time.monotonic()
-            with cls._lock:
-                runs = list(cls.runs.items())
-            now = f"{time.time():.3f}"
-            for run_id, client in runs:
-                try:
-                    client.set_tag(run_id, TAG_HEARTBEAT, now)
-                except Exception as err:  # a store that is briefly unreachable must not stop training
-                    log.warning(f"heartbeat of run {run_id} not recorded: {err}")
-
-
-def is_dead(run: Run, claim_timeout_s: float) -> bool:
-    """A RUNNING run whose worker is gone: its process on this host has exited, or it stopped heartbeating."""
-    tags = run.data.tags
-    if tags.get(TAG_HOST) == socket.gethostname() and TAG_PID in tags and not pid_alive(int(tags[TAG_PID])):
-        return True
-    return time.time() - float(tags.get(TAG_HEARTBEAT, run.info.start_time / 1000)) > claim_timeout_s
-
-
-def _scope(sweep_id: Optional[str], kind: str) -> str:
-    """The runs that count as the same work: this code, this kind of run, and the sweep if there is one."""
-    return f"tags.`{TAG_CODE}` = '{code_version()}' and tags.`{TAG_KIND}` = '{kind}'" + \
-        (f" and tags.`{TAG_SWEEP}` = '{sweep_id}'" if sweep_id else "")
+    def as_env(self) -> dict[str, str]:
+        return dict(zip(self.ENVIRONMENT, (self.sweep_id, self.parent_run_id)))
 
 
 def run_name(cfg: RunConfig) -> str:
     m, o = cfg.model, cfg.optim
-    return (f"bn={m.bn.value} p={m.dropout:g} {o.name.value} lr={o.lr:g} "
-            f"wd={o.weight_decay:g}{'' if o.l2.value == 'penalty' else '(dec)'} seed={cfg.seed}")
+    factors = [f"bn={m.bn.value}" if m.bn is not None else "", f"p={m.dropout:g}" if m.dropout is not None else ""]
+    return " ".join(filter(None, [*factors, f"{o.name.value} lr={o.lr:g}",
+                                  f"wd={o.weight_decay:g}{'' if o.l2.value == 'penalty' else '(dec)'}",
+                                  f"seed={cfg.seed}"]))
 
 
-@dataclass
-class SweepGroup:
-    """The sweep a job belongs to. The sweep's process sets it in the environment, which its jobs inherit
-    (in-process, joblib, submitit and local Ray workers alike)."""
-
-    sweep_id: str
-    parent_run_id: str
-
-    @classmethod
-    def from_env(cls) -> Optional["SweepGroup"]:
-        sweep_id, parent = os.environ.get("ABLATE_SWEEP_ID"), os.environ.get("ABLATE_PARENT_RUN_ID")
-        return cls(sweep_id, parent) if sweep_id and parent else None
-
-    def to_env(self) -> None:
-        os.environ["ABLATE_SWEEP_ID"], os.environ["ABLATE_PARENT_RUN_ID"] = self.sweep_id, self.parent_run_id
+def _where(*, sweep_id: Optional[str] = None, kind: Optional[RunKind] = None, not_kind: Optional[RunKind] = None,
+           status: Optional[RunStatus] = None, config_hashes: Collection[str] = (), this_code: bool = False,
+           tags: Optional[dict[str, str]] = None, started_since_ms: Optional[int] = None,
+           ended_since_ms: Optional[int] = None) -> str:
+    """An MLflow filter string from what the caller asks for (the only place one is written)."""
+    parts = [f"tags.`{TAG_CODE}` = '{code_version()}'"] if this_code else []
+    for key, value in {TAG_SWEEP: sweep_id, TAG_KIND: kind and kind.value, **(tags or {})}.items():
+        if value is not None:
+            parts.append(f"tags.`{key}` = '{value}'")
+    if not_kind is not None:
+        parts.append(f"tags.`{TAG_KIND}` != '{not_kind.value}'")
+    if len(config_hashes) == 1:
+        parts.append(f"tags.`{TAG_HASH}` = '{next(iter(config_hashes))}'")
+    if status is not None:
+        parts.append(f"attributes.status = '{status.value}'")
+    if started_since_ms is not None:
+        parts.append(f"attributes.start_time >= {started_since_ms}")
+    if ended_since_ms is not None:
+        parts.append(f"attributes.end_time >= {ended_since_ms}")
+    return " and ".join(parts)
 
 
 class Tracker:
     """The MLflow experiment runs are recorded in; created on first use with the UI's training-runs view."""
 
     def __init__(self, cfg: TrackingConfig) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
         self.uri = mask_url(cfg.uri)  # for display; the client gets the real one
-        self.claim_timeout_s = cfg.claim_timeout_s
-        Heartbeat.every_s = cfg.heartbeat_s
-        check_store_reachable(cfg.uri)
+        self.dead_after_s = cfg.dead_after_s
+        self.heartbeat = Heartbeat(cfg.heartbeat_s)
+        check_reachable(cfg.uri, "MLflow store", "Start the server or database (or create the database), or point "
+                                                 "tracking.uri / MLFLOW_TRACKING_URI elsewhere.")
         mlflow.set_tracking_uri(cfg.uri)  # also for mlflow's own helpers that read the global URI
-        with one_process_at_a_time(cfg.uri):  # creating the client creates (and migrates) a new store
-            self.client = MlflowClient(cfg.uri)
-            experiment = self.client.get_experiment_by_name(cfg.experiment)
+        with creating(cfg.uri):  # creating the client creates (and migrates) a new store
+            self._client = MlflowClient(cfg.uri)
+            experiment = self._client.get_experiment_by_name(cfg.experiment)
             if experiment is None:
                 with contextlib.suppress(mlflow.exceptions.MlflowException):  # another worker created it first
-                    self.client.create_experiment(
+                    self._client.create_experiment(
                         cfg.experiment, artifact_location=self._artifact_root(cfg.uri, cfg.experiment),
                         tags={"mlflow.experimentKind": "custom_model_development"})  # MLflow 3: the runs table
-                experiment = self.client.get_experiment_by_name(cfg.experiment)
+                experiment = self._client.get_experiment_by_name(cfg.experiment)
         self.experiment_id: str = experiment.experiment_id
 
     @staticmethod
@@ -256,86 +144,114 @@ class Tracker:
         """Beside a SQLite file: ``mlartifacts/<experiment>``; a server or PostgreSQL store decides for itself."""
         if not uri.startswith("sqlite:///"):
             return None
-        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts" / experiment).as_uri()
+        return (sqlite_file(uri).parent / "mlartifacts" / experiment).as_uri()
 
-    def runs_url(self, host: str = "http://127.0.0.1:5000") -> str:
-        return f"{host}/#/experiments/{self.experiment_id}/runs"
+    def runs_url(self, run_id: str = "", host: str = "http://127.0.0.1:5000") -> str:
+        return f"{host}/#/experiments/{self.experiment_id}/runs" + (f"/{run_id}" if run_id else "")
 
-    def search(self, filter_string: str, max_results: int = 50_000) -> list[Run]:
-        runs: list[Run] = []
-        token = None
+    # ------------------------------------------------------------------------------------------- queries
+    def runs(self, max_results: int = 50_000, newest_first: bool = False, **where) -> list[RunRecord]:
+        """Runs matching ``where`` (see ``_where``: sweep_id, kind, status, tags, ...), as records."""
+        query, found, token = _where(**where), [], None
+        order = ["attributes.start_time DESC"] if newest_first else None
         while True:
-            page = self.client.search_runs([self.experiment_id], filter_string,
-                                           max_results=min(max_results, 10_000), page_token=token)
-            runs += page
+            page = self._client.search_runs([self.experiment_id], query, max_results=min(max_results, 10_000),
+                                            page_token=token, order_by=order)
+            found += [RunRecord(r.info.run_id, RunStatus(r.info.status), r.info.start_time, dict(r.data.params),
+                                dict(r.data.metrics), dict(r.data.tags)) for r in page]
             token = page.token
-            if not token or len(runs) >= max_results:
-                return runs
+            if not token or len(found) >= max_results:
+                return found
 
-    def finished(self, cfgs: Collection[RunConfig], sweep_id: Optional[str] = None,
-                 kind: str = "train") -> dict[str, Run]:
+    def finished(self, cfgs: Collection[RunConfig], sweep_id: Optional[str], kind: RunKind) -> dict[str, RunRecord]:
         """FINISHED runs of these configs with this code (within the sweep, if given), by config hash: what
-        resume skips. Inside a sweep one query covers all of it; outside, one query per config (the experiment may
-        hold many other runs)."""
+        resume reuses. Inside a sweep one query covers all of it; outside, one query per config (the experiment
+        may hold many other runs)."""
         hashes = {config_hash(cfg) for cfg in cfgs}
-        filters = [""] if sweep_id and len(hashes) > 1 else [f" and tags.`{TAG_HASH}` = '{h}'" for h in hashes]
-        runs = [run for only in filters
-                for run in self.search(f"{_scope(sweep_id, kind)} and attributes.status = 'FINISHED'{only}")]
-        return {r.data.tags[TAG_HASH]: r for r in reversed(runs) if r.data.tags.get(TAG_HASH) in hashes}
+        batches = [hashes] if sweep_id and len(hashes) > 1 else [{h} for h in hashes]
+        runs = [run for batch in batches for run in self.runs(sweep_id=sweep_id, kind=kind, this_code=True,
+                                                               status=RunStatus.finished, config_hashes=batch)]
+        return {r.config_hash: r for r in reversed(runs) if r.config_hash in hashes}
 
-    def running(self, extra_filter: str = "") -> list[Run]:
+    def live(self, **where) -> list[RunRecord]:
         """RUNNING runs whose worker is alive; those of dead workers (kill -9, a lost node) are marked KILLED."""
-        query = "attributes.status = 'RUNNING'" + (f" and {extra_filter}" if extra_filter else "")
         alive = []
-        for run in self.search(query):
-            if not is_dead(run, self.claim_timeout_s):
+        for run in self.runs(status=RunStatus.running, **where):
+            tags = run.tags
+            last_beat = float(tags.get(TAG_HEARTBEAT, run.start_time / 1000))
+            if not is_dead(tags.get(TAG_HOST), int(tags[TAG_PID]) if TAG_PID in tags else None, last_beat,
+                           self.dead_after_s):
                 alive.append(run)
                 continue
-            self.terminate(run.info.run_id, "KILLED", "its worker died or stopped heartbeating while RUNNING")
-            log.info(f"run {run.info.run_id} of a dead worker marked KILLED")
+            self.terminate(run.run_id, RunStatus.killed, "its worker died or stopped heartbeating while RUNNING")
+            log.info(f"run {run.run_id} of a dead worker marked KILLED")
         return alive
 
-    def terminate(self, run_id: str, status: str, error: str) -> None:
-        """End another process's run (it cannot end its own any more), saying why; this process stops stamping
-        it if it ever did."""
-        Heartbeat.remove(run_id)
-        self.client.set_tag(run_id, TAG_ERROR, error)
-        self.client.set_terminated(run_id, status)
-
-    def held(self, sweep_id: Optional[str], kind: str, finished_since_ms: Optional[int] = None,
-             exclude: Collection[str] = ()) -> set[str]:
-        """Config hashes another worker holds (runs in ``exclude`` are ours): a live RUNNING run of the same code,
-        and, given ``finished_since_ms``, a run FINISHED since then. One or two queries, however large the sweep."""
-        scope = _scope(sweep_id, kind)
-        runs = self.running(scope)
+    def leased_elsewhere(self, sweep_id: Optional[str], kind: RunKind, finished_since_ms: Optional[int] = None,
+                         ours: Collection[str] = ()) -> set[str]:
+        """Config hashes another worker holds (runs in ``ours`` are this worker's): a live RUNNING run of the same
+        code, and, given ``finished_since_ms``, a run FINISHED since then. One or two queries, however large."""
+        runs = self.live(sweep_id=sweep_id, kind=kind, this_code=True)
         if finished_since_ms is not None:
-            runs += self.search(f"{scope} and attributes.status = 'FINISHED' and attributes.end_time >= {finished_since_ms}")
-        return {r.data.tags.get(TAG_HASH) for r in runs if r.info.run_id not in exclude}
+            runs += self.runs(sweep_id=sweep_id, kind=kind, this_code=True, status=RunStatus.finished,
+                              ended_since_ms=finished_since_ms)
+        return {r.config_hash for r in runs if r.run_id not in ours}
 
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of a metric logged per epoch."""
+        return [(m.step, m.value) for m in self._client.get_metric_history(run_id, key)]
+
+    def latest_sweep_id(self) -> Optional[str]:
+        newest = self.runs(kind=RunKind.sweep, max_results=1, newest_first=True)
+        return newest[0].tags[TAG_SWEEP] if newest else None
+
+    # ------------------------------------------------------------------------------------------ writing
     def start_run(self, name: str, tags: dict[str, str], parent_id: Optional[str] = None) -> "RecordedRun":
-        tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_CODE: code_version(),
+        """A new RUNNING run of this process, kept alive by its heartbeat until it ends."""
+        tags = {TAG_HOST: HOST, TAG_PID: str(os.getpid()), TAG_CODE: code_version(),
                 "mlflow.source.git.commit": code_version().split("+")[0], "mlflow.source.name": "ablate",
-                "git.dirty": str("+dirty" in code_version()).lower(), **tags}
+                "git.dirty": str("+dirty" in code_version()).lower(), **tags, TAG_HEARTBEAT: f"{time.time():.3f}"}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
-        tags[TAG_HEARTBEAT] = f"{time.time():.3f}"
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
-        return RecordedRun(self.client, run.info.run_id)
+        run = RecordedRun(self, self._client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id)
+        self._keep_alive(run.run_id)
+        return run
+
+    def reopen(self, run_id: str) -> "RecordedRun":
+        """An ended run of this experiment RUNNING again, as this process's (a resumed sweep's parent)."""
+        self._client.update_run(run_id, status=RunStatus.running.value)
+        self._keep_alive(run_id)
+        return RecordedRun(self, run_id)
+
+    def run(self, run_id: str) -> "RecordedRun":
+        """An existing run to log more to (a report's artifacts), its state untouched."""
+        return RecordedRun(self, run_id, status=RunStatus.finished)
+
+    def _keep_alive(self, run_id: str) -> None:
+        self.heartbeat.keep_alive(run_id, lambda now: self._client.set_tag(run_id, TAG_HEARTBEAT, f"{now:.3f}"))
+
+    def terminate(self, run_id: str, status: RunStatus, error: str) -> None:
+        """End another process's run (it cannot end its own any more), saying why; this process stops stamping
+        it if it ever did."""
+        self.heartbeat.forget(run_id)
+        self._client.set_tag(run_id, TAG_ERROR, error)
+        self._client.set_terminated(run_id, status.value)
 
     @contextlib.contextmanager
-    def training_run(self, cfg: RunConfig, device: str, parent_id: Optional[str] = None,
-                     sweep_id: Optional[str] = None, kind: str = "train",
-                     extra_tags: Optional[dict[str, str]] = None,
+    def training_run(self, cfg: RunConfig, device: str, sweep: Optional[SweepRef] = None,
+                     kind: RunKind = RunKind.train, extra_tags: Optional[dict[str, str]] = None,
                      texts: Optional[dict[str, str]] = None) -> Iterator["RecordedRun"]:
         """One MLflow run for one trained model: params, config (and ``texts``: name -> content, more
         artifacts), versions; FINISHED, FAILED or KILLED at the end."""
-        tags = {TAG_HASH: config_hash(cfg), TAG_KIND: kind, "device": device,
-                "torch": torch.__version__, "mlflow": mlflow.__version__, **(extra_tags or {})}
-        if sweep_id:
-            tags[TAG_SWEEP] = sweep_id
+        import yaml
+
+        tags = {TAG_HASH: config_hash(cfg), TAG_KIND: kind.value, "device": device, **package_versions(),
+                **(extra_tags or {})}
+        if sweep is not None:
+            tags[TAG_SWEEP] = sweep.sweep_id
         if cfg.experiment_name:
             tags["ablate.experiment"] = cfg.experiment_name
-        run = self.start_run(run_name(cfg), tags, parent_id)
+        run = self.start_run(run_name(cfg), tags, sweep.parent_run_id if sweep else None)
         with run.lifecycle():
             run.log_params(flatten(cfg))
             run.log_texts({"config.yaml": mask_url(yaml.safe_dump(to_dict(cfg), sort_keys=False)), **(texts or {})})
@@ -345,57 +261,69 @@ class Tracker:
 class RecordedRun:
     """An open MLflow run: buffered metrics, artifacts, and its end state."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
-        self.flush_every_s = FLUSH_EVERY_S  # a population's members set None: one batch at the end
-        self.status: Optional[str] = None  # set once the run has ended
-        self._pending: list[Metric] = []
+    def __init__(self, tracker: Tracker, run_id: str, status: Optional[RunStatus] = None) -> None:
+        self._tracker, self._client, self.run_id = tracker, tracker._client, run_id
+        self.flush_every_s: Optional[float] = FLUSH_EVERY_S  # a population's members set None: one batch at the end
+        self.status = status  # set once the run has ended
+        self._pending: list = []
         self._last_flush = time.monotonic()
-        Heartbeat.add(run_id, client)
 
-    def log_params(self, params: dict[str, object]) -> None:
+    def params(self) -> dict[str, str]:
+        return dict(self._client.get_run(self.run_id).data.params)
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, mask_url(str(v))) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
 
-    def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if k != "epoch"]
         if self.flush_every_s is not None and time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
-    def log_epoch(self, metrics: dict[str, float]) -> None:
+    def log_epoch(self, metrics: Mapping[str, float]) -> None:
         self.log_metrics(metrics, step=int(metrics["epoch"]))
 
     def flush(self) -> None:
         for i in range(0, len(self._pending), 1000):  # MLflow's limit of metrics per batch
-            self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
+            self._client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
         self._pending, self._last_flush = [], time.monotonic()
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        from mlflow.entities import RunTag
 
-    def log_texts(self, texts: dict[str, str]) -> None:
+        self._client.log_batch(self.run_id, tags=[RunTag(k, mask_url(str(v))) for k, v in tags.items()])
+
+    def log_texts(self, texts: Mapping[str, str], folder: Optional[str] = None) -> None:
         """Text files as artifacts, in one call (each MLflow artifact call looks the run up again)."""
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as tmp:
             for name, text in texts.items():
-                (Path(folder) / name).write_text(text)
-            self.client.log_artifacts(self.run_id, folder)
+                (Path(tmp) / name).write_text(text)
+            self._client.log_artifacts(self.run_id, tmp, folder)
 
-    def end(self, status: str, error: Optional[str] = None) -> None:
+    def log_files(self, paths: Collection[Path], folder: Optional[str] = None) -> None:
+        for path in paths:
+            self._client.log_artifact(self.run_id, str(path), folder)
+
+    def end(self, status: RunStatus, error: Optional[str] = None) -> None:
         if self.status is not None:
             return
         self.status = status
-        Heartbeat.remove(self.run_id)
+        self._tracker.heartbeat.forget(self.run_id)
         self.flush()
         if error:
             self.set_tags({TAG_ERROR: error[:5000]})
-        self.client.set_terminated(self.run_id, status)
+        self._client.set_terminated(self.run_id, status.value)
 
     def withdraw(self) -> None:
-        """Give up the claim (another worker holds the variant): the run is ended and deleted, out of every table."""
-        self.end("KILLED", "withdrawn: another worker holds this variant")
-        self.client.delete_run(self.run_id)
+        """Give up the lease (another worker holds the variant): the run is ended and deleted, out of every table."""
+        self.end(RunStatus.killed, "withdrawn: another worker holds this variant")
+        self._client.delete_run(self.run_id)
 
     @contextlib.contextmanager
     def lifecycle(self) -> Iterator["RecordedRun"]:
@@ -403,9 +331,9 @@ class RecordedRun:
         try:
             yield self
         except KeyboardInterrupt:
-            self.end("KILLED", "interrupted (Ctrl-C)")
+            self.end(RunStatus.killed, "interrupted (Ctrl-C)")
             raise
         except BaseException as err:
-            self.end("FAILED", f"{type(err).__name__}: {err}")
+            self.end(RunStatus.failed, f"{type(err).__name__}: {err}")
             raise
-        self.end("FINISHED")
+        self.end(RunStatus.finished)

@@ -1,28 +1,38 @@
-"""``python -m ablate.ui``: the MLflow UI on the project's tracking store, with the address of its runs table."""
+"""``python -m ablate.ui [port=5000]``: the MLflow UI on the project's tracking store, with the address of its runs."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 from ablate import run_interruptible
-from ablate.config import TrackingConfig
-from ablate.tracking import Tracker, mask_url
+from ablate.config import UIConfig
+from ablate.tracking import Tracker
 
 
-def main() -> None:
-    uri = os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri)
-    port = os.environ.get("PORT", "5000")
-    tracker = Tracker(TrackingConfig(uri=uri))
-    print(f"MLflow UI for {mask_url(uri)}\n  training runs: {tracker.runs_url(f'http://127.0.0.1:{port}')}\n"
+def main(cfg: UIConfig) -> None:
+    tracker = Tracker(cfg.tracking)
+    print(f"MLflow UI for {tracker.uri}\n  training runs: {tracker.runs_url(host=f'http://127.0.0.1:{cfg.port}')}\n"
           f"  (Ctrl-C stops it)", flush=True)
     try:
-        subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                        "--port", port], check=True)
+        subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host",
+                        "127.0.0.1", "--port", str(cfg.port)], check=True)
     except KeyboardInterrupt:
         pass
 
 
 if __name__ == "__main__":
-    run_interruptible(main, "the UI stopped.")
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from ablate import user_errors_end_the_command
+    from ablate.config import register_configs
+
+    register_configs()
+
+    @hydra.main(config_path="../conf", config_name="ui", version_base="1.3")
+    def ui_command(config: DictConfig) -> None:
+        with user_errors_end_the_command():
+            main(OmegaConf.to_object(config))
+
+    run_interruptible(ui_command, "the UI stopped.")

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from ablate.server import drop_database, ensure_database, serving
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the tests' throwaway PostgreSQL database and server
+from tests.conftest import fresh_postgres_database  # noqa: E402
+from tests.servers import serving  # noqa: E402
 
 
 def sweep(grid: list[str], workers: int, url: str, home: Path, experiment: str) -> float:
@@ -30,7 +31,7 @@ def sweep(grid: list[str], workers: int, url: str, home: Path, experiment: str) 
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": url}
     began = time.perf_counter()
     processes = [subprocess.Popen([sys.executable, "-m", "ablate", "-m", *grid, f"tracking.experiment={experiment}",
-                                   "tracking.heartbeat_s=2", "tracking.claim_timeout_s=10"], cwd=home, env=env,
+                                   "tracking.heartbeat_s=2", "tracking.dead_after_s=10"], cwd=home, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
     for process in processes:
@@ -64,22 +65,18 @@ def main() -> None:
         (f"Ray, one task per population group of {quarter} (population_ray)",
          ["hydra/launcher=population_ray", f"hydra.launcher.max_size={quarter}"], 1),
     ]
-    db = f"postgresql://postgres@127.0.0.1:5432/ablate_bench_{uuid.uuid4().hex[:8]}"
-    ensure_database(db)
-    try:
-        with serving(db, home) as url:
-            print(f"{args.variants} variants x {args.epochs} epochs on {args.data}, {os.cpu_count()} CPUs, "
-                  f"MLflow server on PostgreSQL; wall time end to end")
-            rows = []
-            for name, launcher, workers in cases:
-                seconds = sweep(grid + launcher, workers, url, home, f"bench-{uuid.uuid4().hex[:6]}")
-                rows.append((name, seconds))
-                print(f"  {name}: {seconds:.1f} s", flush=True)
-        print("\n| how | wall s | variants/s | x first row |\n|---|---|---|---|")
-        for name, seconds in rows:
-            print(f"| {name} | {seconds:.1f} | {args.variants / seconds:.2f} | {rows[0][1] / seconds:.2f} |")
-    finally:
-        drop_database(db)
+    with fresh_postgres_database("ablate_bench") as db, serving(db, home) as url:
+        print(f"{args.variants} variants x {args.epochs} epochs on {args.data}, {os.cpu_count()} CPUs, "
+              f"MLflow server on PostgreSQL; wall time end to end")
+        rows = []
+        for name, launcher, workers in cases:
+            seconds = sweep(grid + launcher, workers, url, home, f"bench-{uuid.uuid4().hex[:6]}")
+            rows.append((name, seconds))
+            print(f"  {name}: {seconds:.1f} s", flush=True)
+    print("\n| how | wall s | variants/s | x first row |\n|---|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.1f} | {args.variants / seconds:.2f} | {rows[0][1] / seconds:.2f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ablate.config import ModelConfig, RunConfig, TrainerConfig, Device, DataConfig
-from ablate.data import load_splits
+from ablate.config import ModelConfig, RunConfig
+from ablate.data import cached_splits
 from ablate.model import _matmul, build_mlp
-from ablate.tracking import REPO
+from ablate.provenance import REPO
 from ablate.train import batch_starts, fit_population
 
 
@@ -92,10 +92,21 @@ def lightning_run(splits, epochs: int) -> float | None:
     return time.perf_counter() - began
 
 
+def seed_configs(k: int, epochs: int, device: str) -> list[RunConfig]:
+    """The seed config (composed as python -m ablate composes it) over K seeds."""
+    from hydra import compose, initialize_config_dir
+
+    from ablate.config import register_configs, to_run_config, with_values
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        base = to_run_config(compose("config", overrides=[f"trainer.epochs={epochs}", f"trainer.device={device}"]))
+    return [with_values(base, {"seed": seed}) for seed in range(k)]
+
+
 def population(splits, k: int, epochs: int, device: str) -> float:
     """ablate's trainer on K seeds of the seed config (K = 1 is a single run); returns seconds."""
-    cfgs = [RunConfig(data=DataConfig(), model=ModelConfig(), trainer=TrainerConfig(epochs=epochs, device=Device(device)),
-                      seed=seed) for seed in range(k)]
+    cfgs = seed_configs(k, epochs, device)
     began = time.perf_counter()
     fit_population(cfgs, splits)
     return seconds_since(began, torch.device(device))
@@ -128,7 +139,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    splits = load_splits(DataConfig(path=str(REPO / "data" / "fmnist_small.csv.gz")))
+    splits = cached_splits(seed_configs(1, args.epochs, args.device)[0].data)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
           f"{len(splits.train)} train rows, batch 32, {args.epochs} epochs, best of {args.repeats}")
 

@@ -1,10 +1,13 @@
+import dataclasses
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from omegaconf import OmegaConf
 
-from ablate.config import BN, ConfigValueError, L2Mode, OptimName, config_hash, flatten
+from ablate.config import (BN, ConfigValueError, DataConfig, L2Mode, ModelConfig, OptimConfig, OptimName, RunConfig,
+                           SearchConfig, TrackingConfig, config_hash, flatten)
 from tests.conftest import REPO, make_config
 
 
@@ -22,14 +25,54 @@ def _leaves(node, prefix=""):
     return {k: v for key, value in node.items() if key != "defaults" for k, v in _leaves(value, f"{prefix}{key}.").items()}
 
 
-@pytest.mark.parametrize("group", ["data", "model", "optim", "trainer", "tracking"])
-def test_every_group_option_sets_what_its_file_says(group):
+GROUPS = {"data": DataConfig, "optim": OptimConfig, "tracking": TrackingConfig, "search": SearchConfig}
+
+
+def _schema_default(schema, dotted):
+    """(known, default) of a dotted key in a dataclass schema; a dict field takes any key below it."""
+    node = schema
+    for part in dotted.split("."):
+        if isinstance(node, dict):
+            return True, None
+        known = {f.name: f for f in dataclasses.fields(node)}
+        if part not in known:
+            return False, None
+        f = known[part]
+        value = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        node = value if dataclasses.is_dataclass(value) or isinstance(value, dict) else None
+        if node is None:
+            return True, None if value == "???" else getattr(value, "value", value)
+    return True, None
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_every_group_option_sets_what_its_file_says_and_only_what_differs_from_the_schema(group):
     for option in sorted((REPO / "conf" / group).glob("*.yaml")):
-        composed = flatten(make_config(f"{group}={option.stem}"))
+        composed = flatten(make_config(f"{group}={option.stem}"), with_search=True)
         chosen = _leaves(OmegaConf.to_container(OmegaConf.load(option), resolve=True))
         assert chosen, f"{option} sets nothing"
         for key, value in chosen.items():
+            known, default = _schema_default(GROUPS[group], key)
+            assert known, f"{option}: {key} is not a key of {GROUPS[group].__name__}"
+            assert value != default, f"{option}: {key}={value!r} repeats the schema's default"
             assert composed[f"{group}.{key}"] == value, f"{option}: {key}"
+
+
+def test_experiments_and_the_main_config_set_only_what_composition_does_not_already_give():
+    defaults = flatten(make_config(), with_search=True)
+    for path in [REPO / "conf" / "config.yaml", *sorted((REPO / "conf" / "experiment").glob("*.yaml"))]:
+        chosen = _leaves(OmegaConf.to_container(OmegaConf.load(path)))
+        for key, value in chosen.items():
+            if key.startswith("hydra."):
+                continue
+            known, default = _schema_default(RunConfig, key)
+            assert known, f"{path.name}: {key} is not a config key"
+            assert defaults.get(key, default) != value, f"{path.name}: {key}={value!r} is what the config has anyway"
+
+
+def test_the_model_options_are_the_typed_families():
+    assert isinstance(make_config("model=mlp").model, ModelConfig)
 
 
 def test_experiments_compose():

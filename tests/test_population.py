@@ -8,7 +8,9 @@ from mlflow import MlflowClient
 
 from ablate import population
 from ablate.population import group_key, populations
-from ablate.runner import cached_splits, train_and_log_all
+from ablate.config import PopulationSettings
+from ablate.data import cached_splits
+from ablate.runner import Outcome, train_and_log_all
 from ablate.train import fit, fit_population
 from tests.conftest import make_config
 
@@ -98,7 +100,7 @@ def test_on_epoch_can_stop_one_member():
 def test_groups_share_what_must_be_shared_and_respect_the_size_limit():
     cfgs = [make_config(*DIGITS, f"model.bn={bn}", f"seed={s}", f"optim.lr={lr}")
             for bn in ("pre", "post") for s in range(3) for lr in (0.1, 0.01)]
-    groups = populations(cfgs, max_size=4, n_features=64, n_classes=10, n_eval_rows=400)
+    groups = populations(cfgs, PopulationSettings(max_size=4), n_features=64, n_classes=10, n_eval_rows=400)
     assert sorted(len(g) for g in groups) == [2, 2, 4, 4]
     assert all(len({group_key(c) for c in g}) == 1 for g in groups)
     assert sorted(id(c) for g in groups for c in g) == sorted(id(c) for c in cfgs)
@@ -110,7 +112,7 @@ def test_memory_check_shrinks_groups_before_they_start(monkeypatch):
     cfg = make_config(*DIGITS)
     need = population.bytes_per_member(cfg, 64, 10, 400)
     monkeypatch.setattr(population, "free_bytes", lambda device: 6 * need)  # half of it: room for 3
-    groups = populations([replace(cfg, seed=s) for s in range(7)], 100, 64, 10, 400)
+    groups = populations([replace(cfg, seed=s) for s in range(7)], PopulationSettings(max_size=100), 64, 10, 400)
     assert [len(g) for g in groups] == [3, 3, 1]
     monkeypatch.setattr(population, "free_bytes", lambda device: need)
     with pytest.raises(MemoryError, match="trainer.batch_size"):
@@ -123,7 +125,7 @@ def test_a_model_that_cannot_fit_fails_its_own_run_and_the_others_train(tracking
     room = 4 * population.bytes_per_member(small, 64, 10, 10**6)  # small fits twice in half of it; big nowhere
     assert population.bytes_per_member(big, 64, 10, 0) > room
     monkeypatch.setattr(population, "free_bytes", lambda device: room)
-    results = train_and_log_all([small, big], population_size=2)
-    assert [r.status for r in results] == ["FINISHED", "FAILED"]
+    results = train_and_log_all([small, big], PopulationSettings(max_size=2))
+    assert [r.outcome for r in results] == [Outcome.finished, Outcome.failed]
     failed = MlflowClient(tracking_uri).get_run(results[1].run_id)
     assert failed.info.status == "FAILED" and "model.hidden" in failed.data.tags["ablate.error"]

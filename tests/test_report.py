@@ -9,7 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from ablate.config import TrackingConfig
-from ablate.report import best_variant, build_report, effect_table, load_runs, mean_ci, summary_table
+from ablate.report import best_variant, build_report, load_runs, summary_table
+from ablate.stats import effect_table, mean_ci
 from ablate.tracking import Tracker
 from tests.conftest import REPO
 

@@ -11,12 +11,13 @@ import pytest
 from mlflow import MlflowClient
 
 from ablate import UserError
-from ablate.config import TrackingConfig, config_hash
+from ablate.config import PopulationSettings, TrackingConfig, config_hash
 from ablate.runner import train_and_log, train_and_log_all
-from ablate.server import free_port
-from ablate.tracking import (TAG_CODE, TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, Heartbeat,
-                             Tracker, code_version)
+from ablate.provenance import code_version
+from ablate.runner import Outcome
+from ablate.tracking import TAG_CODE, TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, RunStatus, Tracker
 from tests.conftest import QUICK, REPO, fresh_postgres_database, make_config, stopped_at_exit
+from tests.servers import free_port
 
 
 def runs(uri):
@@ -54,16 +55,16 @@ def test_seed_notebook_logs_109770_parameters(tracking_uri):
 def test_rerun_skips_a_finished_config_and_force_reruns(tracking_uri):
     first = train_and_log(make_config(*QUICK))
     again = train_and_log(make_config(*QUICK))
-    assert (again.status, again.run_id) == ("SKIPPED", first.run_id)
+    assert (again.outcome, again.run_id) == (Outcome.skipped, first.run_id)
     forced = train_and_log(make_config(*QUICK, "force=true"))
-    assert forced.status == "FINISHED" and forced.run_id != first.run_id
+    assert forced.outcome == Outcome.finished and forced.run_id != first.run_id
     assert len(runs(tracking_uri)[1]) == 2
 
 
 def test_diverged_run_is_failed_with_its_error(tracking_uri):
     result = train_and_log(make_config(*QUICK, "model.bn=none", "model.init_scale=50", "optim.lr=50"))
     _, [run] = runs(tracking_uri)
-    assert result.status == "FAILED" and run.info.status == "FAILED"
+    assert result.outcome == Outcome.failed and run.info.status == "FAILED"
     assert "Diverged" in run.data.tags[TAG_ERROR]
 
 
@@ -82,11 +83,11 @@ def test_runs_of_dead_processes_are_marked_killed(tracking_uri):
     dead.wait()
     stale = tracker.start_run("stale", {TAG_PID: str(dead.pid)})
     alive = tracker.start_run("alive", {})
-    assert [r.info.run_id for r in tracker.running()] == [alive.run_id]
+    assert [r.run_id for r in tracker.live()] == [alive.run_id]
     client = MlflowClient(tracking_uri)
     assert client.get_run(stale.run_id).info.status == "KILLED"
     assert client.get_run(alive.run_id).info.status == "RUNNING" and client.get_run(alive.run_id).data.tags[TAG_HOST]
-    alive.end("FINISHED")
+    alive.end(RunStatus.finished)
 
 
 def wait_until(condition, timeout_s=20.0, every_s=0.1):
@@ -98,26 +99,28 @@ def wait_until(condition, timeout_s=20.0, every_s=0.1):
 
 
 def test_a_claim_lives_while_its_worker_heartbeats_and_expires_after(tracking_uri):
-    tracker = Tracker(make_config(*QUICK, "tracking.heartbeat_s=1", "tracking.claim_timeout_s=3").tracking)
+    tracker = Tracker(make_config(*QUICK, "tracking.heartbeat_s=1", "tracking.dead_after_s=3").tracking)
     elsewhere = {TAG_HOST: "another-machine", TAG_PID: "1"}  # its pid means nothing here: only the heartbeat counts
     fresh, stale = tracker.start_run("fresh", elsewhere), tracker.start_run("stale", elsewhere)
-    Heartbeat.remove(stale.run_id)  # another worker's run: this process must not stamp it alive again
-    tracker.client.set_tag(stale.run_id, TAG_HEARTBEAT, str(time.time() - 10))
-    assert {r.info.run_id for r in tracker.running()} == {fresh.run_id}
-    assert tracker.client.get_run(stale.run_id).info.status == "KILLED"
-    stamped = float(tracker.client.get_run(fresh.run_id).data.tags[TAG_HEARTBEAT])
+    tracker.heartbeat.forget(stale.run_id)  # another worker's run: this process must not stamp it alive again
+    client = MlflowClient(tracking_uri)
+    client.set_tag(stale.run_id, TAG_HEARTBEAT, str(time.time() - 10))
+    assert {r.run_id for r in tracker.live()} == {fresh.run_id}
+    assert client.get_run(stale.run_id).info.status == "KILLED"
+    stamped = float(client.get_run(fresh.run_id).data.tags[TAG_HEARTBEAT])
     # this process's heartbeat thread keeps stamping its open run
-    wait_until(lambda: float(tracker.client.get_run(fresh.run_id).data.tags[TAG_HEARTBEAT]) > stamped)
-    fresh.end("FINISHED")
+    wait_until(lambda: float(client.get_run(fresh.run_id).data.tags[TAG_HEARTBEAT]) > stamped)
+    fresh.end(RunStatus.finished)
 
 
 def test_a_terminated_run_is_no_longer_stamped(tracking_uri):
-    tracker = Tracker(make_config(*QUICK, "tracking.heartbeat_s=1", "tracking.claim_timeout_s=3").tracking)
+    tracker = Tracker(make_config(*QUICK, "tracking.heartbeat_s=1", "tracking.dead_after_s=3").tracking)
     run = tracker.start_run("ended elsewhere", {})
-    tracker.terminate(run.run_id, "KILLED", "its worker died")
-    stamp = tracker.client.get_run(run.run_id).data.tags[TAG_HEARTBEAT]
+    tracker.terminate(run.run_id, RunStatus.killed, "its worker died")
+    client = MlflowClient(tracking_uri)
+    stamp = client.get_run(run.run_id).data.tags[TAG_HEARTBEAT]
     time.sleep(2.5)  # two beats' time: a stamp now would make the dead run look alive to other workers
-    assert tracker.client.get_run(run.run_id).data.tags[TAG_HEARTBEAT] == stamp
+    assert client.get_run(run.run_id).data.tags[TAG_HEARTBEAT] == stamp
 
 
 def test_a_finished_run_of_other_code_is_trained_again(tracking_uri):
@@ -125,10 +128,10 @@ def test_a_finished_run_of_other_code_is_trained_again(tracking_uri):
     cfg = make_config(*QUICK)
     tracker = Tracker(cfg.tracking)
     other_code = tracker.start_run("older code", {TAG_HASH: config_hash(cfg), TAG_KIND: "train"})
-    tracker.client.set_tag(other_code.run_id, TAG_CODE, "0123456789ab")
-    other_code.end("FINISHED")
+    MlflowClient(tracking_uri).set_tag(other_code.run_id, TAG_CODE, "0123456789ab")
+    other_code.end(RunStatus.finished)
     result = train_and_log(cfg)
-    assert result.status == "FINISHED" and result.run_id != other_code.run_id
+    assert result.outcome == Outcome.finished and result.run_id != other_code.run_id
     assert train_and_log(cfg).run_id == result.run_id  # the same code's run is reused
 
 
@@ -137,15 +140,15 @@ def test_a_variant_another_worker_holds_is_left_to_it_then_its_result_is_used(tr
     tracker = Tracker(cfg.tracking)
     other = tracker.start_run("another worker's claim", {TAG_HASH: config_hash(cfg), TAG_KIND: "train",
                                                          TAG_HOST: "another-machine"})
-    [left] = train_and_log_all([cfg], wait_for_others=False)
-    assert left.status == "CLAIMED"
-    assert [r.info.run_id for r in tracker.search("attributes.status != 'KILLED'")] == [other.run_id]  # ours withdrawn
+    [left] = train_and_log_all([cfg], PopulationSettings(), wait_for_others=False)
+    assert left.outcome == Outcome.elsewhere
+    assert [r.run_id for r in tracker.runs(status=RunStatus.running)] == [other.run_id]  # ours withdrawn
 
     # A waiting worker takes the other's FINISHED result instead of training the variant again.
-    threading.Timer(1.0, other.end, ["FINISHED"]).start()
-    [waited] = train_and_log_all([cfg])
-    assert waited.status == "SKIPPED" and waited.run_id == other.run_id
-    assert code_version() in tracker.client.get_run(other.run_id).data.tags.values()
+    threading.Timer(1.0, other.end, [RunStatus.finished]).start()
+    [waited] = train_and_log_all([cfg], PopulationSettings())
+    assert waited.outcome == Outcome.skipped and waited.run_id == other.run_id
+    assert code_version() in MlflowClient(tracking_uri).get_run(other.run_id).data.tags.values()
 
 
 def run_cli(*args, cwd, timeout=120):
@@ -238,7 +241,7 @@ def test_cli_run_prints_epochs_and_where_the_run_went(tracking_uri, tmp_path):
 
 
 def test_a_password_in_a_uri_is_masked_in_params_config_and_console(tracking_uri, caplog):
-    from ablate.tracking import mask_url
+    from ablate.store import mask_url
 
     assert mask_url("postgresql://ada:s3cret@db:5432/ml") == "postgresql://ada:***@db:5432/ml"
     assert mask_url("sqlite:///mlflow.db") == "sqlite:///mlflow.db"

@@ -19,11 +19,11 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from optuna.trial import TrialState
 
-from ablate.server import free_port, serving
 from tests.conftest import REPO, fresh_postgres_database, stopped_at_exit
+from tests.servers import free_port, serving
 
 GRID = ("model.bn=pre,none", "seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cpu")
-CLAIMS = ("tracking.heartbeat_s=1", "tracking.claim_timeout_s=4")  # a dead worker's claim expires in seconds
+LEASES = ("tracking.heartbeat_s=1", "tracking.dead_after_s=4")  # a dead worker's lease expires in seconds
 SECRET = "s3cret-" + uuid.uuid4().hex[:6]  # PostgreSQL here trusts local users: any password connects
 
 
@@ -129,7 +129,7 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
     url, _ = server
     experiment = f"two-{uuid.uuid4().hex[:6]}"
     grid = ("model.bn=pre,none", "model.dropout=0,0.3", "seed=0,1", "data=digits", "trainer.device=cpu",
-            "hydra/launcher=population", "hydra.launcher.max_size=2", f"tracking.experiment={experiment}", *CLAIMS)
+            "hydra/launcher=population", "hydra.launcher.max_size=2", f"tracking.experiment={experiment}", *LEASES)
     env = {"MLFLOW_TRACKING_URI": url}
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
 
@@ -141,7 +141,7 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
     assert_each_variant_finished_once(train_runs(url, experiment), 8)
 
     # Again on a longer grid (a new sweep): one process is killed with SIGKILL midway, the other takes up its
-    # variants once its claims go stale, and the same command started again finds nothing left to do.
+    # variants once its leases go stale, and the same command started again finds nothing left to do.
     slow = (*grid, "trainer.epochs=100")
     victim, survivor = [ablate(*slow, cwd=tmp_path / d, env_extra=env, wait=False) for d in "ab"]
     with stopped_at_exit(victim, survivor):

@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from ablate import UserError
-from ablate.config import ConfigValueError, config_hash
-from ablate.search import apply, export_best, open_study, run_search, trial_values
+from ablate.config import ConfigValueError, config_hash, searched_keys, with_values
+from ablate.search import export_best, open_study, run_search, trial_values
 from tests.conftest import REPO, make_config, stopped_at_exit
 
 FAST = ("data=digits", "trainer.device=cpu", "trainer.epochs=3", "search.final_seeds=2")
@@ -29,13 +29,30 @@ def states(study):
     return [t.state for t in study.get_trials(deepcopy=False)]
 
 
-@pytest.mark.parametrize("override, key", [("search.space.lr=[0.1,0.01]", "search.space.lr"),
-                                           ("search.space.dropout=[0,1.2]", "search.space.dropout"),
-                                           ("search.space.weight_decay=[0,0.1]", "search.space.weight_decay"),
-                                           ("search.batch=0", "search.batch")])
+@pytest.mark.parametrize("override, key", [
+    ("search.space.optim.lr={type: log_uniform, low: 0.1, high: 0.01}", "search.space.optim.lr"),
+    ("search.space.model.dropout={type: uniform, low: 0, high: null}", "search.space.model.dropout"),
+    ("search.space.optim.weight_decay={type: off_or_log_uniform, low: 0, high: 0.1}", "search.space.optim.weight_decay"),
+    ("search.space.optim.lr={type: normal, low: 0.1, high: 1}", "search.space.optim.lr.type"),
+    ("+search.space.optim.momentun={type: uniform, low: 0, high: 0.9}", "search.space.optim.momentun"),
+    ("search.batch=0", "search.batch")])
 def test_bad_search_space_is_a_clear_error(override, key):
     with pytest.raises(ConfigValueError, match=key.replace(".", r"\.")):
         make_config(override)
+
+
+def test_any_config_key_can_be_searched_by_declaring_it():
+    cfg = make_config("+search.space.optim.momentum={type: uniform, low: 0, high: 0.95}",
+                      "+search.space.model.bn={type: categorical, choices: [pre, post]}", "~search.space.model.dropout")
+    space = searched_keys(cfg.search.space)
+    assert set(space) == {"optim.momentum", "model.bn", "optim.weight_decay", "optim.lr"}
+    trial = optuna.create_study().ask()
+    from ablate.search import suggest
+
+    values = suggest(trial, space)
+    run = with_values(cfg, values)
+    assert 0 <= run.optim.momentum <= 0.95 and run.model.bn.value in ("pre", "post")
+    assert run.optim.lr == values["optim.lr"]
 
 
 def test_search_needs_a_validation_split(tracking_uri, tmp_path):
@@ -51,7 +68,7 @@ def test_a_search_fills_its_budget_prunes_records_and_resumes(tracking_uri, tmp_
     # fall far below the median of the finished trials after their first epoch and must be pruned there.
     study = open_study(make_config(*args).search, 3)
     for lr, p in [(0.1, 0.0), (0.2, 0.1), (0.3, 0.0), (1e-3, 0.1), (0.15, 0.0), (1e-3, 0.2)]:
-        study.enqueue_trial({"model.dropout": p, "weight_decay_on": False, "optim.lr": lr})
+        study.enqueue_trial({"model.dropout": p, "optim.weight_decay.on": False, "optim.lr": lr})
     best = run_search(make_config(*args, "search.n_trials=6"))
     finished = [s for s in states(study) if s in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 6  # the budget counts pruned trials
@@ -82,9 +99,9 @@ def test_a_search_fills_its_budget_prunes_records_and_resumes(tracking_uri, tmp_
 def test_exported_best_config_reproduces_the_trial(tmp_path):
     study = optuna.create_study(direction="maximize")
     study.add_trial(optuna.trial.create_trial(
-        params={"model.dropout": 0.123, "weight_decay_on": True, "optim.weight_decay": 3.2e-4, "optim.lr": 0.0456},
+        params={"model.dropout": 0.123, "optim.weight_decay.on": True, "optim.weight_decay": 3.2e-4, "optim.lr": 0.0456},
         distributions={"model.dropout": optuna.distributions.FloatDistribution(0, 0.6),
-                       "weight_decay_on": optuna.distributions.CategoricalDistribution([True, False]),
+                       "optim.weight_decay.on": optuna.distributions.CategoricalDistribution([True, False]),
                        "optim.weight_decay": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
                        "optim.lr": optuna.distributions.FloatDistribution(1e-3, 1, log=True)}, value=0.9))
     base = make_config("data=digits", "model.bn=post", "model.hidden=[32]", "optim.momentum=0.9", "trainer.epochs=3",
@@ -92,12 +109,13 @@ def test_exported_best_config_reproduces_the_trial(tmp_path):
     path = export_best(study.best_trial, base, tmp_path)
     # Composed from the defaults, as `python -m ablate --config-dir <folder> +experiment=best` does:
     retrained = make_config(f"hydra.searchpath=[file://{tmp_path}]", "+experiment=best")
-    expected = apply(base, trial_values(study.best_trial.params))
+    space = searched_keys(base.search.space)
+    expected = with_values(base, trial_values(study.best_trial.params, space))
     assert config_hash(retrained) == config_hash(expected)
     assert (retrained.model.dropout, retrained.optim.lr, retrained.optim.weight_decay) == (0.123, 0.0456, 3.2e-4)
     assert (retrained.data.name, retrained.model.bn.value, retrained.seed) == ("digits", "post", 7)
     assert "validation accuracy 0.9000" in path.read_text()
-    assert trial_values({**study.best_trial.params, "weight_decay_on": False})["optim.weight_decay"] == 0.0
+    assert trial_values({**study.best_trial.params, "optim.weight_decay.on": False}, space)["optim.weight_decay"] == 0.0
 
 
 def start_worker(args, cwd, env):
@@ -194,7 +212,8 @@ def test_a_worker_killed_mid_trial_is_detected_and_its_trial_retried(tracking_ur
 
 
 def test_diverging_trials_are_pruned_and_the_study_goes_on(tracking_uri, tmp_path):
-    cfg = make_config(*FAST, "model.bn=none", "search.space.lr=[1e3,1e4]", "search.n_trials=3", "search.batch=3",
+    cfg = make_config(*FAST, "model.bn=none", "search.space.optim.lr={type: log_uniform, low: 1e3, high: 1e4}",
+                      "~search.space.model", "~search.space.optim.weight_decay", "search.n_trials=3", "search.batch=3",
                       "search.final_seeds=0", f"search.storage={tmp_path}/d.journal")
     assert run_search(cfg) is None  # no COMPLETE trial to report
     study = open_study(cfg.search, 3)

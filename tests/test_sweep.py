@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from ablate.runner import cached_splits
+from ablate.data import cached_splits
 from ablate.sweep import grid_shape
 from ablate.train import fit
 from tests.conftest import REPO, make_config, stopped_at_exit

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ablate.config import BN, L2Mode, ModelConfig, OptimName
 from ablate.model import build_mlp, decayed_weights
-from ablate.runner import cached_splits
+from ablate.data import cached_splits
 from ablate.model import DropoutMasks, Outer, StackedMLP
 from ablate.train import Diverged, Optimizer, batch_starts, cross_entropy, epochs_to_reach, fit, fit_population, hyper
 from tests.conftest import QUICK, make_config

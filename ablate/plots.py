@@ -1,0 +1,70 @@
+"""The report's plots: what a reader would rather look at than read."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ablate.stats import effect_table
+
+LABELS = {"model.bn": "BatchNorm", "model.dropout": "dropout p", "optim.weight_decay": "weight decay λ",
+          "optim.lr": "learning rate", "optim.l2": "L2 mode", "model.init_scale": "init scale"}
+
+
+def fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def report_plots(runs: pd.DataFrame, factors: list[str], histories: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    """Learning curves per BatchNorm mode, accuracy against every factor, the gap against p and lambda, the
+    weight norm against lambda: PNGs in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(out / name)
+
+    if histories:  # learning curves per BN mode: mean validation accuracy per epoch, ± std band
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for bn, group in runs.groupby("model.bn"):
+            curves = pd.concat([histories[r] for r in group["run_id"] if r in histories])
+            stats_ = curves.groupby("epoch")["val_acc"].agg(["mean", "std"]).fillna(0)
+            ax.plot(stats_.index, stats_["mean"], marker="o", label=f"bn={bn}")
+            ax.fill_between(stats_.index, stats_["mean"] - stats_["std"], stats_["mean"] + stats_["std"], alpha=0.2)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves per BatchNorm mode (mean ± std)")
+        ax.legend()
+        save(fig, "learning_curves.png")
+
+    for factor in factors:
+        for metrics, ylabel, name in [(["val_acc", "test_acc"], "accuracy", "accuracy"),
+                                      (["gap"], "train (eval mode) − validation accuracy", "gap"),
+                                      (["weight_norm"], "‖W‖ (weight matrices)", "weight_norm")]:
+            if not set(metrics) <= set(runs) or (name == "gap" and factor not in ("model.dropout", "optim.weight_decay")) \
+                    or (name == "weight_norm" and factor != "optim.weight_decay"):
+                continue
+            table = effect_table(runs, factor, metrics)
+            fig, ax = plt.subplots(figsize=(6, 4))
+            positions = np.arange(len(table))
+            numeric = not isinstance(table[factor].iloc[0], str)  # join numeric levels only
+            for i, m in enumerate(metrics):
+                ax.errorbar(positions + 0.08 * i, table[m], yerr=table[f"{m} ci95"].fillna(0), marker="o",
+                            capsize=4, label=m, linestyle="-" if numeric else "none")
+            ax.set_xticks(positions, [fmt(v) for v in table[factor]])
+            ax.set(xlabel=LABELS.get(factor, factor), ylabel=ylabel,
+                   title=f"{ylabel} vs {LABELS.get(factor, factor)} (mean, 95% CI)")
+            ax.legend()
+            save(fig, f"{name}_vs_{factor.split('.')[-1]}.png")
+    return written
