@@ -26,7 +26,8 @@ class ComposeCache:
     def __init__(self, compose: Callable[[list[str]], DictConfig], is_group: Callable[[str], bool]) -> None:
         self._compose, self._is_group = compose, is_group
         self._groups: dict[str, bool] = {}  # asking the config repository costs ~100 ms; the answer does not change
-        self._composed: dict[tuple[str, ...], tuple[DictConfig, DictConfig, RunConfig]] = {}
+        self._composed: dict[tuple[str, ...], tuple[DictConfig, DictConfig]] = {}
+        self._templates: dict[tuple, RunConfig] = {}
         self._checked: dict[tuple[tuple[str, ...], str, str], Any] = {}
 
     def split(self, overrides: Sequence[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -43,12 +44,11 @@ class ComposeCache:
                 values[key] = override.value()
         return tuple(sorted(groups)), values
 
-    def composed(self, groups: tuple[str, ...]) -> tuple[DictConfig, DictConfig, RunConfig]:
-        """(the full composed config with Hydra's node, its typed app part, the RunConfig) of these choices."""
+    def composed(self, groups: tuple[str, ...]) -> tuple[DictConfig, DictConfig]:
+        """(the full composed config with Hydra's node, its typed app part) of these group choices."""
         if groups not in self._composed:
             config = self._compose(list(groups))
-            node = typed_node(config)
-            self._composed[groups] = config, node, to_run_config(node)
+            self._composed[groups] = config, typed_node(config)
         return self._composed[groups]
 
     def check(self, overrides: Sequence[str]) -> None:
@@ -57,7 +57,17 @@ class ComposeCache:
 
     def run_config(self, overrides: Sequence[str]) -> RunConfig:
         groups, values = self.split(overrides)
-        return with_values(self.composed(groups)[2], {k: self._typed(groups, k, v) for k, v in values.items()})
+        node = self.composed(groups)[1]
+        # a value the composition leaves mandatory (model.target of model=custom) is part of the template
+        required = {k: v for k, v in values.items() if _is_missing(node, k)}
+        template_key = (groups, repr(sorted(required.items())))
+        if template_key not in self._templates:
+            filled = copy.deepcopy(node) if required else node
+            for key, value in required.items():
+                OmegaConf.update(filled, key, value, merge=True)
+            self._templates[template_key] = to_run_config(filled)
+        rest = {k: self._typed(groups, k, v) for k, v in values.items() if k not in required}
+        return with_values(self._templates[template_key], rest)
 
     def job(self, overrides: Sequence[str]) -> tuple[DictConfig, RunConfig]:
         """The composed config (with Hydra's node, for the job's record) and the run config of one job."""
@@ -73,3 +83,10 @@ class ComposeCache:
             typed = OmegaConf.select(node, key)
             self._checked[memo] = OmegaConf.to_object(typed) if OmegaConf.is_config(typed) else typed
         return self._checked[memo]
+
+
+def _is_missing(node: DictConfig, key: str) -> bool:
+    """Whether a dotted key is mandatory and unset (``???``) in a composed config."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(node, parent_key) if parent_key else node
+    return OmegaConf.is_config(parent) and OmegaConf.is_missing(parent, leaf)  # ("in" is False for ???)

@@ -13,7 +13,7 @@ import json
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -33,8 +33,10 @@ class BN(str, Enum):
 
 class DataSource(str, Enum):
     csv = "csv"  # label column first, then pixels 0-255 (the seed notebook's format)
-    digits = "digits"  # scikit-learn's bundled 8x8 digits
-    idx = "idx"  # the official Fashion-MNIST IDX files
+    digits = "digits"  # scikit-learn's bundled 8x8 digits, as 1x8x8 images
+    idx = "idx"  # the official Fashion-MNIST IDX files, as 1x28x28 images
+    npz = "npz"  # a .npz file: x, y (and x_test, y_test), samples of any shape
+    callable = "callable"  # a Python function (data.target) returning arrays, tensors or a torch Dataset
 
 
 class OptimName(str, Enum):
@@ -68,8 +70,10 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
 class DataConfig:
     name: str = MISSING  # chosen by the data option (conf/data/)
     source: DataSource = DataSource.csv
-    path: Optional[str] = None  # csv: the file; idx: the folder holding the IDX files
+    path: Optional[str] = None  # csv, npz: the file; idx: the folder holding the IDX files
     url: Optional[str] = None  # idx: where missing files are downloaded from
+    target: Optional[str] = None  # callable: module.function or module:function
+    shape: Optional[list[int]] = None  # csv: each row's sample shape, e.g. [1, 28, 28] (None: a flat row)
     n_classes: int = 10
     val_fraction: float = 0.1  # 0 = no validation split (the notebook's setting)
     test_fraction: float = 0.2  # ignored where the source has its own test set (idx)
@@ -86,26 +90,83 @@ class DataConfig:
         require(0 <= self.split_seed < 2**32, "data.split_seed", self.split_seed, "in [0, 2**32)")
         require(self.limit is None or self.limit >= 10 * self.n_classes, "data.limit", self.limit,
                 f"null or at least {10 * self.n_classes} (10 rows per class)")
-        require(self.source == DataSource.digits or bool(self.path), "data.path", self.path,
-                "a file or folder for sources csv and idx")
+        require(self.source in (DataSource.digits, DataSource.callable) or bool(self.path), "data.path", self.path,
+                "a file or folder for sources csv, npz and idx")
+        require(self.source != DataSource.callable or bool(self.target), "data.target", self.target,
+                "a function (module.function) for source callable")
+        require(self.shape is None or (len(self.shape) >= 1 and all(d >= 1 for d in self.shape)), "data.shape",
+                self.shape, "null or a list of positive sizes")
 
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
-    bn: BN = BN.pre
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.1  # weight of the current batch in BN's running averages (the notes' 1 - alpha)
-    dropout: float = 0.3  # after each activation; 0 = none
-    init_scale: float = 1.0  # multiplies PyTorch's default weight initialisation (the init-sensitivity claim)
+    """What every model family shares: the ablation factors. None means "not set": a custom model then gets no
+    such argument (conf: model=mlp | cnn | custom, each a subclass below)."""
+
+    family: ClassVar[str] = ""
+    bn: Optional[BN] = None  # BatchNorm placement: none | pre (layer, BN, ReLU) | post (layer, ReLU, BN)
+    dropout: Optional[float] = None  # p of the dropout after each activation
+    init_scale: float = 1.0  # multiplies every weight of dimension >= 2 after initialisation (init sensitivity)
 
     def __post_init__(self) -> None:
-        require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "model.hidden", self.hidden,
-                "a non-empty list of positive layer widths")
-        require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        require(self.dropout is None or 0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        require(self.init_scale > 0, "model.init_scale", self.init_scale, "positive")
+
+
+@dataclass
+class BuiltinModelConfig(ModelConfig):
+    """ablate's own families: BN before ReLU and dropout 0.3, as the seed notebook."""
+
+    bn: Optional[BN] = BN.pre
+    dropout: Optional[float] = 0.3  # 0 = none
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1  # weight of the current batch in BN's running averages (the notes' 1 - alpha)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.bn is not None, "model.bn", self.bn, f"one of none, pre, post for model={self.family}")
+        require(self.dropout is not None, "model.dropout", self.dropout, f"a number in [0, 1) for model={self.family}")
         require(self.bn_eps > 0, "model.bn_eps", self.bn_eps, "positive")
         require(0 < self.bn_momentum <= 1, "model.bn_momentum", self.bn_momentum, "in (0, 1]")
-        require(self.init_scale > 0, "model.init_scale", self.init_scale, "positive")
+
+
+@dataclass
+class MLPConfig(BuiltinModelConfig):
+    """``model=mlp``: the seed notebook's MLP, flattening its input (784-128-64-10 on the shipped data)."""
+
+    family: ClassVar[str] = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "model.hidden", self.hidden,
+                "a non-empty list of positive layer widths")
+
+
+@dataclass
+class CNNConfig(BuiltinModelConfig):
+    """``model=cnn``: blocks of Conv2d, BatchNorm (placed by bn), ReLU, 2x2 max-pooling and dropout; a Linear head."""
+
+    family: ClassVar[str] = "cnn"
+    channels: list[int] = field(default_factory=lambda: [16, 32])  # one block per entry, halving the image
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "model.channels", self.channels,
+                "a non-empty list of positive channel counts")
+        require(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "model.kernel_size", self.kernel_size,
+                "an odd positive size (padding keeps the image's size)")
+
+
+@dataclass
+class CustomConfig(ModelConfig):
+    """``model=custom model.target=my_models.Net``: your nn.Module, built as ``Net(in_shape=..., n_classes=...,
+    bn=..., dropout=..., **kwargs)`` with only the factors that are set; one it does not take is an error."""
+
+    family: ClassVar[str] = "custom"
+    target: str = MISSING  # module.Class or module:Class, importable from the working directory
+    kwargs: dict[str, Any] = field(default_factory=dict)  # more constructor arguments: +model.kwargs.width=64
 
 
 @dataclass
@@ -167,11 +228,20 @@ class PopulationSettings:
 
     max_size: int = 144  # members trained at once, at most (fewer where memory is short)
     memory_fraction: float = 0.5  # of the device's free memory a population may take; above 1 skips the check
+    vectorise: Any = "auto"  # true: members in one vectorised pass; false: one by one; auto: where measured faster
 
     def __post_init__(self) -> None:
+        require(self.vectorise in (True, False, "auto"), "hydra.launcher.vectorise", self.vectorise,
+                "true, false or auto")
         require(self.max_size >= 1, "hydra.launcher.max_size", self.max_size, "at least 1")
         require(self.memory_fraction > 0, "hydra.launcher.memory_fraction", self.memory_fraction,
                 "positive (above 1 lets populations past the memory check)")
+
+
+    @property
+    def vectorised(self) -> Optional[bool]:
+        """True or False as set; None for auto (``train.vectorised_by_default`` decides per family and device)."""
+        return None if self.vectorise == "auto" else self.vectorise
 
 
 class PrunerName(str, Enum):
@@ -256,7 +326,7 @@ class SearchConfig:
 @dataclass
 class RunConfig:
     data: DataConfig = MISSING  # each chosen by its group's option (conf/config.yaml's defaults list)
-    model: ModelConfig = MISSING
+    model: ModelConfig = MISSING  # a family: MLPConfig, CNNConfig or CustomConfig
     optim: OptimConfig = MISSING
     tracking: TrackingConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -377,7 +447,8 @@ def register_configs() -> None:
     store.store(name="judge_schema", node=JudgeConfig)
     store.store(name="report_schema", node=ReportConfig)
     store.store(name="ui_schema", node=UIConfig)
-    store.store(group="model", name="mlp", node=ModelConfig)
+    for family in (MLPConfig, CNNConfig, CustomConfig):
+        store.store(group="model", name=family.family, node=family)
 
 
 def typed_node(cfg: DictConfig) -> DictConfig:
@@ -414,7 +485,7 @@ def flatten(cfg: RunConfig, with_search: bool = False) -> dict[str, Any]:
             flat[prefix[:-1]] = node
 
     walk("", to_dict(cfg, with_search))
-    return flat
+    return {"model.family": type(cfg.model).family, **flat}
 
 
 def with_values(cfg: Any, values: dict[str, Any]) -> Any:

@@ -1,7 +1,10 @@
 """Data sources -> whole tensors, split train / validation / test (seeded, stratified).
 
 Everything a run trains on fits in memory many times over, so the trainer slices whole tensors instead of
-going through a per-sample Dataset. Pixels are scaled to [0, 1]. The test split is only for final evaluation.
+going through a per-sample Dataset. Samples keep their shape ([n, C, H, W] images; the MLP flattens them
+itself), so one data config serves every model. 8-bit pixels are scaled to [0, 1]; float data is taken as it is.
+Sources: the seed's CSV (shipped as the default), sklearn's digits, the official Fashion-MNIST IDX files, a
+user's .npz file, or a user's function. The test split is only for final evaluation.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import shutil
 import struct
 import urllib.request
@@ -32,7 +36,7 @@ class DataError(UserError, ValueError):
 
 @dataclass
 class Split:
-    x: torch.Tensor  # [n, features], float in [0, 1]
+    x: torch.Tensor  # [n, *sample shape], float
     y: torch.Tensor  # [n], int64 class labels
 
     def __len__(self) -> int:
@@ -50,8 +54,13 @@ class Splits:
     n_classes: int
 
     @property
+    def in_shape(self) -> tuple[int, ...]:
+        """One sample's shape: (1, 28, 28) for the shipped images, (F,) for flat rows."""
+        return tuple(self.train.x.shape[1:])
+
+    @property
     def n_features(self) -> int:
-        return self.train.x.shape[1]
+        return math.prod(self.in_shape)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "Splits":
         return Splits(self.train.to(device, dtype), self.val.to(device, dtype) if self.val else None,
@@ -148,10 +157,99 @@ def fetch_idx(folder: Path, name: str, md5: str, url: Optional[str]) -> np.ndarr
 
 def read_idx_dataset(folder: str | Path, url: Optional[str],
                      md5s: dict[str, str] = FASHION_MNIST_MD5) -> tuple[np.ndarray, ...]:
-    """Official Fashion-MNIST -> (train pixels, train labels, test pixels, test labels), pixels flattened."""
+    """Official Fashion-MNIST -> (train images [n, 28, 28], train labels, test images, test labels)."""
     train_x, train_y, test_x, test_y = (fetch_idx(Path(folder), name, md5, url) for name, md5 in md5s.items())
-    return (train_x.reshape(len(train_x), -1), train_y.astype(np.int64),
-            test_x.reshape(len(test_x), -1), test_y.astype(np.int64))
+    return train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------- your own data
+def read_npz(path: str | Path) -> tuple[np.ndarray, ...]:
+    """A .npz file's (x, y, x_test, y_test); the test pair is None where the file has none."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Data file {path} does not exist. Point data.path at a .npz file holding x and y (and "
+                        f"optionally x_test and y_test).")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            found = dict(arrays)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path} is not a readable .npz file: {err}") from err
+    missing = {"x", "y"} - set(found)
+    if missing:
+        raise DataError(f"{path} holds {sorted(found)}, not {sorted(missing)}: save it with "
+                        f"np.savez(path, x=samples, y=labels[, x_test=..., y_test=...]).")
+    if ("x_test" in found) != ("y_test" in found):
+        raise DataError(f"{path} holds only one of x_test and y_test: give both, or neither (a test split is drawn).")
+    return found["x"], found["y"], found.get("x_test"), found.get("y_test")
+
+
+def call_target(target: str) -> tuple[np.ndarray, ...]:
+    """``data.target``'s function called: (x, y), (x, y, x_test, y_test), a torch Dataset of (sample, label) pairs,
+    or (train Dataset, test Dataset); tensors or arrays; materialised once into arrays."""
+    import importlib
+
+    module_name, _, name = target.rpartition(":") if ":" in target else target.rpartition(".")
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise DataError(f"data.target={target}: cannot find that function ({err}). Give module.function, "
+                        f"importable from the working directory.") from err
+    try:
+        result = function()
+    except Exception as err:
+        raise DataError(f"data.target={target}() raised {type(err).__name__}: {err}") from err
+    if isinstance(result, torch.utils.data.Dataset):
+        result = (result,)
+    if isinstance(result, dict):
+        result = tuple(result.get(k) for k in ("x", "y", "x_test", "y_test"))
+    if isinstance(result, (tuple, list)) and all(isinstance(r, torch.utils.data.Dataset) for r in result) \
+            and len(result) in (1, 2):
+        pairs = [_materialise(ds, target) for ds in result]
+        return (*pairs[0], *(pairs[1] if len(pairs) == 2 else (None, None)))
+    if not isinstance(result, (tuple, list)) or len(result) not in (2, 4):
+        raise DataError(f"data.target={target}() returned {type(result).__name__}; return (x, y), (x, y, x_test, "
+                        f"y_test), a torch Dataset, or (train Dataset, test Dataset).")
+    arrays = [None if r is None else r.numpy() if isinstance(r, torch.Tensor) else np.asarray(r) for r in result]
+    return (*arrays, None, None) if len(arrays) == 2 else tuple(arrays)
+
+
+def _materialise(dataset, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """A Dataset's (sample, label) pairs as two arrays: these are small-data ablations, read once."""
+    try:
+        pairs = [dataset[i] for i in range(len(dataset))]
+        xs = np.stack([p[0].numpy() if isinstance(p[0], torch.Tensor) else np.asarray(p[0]) for p in pairs])
+        ys = np.asarray([int(p[1]) for p in pairs])
+    except Exception as err:
+        raise DataError(f"data.target={target}: its Dataset does not give (sample, label) pairs of one shape "
+                        f"({type(err).__name__}: {err}); add a transform that returns tensors (e.g. ToTensor()).") from err
+    return xs, ys
+
+
+def validated(source: str, x: np.ndarray, y: np.ndarray, n_classes: int, part: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """One clear error, naming the source, for an empty split, lengths that differ, labels outside the classes,
+    or samples that are not finite numbers."""
+    x, y = np.asarray(x), np.asarray(y)
+    what = f"{source}{f' ({part})' if part else ''}"
+    if len(x) == 0:
+        raise DataError(f"{what} is empty: it needs samples.")
+    if y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{what}: {len(x)} samples but labels of shape {list(y.shape)}; give one label per sample.")
+    if not np.issubdtype(x.dtype, np.number) or x.ndim < 2:
+        raise DataError(f"{what}: samples of dtype {x.dtype} and shape {list(x.shape)}; give numbers, [n, ...].")
+    if not np.isfinite(x).all():
+        raise DataError(f"{what}: sample {int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0][0])} holds NaN or "
+                        f"infinity; clean or drop it.")
+    labels = y.astype(np.float64)
+    bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0) | (labels >= n_classes))
+    if len(bad):
+        raise DataError(f"{what}: label {y[bad[0]]} of sample {bad[0]} is not a class in 0..{n_classes - 1}. Fix it, "
+                        f"or set data.n_classes if the data has more classes.")
+    return x, y.astype(np.int64)
+
+
+def _scaled(x: np.ndarray) -> np.ndarray:
+    """8-bit pixels to [0, 1]; anything else as it is (float32)."""
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------- splits
@@ -160,8 +258,8 @@ def _split(x: np.ndarray, y: np.ndarray, fraction: float, cfg: DataConfig):
                             stratify=y if cfg.stratify else None)
 
 
-def _tensors(x: np.ndarray, y: np.ndarray, scale: float) -> Split:
-    return Split(torch.from_numpy(x.astype(np.float32) / scale), torch.from_numpy(y.astype(np.int64)))
+def _tensors(x: np.ndarray, y: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
 
 
 def _subsample(x: np.ndarray, y: np.ndarray, cfg: DataConfig):
@@ -186,27 +284,50 @@ def cached_splits(cfg: DataConfig) -> Splits:
     return _splits_cache[key]
 
 
-def load_splits(cfg: DataConfig) -> Splits:
-    """Read the configured source and split it: test first (held out), then validation from the rest."""
-    if cfg.source == DataSource.idx:  # the official test set stays the test set
+def read_source(cfg: DataConfig) -> tuple[np.ndarray, ...]:
+    """The configured source as (x, y, x_test, y_test) float samples in their shape; the test pair None where the
+    source has no test set of its own."""
+    if cfg.source == DataSource.idx:
         x, y, test_x, test_y = read_idx_dataset(cfg.path, cfg.url)
-        x, y = _subsample(x, y, cfg)
-        scale, val_share = 255.0, cfg.val_fraction
-    else:
-        if cfg.source == DataSource.digits:
-            from sklearn.datasets import load_digits
+        return _scaled(x)[:, None], y, _scaled(test_x)[:, None], test_y  # [n, 1, 28, 28]
+    if cfg.source == DataSource.digits:
+        from sklearn.datasets import load_digits
 
-            digits = load_digits()
-            x, y, scale = digits.data, digits.target.astype(np.int64), 16.0  # digits' pixels are 0..16
-        else:
-            x, y = read_csv(cfg.path, cfg.n_classes)
-            scale = 255.0
-        x, y = _subsample(x, y, cfg)
+        digits = load_digits()
+        return (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8), digits.target.astype(np.int64), None, None
+    if cfg.source == DataSource.csv:
+        x, y = read_csv(cfg.path, cfg.n_classes)
+        if cfg.shape is not None:
+            if math.prod(cfg.shape) != x.shape[1]:
+                raise DataError(f"data.shape={cfg.shape} holds {math.prod(cfg.shape)} values, but the rows of "
+                                f"{cfg.path} hold {x.shape[1]} pixels: fix data.shape, or set it to null (flat rows).")
+            x = x.reshape(len(x), *cfg.shape)
+        return _scaled(x), y, None, None
+    source = f"data.path={cfg.path}" if cfg.source == DataSource.npz else f"data.target={cfg.target}"
+    x, y, test_x, test_y = read_npz(cfg.path) if cfg.source == DataSource.npz else call_target(cfg.target)
+    x, y = validated(source, x, y, cfg.n_classes, "x, y")
+    if test_x is not None:
+        test_x, test_y = validated(source, test_x, test_y, cfg.n_classes, "x_test, y_test")
+        if test_x.shape[1:] != x.shape[1:]:
+            raise DataError(f"{source}: test samples have shape {list(test_x.shape[1:])}, training samples "
+                            f"{list(x.shape[1:])}; they must match.")
+        test_x = _scaled(test_x)
+    return _scaled(x), y, test_x, test_y
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Read the configured source and split it: test first (held out, unless the source has its own test set),
+    then validation from the rest."""
+    x, y, test_x, test_y = read_source(cfg)
+    x, y = _subsample(x, y, cfg)
+    if test_x is None:
         x, test_x, y, test_y = _split(x, y, cfg.test_fraction, cfg)
         # val_fraction is a share of all rows, so train : val : test = (1 - v - t) : v : t.
         val_share = cfg.val_fraction / (1 - cfg.test_fraction)
+    else:  # the source's own test set stays the test set
+        val_share = cfg.val_fraction
     val = None
     if cfg.val_fraction > 0:
         x, val_x, y, val_y = _split(x, y, val_share, cfg)
-        val = _tensors(val_x, val_y, scale)
-    return Splits(_tensors(x, y, scale), val, _tensors(test_x, test_y, scale), cfg.n_classes)
+        val = _tensors(val_x, val_y)
+    return Splits(_tensors(x, y), val, _tensors(test_x, test_y), cfg.n_classes)

@@ -36,15 +36,17 @@ def report_plots(runs: pd.DataFrame, factors: list[str], histories: dict[str, pd
         plt.close(fig)
         written.append(out / name)
 
-    if histories:  # learning curves per BN mode: mean validation accuracy per epoch, ± std band
+    if histories:  # learning curves per level of the first factor (BatchNorm's if varied): mean val acc, ± std
+        by = next((f for f in ["model.bn", *factors] if f in factors), None)
         fig, ax = plt.subplots(figsize=(6, 4))
-        for bn, group in runs.groupby("model.bn"):
+        for level, group in runs.groupby(by) if by else [("all runs", runs)]:
             curves = pd.concat([histories[r] for r in group["run_id"] if r in histories])
             stats_ = curves.groupby("epoch")["val_acc"].agg(["mean", "std"]).fillna(0)
-            ax.plot(stats_.index, stats_["mean"], marker="o", label=f"bn={bn}")
+            ax.plot(stats_.index, stats_["mean"], marker="o", label=f"{LABELS.get(by, by)} = {fmt(level)}" if by else level)
             ax.fill_between(stats_.index, stats_["mean"] - stats_["std"], stats_["mean"] + stats_["std"], alpha=0.2)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves per BatchNorm mode (mean ± std)")
+        ax.set(xlabel="epoch", ylabel="validation accuracy",
+               title=f"Learning curves per {LABELS.get(by, by) if by else 'sweep'} (mean ± std)")
         ax.legend()
         save(fig, "learning_curves.png")
 

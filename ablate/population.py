@@ -8,32 +8,45 @@ turns a sweep's variants into such groups, each no larger than ``max_size`` and 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Sequence
 
 import torch
 
-from ablate.config import PopulationSettings, RunConfig
-from ablate.train import plain_sgd, resolve_device, torch_dtype
+from ablate.config import MLPConfig, PopulationSettings, RunConfig
+from ablate.models import activations_per_sample, architecture
+from ablate.optim import plain_sgd
+from ablate.train import resolve_device, torch_dtype
 
 
 def group_key(cfg: RunConfig) -> tuple:
-    """What members of one population must share: the data, the architecture, the trainer, the optimiser kind
-    (plain SGD apart from SGD with momentum: the two round differently, see ``train.Optimizer``).
+    """What members of one population must share: the family and its architecture (``models.architecture``: all
+    but the per-member keys), the data, the trainer, the optimiser kind; for the MLP's stacked path also plain SGD
+    apart from SGD with momentum (the two round differently, see ``optim.Optimizer``).
 
-    Everything else (seed, dropout p, init scale, lr, momentum, betas, weight decay and its mode) is per member.
+    Everything else (seed, dropout p where the family stacks it, init scale, lr, momentum, betas, weight decay and
+    its mode) is per member.
     """
-    m, t = cfg.model, cfg.trainer
-    return (repr(cfg.data), tuple(m.hidden), m.bn, m.bn_eps, m.bn_momentum, t.epochs, t.batch_size, t.device,
-            t.dtype, t.eval_batch_size, t.target_val_acc, cfg.optim.name, plain_sgd(cfg.optim))
+    t = cfg.trainer
+    key = (architecture(cfg.model), repr(cfg.data), t.epochs, t.batch_size, t.device, t.dtype, t.eval_batch_size,
+           t.target_val_acc, cfg.optim.name)
+    return key + (plain_sgd(cfg.optim),) if isinstance(cfg.model, MLPConfig) else key
 
 
-def bytes_per_member(cfg: RunConfig, n_features: int, n_classes: int, n_eval_rows: int) -> int:
-    """A generous estimate of one member's working memory: parameters with their gradients and two optimiser
-    states, a training batch with the activations the backward pass keeps, and the evaluation activations."""
-    widths = [n_features, *cfg.model.hidden, n_classes]
-    n_params = sum(a * b + b for a, b in zip(widths, widths[1:])) + 4 * sum(cfg.model.hidden)
+_sizes: dict[str, tuple[int, int]] = {}  # a model's (parameters, activations per sample): the same for a sweep
+
+
+def bytes_per_member(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: int, n_eval_rows: int) -> int:
+    """A generous estimate of one member's working memory, from its model built on the meta device: parameters
+    with their gradients and two optimiser states, a training batch with what the backward pass keeps, and the
+    evaluation activations."""
+    in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+    key = repr((cfg.model, in_shape, n_classes))
+    if key not in _sizes:
+        _sizes[key] = activations_per_sample(cfg.model, in_shape, n_classes)
+    n_params, per_sample = _sizes[key]
     rows = cfg.trainer.batch_size * 6 + min(n_eval_rows, cfg.trainer.eval_batch_size)
-    return torch.finfo(torch_dtype(cfg.trainer.dtype)).bits // 8 * (4 * n_params + rows * sum(widths))
+    return torch.finfo(torch_dtype(cfg.trainer.dtype)).bits // 8 * (4 * n_params + rows * per_sample)
 
 
 def free_bytes(device: torch.device) -> int:
@@ -53,29 +66,32 @@ def grouped(cfgs: Sequence[RunConfig], max_size: int) -> list[list[RunConfig]]:
     return [members[i:i + max_size] for members in groups.values() for i in range(0, len(members), max_size)]
 
 
-def members_that_fit(cfg: RunConfig, n_features: int, n_classes: int, n_eval_rows: int,
+def members_that_fit(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: int, n_eval_rows: int,
                      memory_fraction: float) -> int:
-    """How many members like ``cfg`` fit in ``memory_fraction`` of its device's free memory now."""
-    need = bytes_per_member(cfg, n_features, n_classes, n_eval_rows)
+    """How many members like ``cfg`` fit in ``memory_fraction`` of its device's free memory now (above 1: no limit,
+    the check skipped on purpose)."""
+    if memory_fraction > 1:
+        return sys.maxsize
+    need = bytes_per_member(cfg, in_shape, n_classes, n_eval_rows)
     return int(memory_fraction * free_bytes(resolve_device(cfg.trainer.device)) // need)
 
 
-def require_memory(cfg: RunConfig, n_features: int, n_classes: int, n_eval_rows: int, memory_fraction: float) -> None:
+def require_memory(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: int, n_eval_rows: int, memory_fraction: float) -> None:
     """Checked before a group starts: a model that cannot fit fails its own runs with this message."""
-    if members_that_fit(cfg, n_features, n_classes, n_eval_rows, memory_fraction) < 1:
-        need = bytes_per_member(cfg, n_features, n_classes, n_eval_rows)
+    if members_that_fit(cfg, in_shape, n_classes, n_eval_rows, memory_fraction) < 1:
+        need = bytes_per_member(cfg, in_shape, n_classes, n_eval_rows)
         raise MemoryError(f"one model needs about {need / 2**20:.0f} MiB, more than {memory_fraction:.0%} of the "
                           f"free memory on {resolve_device(cfg.trainer.device)}; lower trainer.batch_size or "
-                          f"model.hidden.")
+                          f"the model's size (model.hidden, model.channels).")
 
 
-def populations(cfgs: Sequence[RunConfig], settings: PopulationSettings, n_features: int, n_classes: int,
+def populations(cfgs: Sequence[RunConfig], settings: PopulationSettings, in_shape: Sequence[int] | int, n_classes: int,
                 n_eval_rows: int) -> list[list[RunConfig]]:
     """``grouped``, with each group also cut to what fits in ``settings.memory_fraction`` of the device's free
     memory (at least one member: ``require_memory`` fails a model that fits nowhere)."""
     chunks = []
     for members in grouped(cfgs, len(cfgs)):
-        fits = members_that_fit(members[0], n_features, n_classes, n_eval_rows, settings.memory_fraction)
+        fits = members_that_fit(members[0], in_shape, n_classes, n_eval_rows, settings.memory_fraction)
         size = max(1, min(settings.max_size, fits))
         chunks += [members[i:i + size] for i in range(0, len(members), size)]
     return chunks

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Optional, Sequence
 
+from ablate import models
 from ablate.config import PopulationSettings, RunConfig, config_hash
 from ablate.data import Splits, cached_splits
-from ablate.model import summary
 from ablate.population import populations, require_memory
 from ablate.tracking import RecordedRun, RunKind, RunStatus, SweepRef, Tracker, run_name
 from ablate.train import fit_population, resolve_device
@@ -83,6 +83,8 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population: PopulationSettings,
     """
     if not cfgs:
         return []
+    for model in {repr(c.model): c.model for c in cfgs}.values():
+        models.check(model)  # a custom model's contract, before any data is read or any run opens
     recording = Recording(Tracker(cfgs[0].tracking), sweep, kind, tags_of or (lambda cfg: {}), on_epoch)
     tracker, sweep_id = recording.tracker, sweep.sweep_id if sweep else None
     results: dict[int, RunResult] = {}
@@ -106,10 +108,12 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population: PopulationSettings,
         busy = tracker.leased_elsewhere(sweep_id, kind) if todo else set()
         free = [c for c in todo if config_hash(c) not in busy]
         pending = [c for c in todo if config_hash(c) in busy]
-        if free:  # a bad data file fails here, before any run is opened
+        if free:  # a bad data file, or a model that does not fit the data's shape, fails here, before any run opens
             splits_of = {id(c): cached_splits(c.data) for c in free}
+            for cfg in {repr((c.model, c.data)): c for c in free}.values():
+                models.check_shapes(cfg.model, splits_of[id(cfg)].in_shape, splits_of[id(cfg)].n_classes)
             sizes = next(iter(splits_of.values()))
-            groups = populations(free, population, sizes.n_features, sizes.n_classes,
+            groups = populations(free, population, sizes.in_shape, sizes.n_classes,
                                  max(len(sizes.train), len(sizes.test)))
             start = random.randrange(len(groups))  # workers sharing a sweep start at different populations
             for i, group in enumerate(groups[start:] + groups[:start]):
@@ -120,7 +124,7 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population: PopulationSettings,
                     if not group:
                         continue
                 runs = PopulationRuns(recording, group)
-                for cfg, result in runs.train(splits_of[id(group[0])], checked_ms, population.memory_fraction):
+                for cfg, result in runs.train(splits_of[id(group[0])], checked_ms, population):
                     record(cfg, result)
                 pending += runs.taken
         if pending and not wait_for_others:
@@ -147,9 +151,10 @@ class PopulationRuns:
         self.opened: list[tuple[RunConfig, RecordedRun]] = []
         self.taken: list[RunConfig] = []
 
-    def train(self, splits: Splits, checked_ms: int, memory_fraction: float) -> list[tuple[RunConfig, RunResult]]:
+    def train(self, splits: Splits, checked_ms: int,
+              population: PopulationSettings) -> list[tuple[RunConfig, RunResult]]:
         try:
-            return self._lease_and_fit(splits, checked_ms, memory_fraction)
+            return self._lease_and_fit(splits, checked_ms, population)
         except Exception as err:
             log.error(f"a population of {len(self.cfgs)} failed ({type(err).__name__}: {err}); its runs are "
                       f"marked FAILED")
@@ -158,10 +163,10 @@ class PopulationRuns:
                     if all(cfg is not t for t in self.taken)]
 
     def _lease_and_fit(self, splits: Splits, checked_ms: int,
-                       memory_fraction: float) -> list[tuple[RunConfig, RunResult]]:
+                       population: PopulationSettings) -> list[tuple[RunConfig, RunResult]]:
         rec, cfgs = self.recording, self.cfgs
         device = str(resolve_device(cfgs[0].trainer.device))
-        summaries = {repr(c.model): summary(c.model, splits.n_features, splits.n_classes) for c in cfgs}  # mostly one
+        summaries = {repr(c.model): models.summary(c.model, splits.in_shape, splits.n_classes) for c in cfgs}
         with contextlib.ExitStack() as stack:
             for cfg in cfgs:
                 self.opened.append((cfg, stack.enter_context(rec.tracker.training_run(
@@ -179,15 +184,16 @@ class PopulationRuns:
             if not self.opened:
                 return []
             cfgs, runs = [c for c, _ in self.opened], [r for _, r in self.opened]
-            require_memory(cfgs[0], splits.n_features, splits.n_classes, max(len(splits.train), len(splits.test)),
-                           memory_fraction)
-            results = self._fit(cfgs, runs, splits, device)
+            require_memory(cfgs[0], splits.in_shape, splits.n_classes, max(len(splits.train), len(splits.test)),
+                           population.memory_fraction)
+            results = self._fit(cfgs, runs, splits, device, population.vectorised)
         for run, result in zip(runs, results):
             if result.outcome == Outcome.finished:
                 _report(rec.tracker, run.run_id, result.metrics, brief=len(cfgs) > 1 or rec.sweep is not None)
         return list(zip(cfgs, results))
 
-    def _fit(self, cfgs: list[RunConfig], runs: list[RecordedRun], splits: Splits, device: str) -> list[RunResult]:
+    def _fit(self, cfgs: list[RunConfig], runs: list[RecordedRun], splits: Splits, device: str,
+             vectorise: Optional[bool]) -> list[RunResult]:
         """Train the leased variants at once; each run ends on its own: FINISHED, FAILED (diverged) or pruned."""
         rec, single = self.recording, len(cfgs) == 1
         for run in runs:
@@ -202,7 +208,7 @@ class PopulationRuns:
             runs[member].log_epoch(metrics)
             return rec.on_epoch(cfgs[member], metrics) if rec.on_epoch else None
 
-        members, _ = fit_population(cfgs, splits, on_epoch)
+        members, _ = fit_population(cfgs, splits, on_epoch, vectorise)
         results = []
         for run, cfg, member in zip(runs, cfgs, members):
             if member.error is not None:
@@ -223,11 +229,10 @@ class PopulationRuns:
 
 
 def model_line(cfg: RunConfig, splits: Splits) -> str:
-    widths = "-".join(str(w) for w in [splits.n_features, *cfg.model.hidden, splits.n_classes])
-    return (f"MLP {widths}, bn={cfg.model.bn.value}, dropout={cfg.model.dropout:g}, {cfg.optim.name.value} "
-            f"lr={cfg.optim.lr:g}, weight_decay={cfg.optim.weight_decay:g} ({cfg.optim.l2.value}), "
-            f"seed={cfg.seed}; {len(splits.train)} train / {len(splits.val) if splits.val else 0} val / "
-            f"{len(splits.test)} test rows")
+    return (f"{models.describe(cfg.model)}, {cfg.optim.name.value} lr={cfg.optim.lr:g}, weight_decay="
+            f"{cfg.optim.weight_decay:g} ({cfg.optim.l2.value}), seed={cfg.seed}; {len(splits.train)} train / "
+            f"{len(splits.val) if splits.val else 0} val / {len(splits.test)} test samples of shape "
+            f"{list(splits.in_shape)}")
 
 
 def _epoch_line(m: dict[str, float], epochs: int) -> str:

@@ -42,8 +42,9 @@ def dispatch(groups: Sequence[Sequence[RunConfig]], how: str, options: dict[str,
 
 
 def _fail_task(group: list[RunConfig], task: str, error: BaseException, sweep: Optional[SweepRef]) -> list[RunResult]:
-    """The task died without ending its runs: those it left RUNNING become FAILED with the error, and a member
-    it never opened a run for gets a FAILED run, so that every failure is counted and visible."""
+    """The task died without ending its runs: those it did not finish become FAILED with the task's error (also one
+    another worker's liveness check found dead meanwhile and marked KILLED: the same death, counted the same), and a
+    member it never opened a run for gets a FAILED run, so that every failure is counted and visible."""
     tracker = Tracker(group[0].tracking)
     text = f"its worker task failed: {type(error).__name__}: {error}"[:5000]
     log.error(f"a population of {len(group)} failed remotely ({text})")
@@ -51,9 +52,8 @@ def _fail_task(group: list[RunConfig], task: str, error: BaseException, sweep: O
     results = []
     for cfg in group:
         run = runs.get(config_hash(cfg))
-        if run is not None and run.status != RunStatus.running:
-            outcome = Outcome.finished if run.status == RunStatus.finished else Outcome.failed
-            results.append(RunResult(run.run_id, outcome, run.metrics))
+        if run is not None and run.status == RunStatus.finished:
+            results.append(RunResult(run.run_id, Outcome.finished, run.metrics))
             continue
         if run is None:
             with tracker.training_run(cfg, "none", sweep, RunKind.train, extra_tags={TAG_TASK: task}) as opened:

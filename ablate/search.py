@@ -220,10 +220,12 @@ def export_best(trial: FrozenTrial, base: RunConfig, folder: Path) -> Path:
     command line that started the search."""
     path = folder / "experiment" / "best.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    trained = to_dict(with_values(base, trial_values(trial.params, searched_keys(base.search.space))))
-    body = {k: trained[k] for k in ("data", "model", "optim", "trainer", "seed")}
+    best = with_values(base, trial_values(trial.params, searched_keys(base.search.space)))
+    trained = to_dict(best)
+    body = {"defaults": [{"override /model": type(best.model).family}], "experiment_name": "best",
+            **{k: trained[k] for k in ("data", "model", "optim", "trainer", "seed")}}
     path.write_text(f"# @package _global_\n# Best trial {trial.number} of its study: validation accuracy "
-                    f"{trial.value:.4f}.\n" + mask_url(OmegaConf.to_yaml({"experiment_name": "best", **body})))
+                    f"{trial.value:.4f}.\n" + mask_url(OmegaConf.to_yaml(body)))
     return path
 
 

@@ -129,7 +129,8 @@ def launch_populations(cfgs: Sequence[RunConfig], settings: dict[str, Any], swee
     dispatch = settings.get("dispatch", "local")
     require(dispatch in ("local", "ray", "submitit"), "hydra.launcher.dispatch", dispatch,
             "one of local, ray, submitit")
-    population = PopulationSettings(settings["max_size"], settings["memory_fraction"])
+    population = PopulationSettings(settings["max_size"], settings["memory_fraction"], settings["vectorise"])
+    announce(how_populations_train(cfgs, population, dispatch))
     if dispatch == "local":
         train_and_log_all(cfgs, population, sweep=sweep, on_result=on_result)
         return
@@ -143,3 +144,20 @@ def launch_populations(cfgs: Sequence[RunConfig], settings: dict[str, Any], swee
 def job_value(result: Any) -> float:
     """What a job returns to Hydra: the validation accuracy, NaN for a run without one."""
     return result.metrics.get("val_acc", math.nan)
+
+
+def how_populations_train(cfgs: Sequence[RunConfig], population: PopulationSettings, dispatch: str) -> str:
+    """The sweep's first line: how many variants, which families, where, and whether members train at once."""
+    from ablate.train import resolve_device, vectorised_by_default
+
+    device = resolve_device(cfgs[0].trainer.device)
+    lines = []
+    for family in dict.fromkeys(type(c.model).family for c in cfgs):
+        cfg = next(c for c in cfgs if type(c.model).family == family)
+        at_once = vectorised_by_default(cfg, device) if population.vectorised is None else population.vectorised
+        why = ("hydra.launcher.vectorise=" + str(population.vectorise).lower() if population.vectorised is not None
+               else f"auto: measured faster {'vectorised' if at_once else 'one by one'} for {family} on {device.type}")
+        lines.append(f"{family} {'vectorised' if at_once else 'one member at a time'} ({why})")
+    where = "in this process" if dispatch == "local" else f"as {dispatch} tasks"
+    return (f"{len(cfgs)} variants as populations of up to {population.max_size} on {device} {where}: "
+            + "; ".join(lines))

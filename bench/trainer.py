@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ablate.config import ModelConfig, RunConfig
+from ablate.config import MLPConfig, RunConfig
 from ablate.data import cached_splits
-from ablate.model import _matmul, build_mlp
+from ablate.stacked_mlp import member_matmul
 from ablate.provenance import REPO
 from ablate.train import batch_starts, fit_population
 
@@ -46,11 +46,17 @@ class NotebookDataset(Dataset):  # the seed notebook's CustomDataset
         return self.features[idx], self.labels[idx]
 
 
+def notebook_model(n_features: int, n_classes: int) -> nn.Sequential:
+    """The seed notebook's MLP, as it writes it: (Linear, BatchNorm1d, ReLU, Dropout 0.3) twice, then Linear."""
+    return nn.Sequential(nn.Linear(n_features, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.3),
+                         nn.Linear(128, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, n_classes))
+
+
 def reference(splits, epochs: int, device: torch.device) -> float:
-    """The notebook's training loop; returns seconds."""
+    """The notebook's training loop on its flat 784-pixel rows; returns seconds."""
     torch.manual_seed(42)
-    model = build_mlp(ModelConfig(), splits.n_features, splits.n_classes).to(device)
-    loader = DataLoader(NotebookDataset(splits.train.x, splits.train.y), batch_size=32, shuffle=True)
+    model = notebook_model(splits.n_features, splits.n_classes).to(device)
+    loader = DataLoader(NotebookDataset(splits.train.x.flatten(1), splits.train.y), batch_size=32, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     criterion = nn.CrossEntropyLoss()
     began = time.perf_counter()
@@ -75,7 +81,7 @@ def lightning_run(splits, epochs: int) -> float | None:
     class Module(L.LightningModule):
         def __init__(self):
             super().__init__()
-            self.net = build_mlp(ModelConfig(), splits.n_features, splits.n_classes)
+            self.net = notebook_model(splits.n_features, splits.n_classes)
 
         def training_step(self, batch, _):
             x, y = batch
@@ -84,7 +90,7 @@ def lightning_run(splits, epochs: int) -> float | None:
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    loader = DataLoader(NotebookDataset(splits.train.x, splits.train.y), batch_size=32, shuffle=True)
+    loader = DataLoader(NotebookDataset(splits.train.x.flatten(1), splits.train.y), batch_size=32, shuffle=True)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     began = time.perf_counter()
@@ -92,15 +98,22 @@ def lightning_run(splits, epochs: int) -> float | None:
     return time.perf_counter() - began
 
 
-def seed_configs(k: int, epochs: int, device: str) -> list[RunConfig]:
-    """The seed config (composed as python -m ablate composes it) over K seeds."""
+def compose_config(*overrides: str) -> RunConfig:
+    """A run config composed as ``python -m ablate`` composes it."""
     from hydra import compose, initialize_config_dir
 
-    from ablate.config import register_configs, to_run_config, with_values
+    from ablate.config import register_configs, to_run_config
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        base = to_run_config(compose("config", overrides=[f"trainer.epochs={epochs}", f"trainer.device={device}"]))
+        return to_run_config(compose("config", overrides=list(overrides)))
+
+
+def seed_configs(k: int, epochs: int, device: str) -> list[RunConfig]:
+    """The seed config over K seeds."""
+    from ablate.config import with_values
+
+    base = compose_config(f"trainer.epochs={epochs}", f"trainer.device={device}")
     return [with_values(base, {"seed": seed}) for seed in range(k)]
 
 
@@ -115,7 +128,7 @@ def population(splits, k: int, epochs: int, device: str) -> float:
 def matmuls_alone(splits, k: int, epochs: int, device: str) -> float:
     """The matmuls of K members' training steps, with ablate's own matmul helper, on random tensors of the
     step's shapes (each layer's input x and output gradient dy): seconds for as many steps as the trainer takes."""
-    widths = [splits.n_features, *ModelConfig().hidden, splits.n_classes]
+    widths = [splits.n_features, *MLPConfig().hidden, splits.n_classes]
     rand = lambda *shape: torch.rand(k, *shape, device=device)  # noqa: E731
     xs, dys = [rand(32, w) for w in widths[:-1]], [rand(32, w) for w in widths[1:]]
     weights = [rand(n_in, n_out) for n_in, n_out in zip(widths, widths[1:])]
@@ -123,11 +136,11 @@ def matmuls_alone(splits, k: int, epochs: int, device: str) -> float:
     began = time.perf_counter()
     for _ in range(epochs * len(batch_starts(len(splits.train), 32))):
         for x, weight, bias in zip(xs, weights, biases):  # forward
-            _matmul(x, weight, add=bias)
+            member_matmul(x, weight, add=bias)
         for dy, weight in zip(dys[1:], weights[1:]):  # input gradients (none for the data)
-            _matmul(dy, weight.transpose(1, 2))
+            member_matmul(dy, weight.transpose(1, 2))
         for x, dy, weight in zip(xs, dys, weights):  # plain SGD's fused update w += x^T dy
-            _matmul(x.transpose(1, 2), dy, add=weight, out=weight)
+            member_matmul(x.transpose(1, 2), dy, add=weight, out=weight)
     return seconds_since(began, torch.device(device))
 
 

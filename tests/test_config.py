@@ -6,7 +6,8 @@ from omegaconf.errors import ValidationError
 
 from omegaconf import OmegaConf
 
-from ablate.config import (BN, ConfigValueError, DataConfig, L2Mode, ModelConfig, OptimConfig, OptimName, RunConfig,
+from ablate.config import (BN, CNNConfig, ConfigValueError, CustomConfig, DataConfig, L2Mode, MLPConfig, OptimConfig,
+                           OptimName, RunConfig,
                            SearchConfig, TrackingConfig, config_hash, flatten)
 from tests.conftest import REPO, make_config
 
@@ -49,10 +50,14 @@ def _schema_default(schema, dotted):
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_every_group_option_sets_what_its_file_says_and_only_what_differs_from_the_schema(group):
     for option in sorted((REPO / "conf" / group).glob("*.yaml")):
-        composed = flatten(make_config(f"{group}={option.stem}"), with_search=True)
         chosen = _leaves(OmegaConf.to_container(OmegaConf.load(option), resolve=True))
+        given = [f"{group}.{key}=given" for key, value in chosen.items() if value == "???"]  # the user must set these
+        composed = flatten(make_config(f"{group}={option.stem}", *given), with_search=True)
         assert chosen, f"{option} sets nothing"
         for key, value in chosen.items():
+            if value == "???":
+                assert composed[f"{group}.{key}"] == "given"
+                continue
             known, default = _schema_default(GROUPS[group], key)
             assert known, f"{option}: {key} is not a key of {GROUPS[group].__name__}"
             assert value != default, f"{option}: {key}={value!r} repeats the schema's default"
@@ -72,7 +77,11 @@ def test_experiments_and_the_main_config_set_only_what_composition_does_not_alre
 
 
 def test_the_model_options_are_the_typed_families():
-    assert isinstance(make_config("model=mlp").model, ModelConfig)
+    assert [type(make_config(f"model={name}", *extra).model) for name, extra in
+            [("mlp", []), ("cnn", []), ("custom", ["model.target=my.Net"])]] == [MLPConfig, CNNConfig, CustomConfig]
+    assert make_config("model=cnn").model.channels == [16, 32]
+    with pytest.raises(ConfigCompositionException, match="hidden"):
+        make_config("model=cnn", "model.hidden=[4]")  # a family's keys only
 
 
 def test_experiments_compose():

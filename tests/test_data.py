@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import importlib.util
 import struct
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from ablate.config import DataConfig, DataSource
-from ablate.data import DataError, load_splits, parse_idx, read_csv, read_idx_dataset
+from ablate.data import DataError, cached_splits, load_splits, parse_idx, read_csv, read_idx_dataset
 from tests.conftest import REPO, SHARED_DATA
 
 SHIPPED = REPO / "data" / "fmnist_small.csv.gz"
@@ -128,7 +129,7 @@ def test_idx_download_verifies_and_caches(tmp_path):
     arrays, md5s = write_idx_set(tmp_path / "mirror")
     url = (tmp_path / "mirror").as_uri()  # urllib downloads file:// URLs the same way as https://
     train_x, train_y, test_x, test_y = read_idx_dataset(tmp_path / "cache", url, md5s)
-    assert train_x.shape == (30, 784) and np.array_equal(test_y, arrays["t10k-labels-idx1-ubyte"])
+    assert train_x.shape == (30, 28, 28) and np.array_equal(test_y, arrays["t10k-labels-idx1-ubyte"])
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(f"{n}.gz" for n in md5s)
     for f in (tmp_path / "mirror").iterdir():
         f.unlink()  # the cache alone serves the second read
@@ -154,4 +155,116 @@ def test_idx_offline_names_the_files_and_the_folder(tmp_path):
 def test_real_fashion_mnist_idx_files_verify():
     s = load_splits(DataConfig(name="fashion_mnist", source=DataSource.idx, path=str(SHARED_DATA / "fashion-mnist"),
                                val_fraction=0.1))
-    assert (len(s.train), len(s.val), len(s.test)) == (54000, 6000, 10000) and s.n_features == 784
+    assert (len(s.train), len(s.val), len(s.test)) == (54000, 6000, 10000) and s.in_shape == (1, 28, 28)
+
+
+# ------------------------------------------------------------------------------ sample shapes, your own data
+def test_the_shipped_data_and_digits_declare_their_image_shapes():
+    from tests.conftest import make_config
+
+    assert cached_splits(make_config().data).in_shape == (1, 28, 28)  # IDX files: see the real files' test
+    assert cached_splits(make_config("data=digits").data).in_shape == (1, 8, 8)
+
+
+def test_a_csv_with_a_wrong_declared_shape_names_both_sizes(tmp_path):
+    path = write_csv(tmp_path / "d.csv", GOOD)
+    with pytest.raises(DataError, match=r"data.shape=\[1, 3, 3\] holds 9 values.*hold 4 pixels"):
+        load_splits(DataConfig(name="d", path=str(path), n_classes=3, shape=[1, 3, 3]))
+    assert load_splits(DataConfig(name="d", path=str(path), n_classes=3, shape=[1, 2, 2])).in_shape == (1, 2, 2)
+
+
+def npz_config(path, **fields):
+    return DataConfig(name="mine", source=DataSource.npz, path=str(path), n_classes=3, **fields)
+
+
+def test_npz_keeps_any_sample_shape_scales_uint8_and_keeps_its_own_test_set(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 2, 3, 4), dtype=np.uint8)
+    np.savez(tmp_path / "u8.npz", x=x, y=np.arange(60) % 3)
+    splits = load_splits(npz_config(tmp_path / "u8.npz"))
+    assert splits.in_shape == (2, 3, 4) and splits.train.x.max() <= 1.0 and splits.train.x.dtype == torch.float32
+    xf = rng.normal(size=(40, 5)).astype(np.float64)
+    np.savez(tmp_path / "f.npz", x=xf, y=np.arange(40) % 3, x_test=xf[:9] * 2, y_test=np.arange(9) % 3)
+    splits = load_splits(npz_config(tmp_path / "f.npz"))
+    assert len(splits.test) == 9 and torch.allclose(splits.test.x, torch.tensor(xf[:9] * 2, dtype=torch.float32))
+    assert len(splits.train) + len(splits.val) == 40  # float data as it is, the file's test set kept
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(x=np.zeros((0, 4)), y=np.zeros(0)), "is empty"),
+    (dict(x=np.zeros((10, 4)), y=np.zeros(9)), "10 samples but labels of shape [9]"),
+    (dict(x=np.zeros((10, 4)), y=np.full(10, 3)), "label 3 of sample 0 is not a class in 0..2"),
+    (dict(x=np.full((10, 4), np.nan), y=np.zeros(10)), "sample 0 holds NaN"),
+    (dict(x=np.zeros((10, 4)), y=np.zeros(10), x_test=np.zeros((5, 3)), y_test=np.zeros(5)), "test samples have shape [3]"),
+    (dict(x=np.zeros((10, 4)), y=np.zeros(10), x_test=np.zeros((5, 4))), "only one of x_test and y_test"),
+    (dict(images=np.zeros((10, 4)), labels=np.zeros(10)), "not ['x', 'y']"),
+])
+def test_a_malformed_npz_is_one_error_naming_the_file(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError) as err:
+        load_splits(npz_config(tmp_path / "bad.npz"))
+    assert message in str(err.value) and "bad.npz" in str(err.value)
+
+
+def test_a_missing_npz_says_what_to_give(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*x and y"):
+        load_splits(npz_config(tmp_path / "none.npz"))
+
+
+def write_module(folder, body):
+    (folder / "user_data.py").write_text(body)
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(folder))
+    sys.modules.pop("user_data", None)
+    importlib.invalidate_caches()
+
+
+@pytest.mark.parametrize("returns, test_rows", [
+    ("torch.rand(50, 1, 4, 4), torch.arange(50) % 3", 10),  # 20% drawn
+    ("np.random.rand(50, 1, 4, 4), np.arange(50) % 3, np.random.rand(7, 1, 4, 4), np.arange(7) % 3", 7),  # its own
+    ("Pairs(torch.rand(50, 1, 4, 4), torch.arange(50) % 3)", 10),
+    ("Pairs(torch.rand(50, 1, 4, 4), torch.arange(50) % 3), Pairs(torch.rand(7, 1, 4, 4), torch.arange(7) % 3)", 7),
+])
+def test_a_function_returning_arrays_tensors_or_datasets_is_materialised_once(tmp_path, returns, test_rows):
+    write_module(tmp_path, "import numpy as np, torch\n"
+                           "class Pairs(torch.utils.data.Dataset):\n"
+                           "    def __init__(self, x, y): self.x, self.y = x, y\n"
+                           "    def __len__(self): return len(self.y)\n"
+                           "    def __getitem__(self, i): return self.x[i], self.y[i]\n"
+                           f"def data():\n    return {returns}\n")
+    try:
+        splits = load_splits(DataConfig(name="mine", source=DataSource.callable, target="user_data.data", n_classes=3))
+    finally:
+        import sys
+
+        sys.path.remove(str(tmp_path))
+    assert splits.in_shape == (1, 4, 4) and len(splits.test) == test_rows
+    assert len(splits.train) + len(splits.val) == (40 if test_rows == 10 else 50)  # a drawn test split leaves 40
+
+
+def test_a_function_that_fails_or_is_missing_names_the_target(tmp_path):
+    write_module(tmp_path, "def data():\n    raise IOError('no network')\ndef words():\n    return 'x'\n")
+    try:
+        for target, message in [("user_data.data", "raised OSError: no network"), ("user_data.nothing", "cannot find"),
+                                ("user_data.words", "returned str")]:
+            with pytest.raises(DataError, match=message):
+                load_splits(DataConfig(name="m", source=DataSource.callable, target=target, n_classes=3))
+    finally:
+        import sys
+
+        sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
+def test_a_torchvision_dataset_through_a_function(tmp_path):
+    write_module(tmp_path, "import torchvision\nfrom torchvision.transforms import ToTensor\n"
+                           "def fake():\n    return torchvision.datasets.FakeData(60, (1, 8, 8), 3, ToTensor())\n")
+    try:
+        splits = load_splits(DataConfig(name="m", source=DataSource.callable, target="user_data.fake", n_classes=3))
+    finally:
+        import sys
+
+        sys.path.remove(str(tmp_path))
+    assert splits.in_shape == (1, 8, 8)

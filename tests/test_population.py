@@ -100,7 +100,7 @@ def test_on_epoch_can_stop_one_member():
 def test_groups_share_what_must_be_shared_and_respect_the_size_limit():
     cfgs = [make_config(*DIGITS, f"model.bn={bn}", f"seed={s}", f"optim.lr={lr}")
             for bn in ("pre", "post") for s in range(3) for lr in (0.1, 0.01)]
-    groups = populations(cfgs, PopulationSettings(max_size=4), n_features=64, n_classes=10, n_eval_rows=400)
+    groups = populations(cfgs, PopulationSettings(max_size=4), in_shape=64, n_classes=10, n_eval_rows=400)
     assert sorted(len(g) for g in groups) == [2, 2, 4, 4]
     assert all(len({group_key(c) for c in g}) == 1 for g in groups)
     assert sorted(id(c) for g in groups for c in g) == sorted(id(c) for c in cfgs)

@@ -152,7 +152,7 @@ def test_a_variant_another_worker_holds_is_left_to_it_then_its_result_is_used(tr
 
 
 def run_cli(*args, cwd, timeout=120):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'examples'}"}
     return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -253,3 +253,21 @@ def test_a_password_in_a_uri_is_masked_in_params_config_and_console(tracking_uri
     assert "s3cret" not in str(run.data.params) and "s3cret" not in str(run.data.tags)
     assert "s3cret" not in open(client.download_artifacts(result.run_id, "config.yaml")).read()
     assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=custom", "model.target=tests.user_models.NoDropout", "model.dropout=0.2"],
+     "error: tests.user_models.NoDropout does not take `dropout`: add a `dropout` parameter, or drop `model.dropout`."),
+    (["model=custom", "model.target=no_such_module.Net"], "error: model.target=no_such_module.Net: cannot import"),
+    (["model=custom", "model.target=tests.user_models.WrongOutput"],
+     "error: tests.user_models.WrongOutput() returns [2, 11] for a batch of [2, 1, 8, 8]"),
+    (["model=custom", "model.target=tests.user_models.Raises", "model.bn=pre"], "raised ValueError: needs at least 3"),
+    (["model=cnn", "model.channels=[2,2,2,2]"], "halves a 8x8 image 4 times"),
+])
+def test_a_model_that_breaks_its_contract_is_one_line_and_exit_2_before_anything_trains(args, message, tracking_uri,
+                                                                                          tmp_path):
+    out = run_cli(*QUICK, *args, cwd=tmp_path)
+    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+    client = MlflowClient(tracking_uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])  # no run was opened

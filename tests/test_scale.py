@@ -66,14 +66,31 @@ def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, trac
 
 
 def test_a_group_whose_worker_crashes_fails_alone_and_the_sweep_says_so(tracking_uri, tmp_path):
-    # A hidden width of 10^12 cannot be allocated (memory_fraction=1e6 lets it past the memory estimate): that group's worker fails; the other group finishes.
+    # A hidden width of 10^12 cannot be allocated (memory_fraction above 1 skips the memory check): that
+    # population's worker raises inside the task; the other population finishes.
     out = ablate("model.hidden=[32],[1000000000000]", "data=digits", "trainer.epochs=1", "trainer.device=cpu",
-                 "hydra/launcher=population_submitit_local", "hydra.launcher.memory_fraction=1e6", cwd=tmp_path)
+                 "hydra/launcher=population_submitit_local", "hydra.launcher.memory_fraction=2", cwd=tmp_path)
     assert out.returncode != 0 and "1 run(s) of sweep" in out.output
     statuses = sorted(r.info.status for r in train_runs(tracking_uri))
     assert statuses == ["FAILED", "FINISHED"]
     failed = next(r for r in train_runs(tracking_uri) if r.info.status == "FAILED")
     assert "RuntimeError" in failed.data.tags["ablate.error"] and "can't allocate memory" in failed.data.tags["ablate.error"]
+
+
+def test_runs_a_task_left_running_when_it_died_mid_training_end_failed_and_the_other_task_finishes(tracking_uri,
+                                                                                                    tmp_path):
+    # kill_after differs, so the two variants are two populations, each one submitit task; one task's process dies
+    # by SIGKILL after 150 steps (epoch 5 of 20), leaving its run RUNNING with nobody to end it.
+    out = ablate("model=custom", "model.target=tests.user_models.KillsItself", "+model.kwargs.kill_after=0,150",
+                 "data=digits", "trainer.epochs=20", "trainer.device=cpu", "hydra/launcher=population_submitit_local",
+                 cwd=tmp_path)
+    assert out.returncode != 0 and "1 run(s) of sweep" in out.output, out.output[-3000:]
+    runs = {r.data.params["model.kwargs.kill_after"]: r for r in train_runs(tracking_uri)}
+    assert {k: r.info.status for k, r in runs.items()} == {"0": "FINISHED", "150": "FAILED"}
+    dead = runs["150"]
+    assert dead.data.tags["ablate.error"].startswith("its worker task failed: ")  # ended by the sweep, not itself
+    assert dead.data.tags["ablate.pid"] != runs["0"].data.tags["ablate.pid"]  # opened by the task that died
+    assert "ablate.task" in dead.data.tags and "train_seconds" not in dead.data.metrics
 
 
 def test_a_remote_task_that_dies_before_opening_its_runs_still_records_them_failed(tracking_uri, tmp_path):
@@ -191,3 +208,21 @@ def test_a_search_with_two_workers_and_a_sweep_share_the_server_and_no_password_
         seen += [f.read_text() for f in (tmp_path / "studies").rglob("*.yaml")]  # the exported best config
         assert len(seen) > 20 and any("***" in text for text in seen)
         assert not [text for text in seen if SECRET in text]
+
+
+def test_a_dead_tasks_run_already_found_dead_by_another_worker_is_still_counted_failed(tracking_uri):
+    """The order the suite once hit: another worker's liveness check marks the dead task's run KILLED before the
+    sweep learns the task failed; the sweep still records that run FAILED with the task's error."""
+    from ablate.config import config_hash
+    from ablate.scale import TAG_TASK, _fail_task
+    from ablate.tracking import TAG_HASH, RunStatus, Tracker
+    from tests.conftest import make_config
+
+    cfg = make_config("data=digits", "trainer.epochs=1")
+    tracker = Tracker(cfg.tracking)
+    run = tracker.start_run("left behind", {TAG_HASH: config_hash(cfg), TAG_TASK: "task-1", "ablate.kind": "train"})
+    tracker.terminate(run.run_id, RunStatus.killed, "its worker died or stopped heartbeating while RUNNING")
+    [result] = _fail_task([cfg], "task-1", RuntimeError("the node was lost"), None)
+    ended = MlflowClient(tracking_uri).get_run(run.run_id)
+    assert (result.run_id, result.outcome.value, ended.info.status) == (run.run_id, "failed", "FAILED")
+    assert ended.data.tags["ablate.error"] == "its worker task failed: RuntimeError: the node was lost"

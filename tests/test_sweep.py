@@ -219,3 +219,41 @@ def test_ctrl_c_during_a_population_marks_every_member_and_the_sweep_killed(trac
     client = MlflowClient(tracking_uri)
     everything = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert {r.info.status for r in everything} == {"KILLED"}  # the sweep's parent too
+
+
+def test_a_users_model_from_the_working_directory_sweeps_like_the_mlp(tracking_uri, tmp_path):
+    import shutil
+
+    shutil.copy(REPO / "examples" / "my_models.py", tmp_path)  # the user's file, in the folder they run from
+    out = multirun("model=custom", "model.target=my_models.SmallResNet", "model.bn=pre,post,none", "seed=0,1",
+                   "+model.kwargs.width=8", "trainer.epochs=1", *FAST, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = train_runs(tracking_uri)
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1 and "6 FINISHED runs" in out.stdout
+    assert {r.data.params["model.target"] for r in runs} == {"my_models.SmallResNet"}
+    assert {r.data.params["model.kwargs.width"] for r in runs} == {"8"} and runs[0].data.params["model.family"] == "custom"
+    client = MlflowClient(tracking_uri)
+    params = {}
+    for run in runs:
+        text = open(client.download_artifacts(run.info.run_id, "model_summary.txt")).read()
+        params[run.data.params["model.bn"]] = int(text.rsplit("Trainable params: ", 1)[1].replace(",", ""))
+    assert params["none"] < params["pre"] == params["post"]
+
+
+def test_cnn_variants_train_as_one_vectorised_population_each_its_own_run(tracking_uri, tmp_path):
+    out = multirun("model=cnn", "model.channels=[4,8]", "model.dropout=0,0.2", "optim.lr=0.01,0.1", "seed=0,1,2",
+                   "trainer.epochs=1", *FAST, "hydra/launcher=population", "hydra.launcher.vectorise=true",
+                   cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    first = next(line for line in text.splitlines() if "variants as populations" in line)
+    assert first.startswith("12 variants as populations of up to 144 on cpu in this process: cnn vectorised "
+                            "(hydra.launcher.vectorise=true)")
+    runs = train_runs(tracking_uri)
+    assert len(runs) == 12 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["ablate.pid"] for r in runs}) == 1
+    # one population (dropout p and lr per member): its time is shared, so every member records the same amortised time
+    assert len({r.data.metrics["train_seconds"] for r in runs}) == 1
+    assert all({"test_acc", "val_acc", "train_eval_acc", "weight_norm"} <= set(r.data.metrics) for r in runs)
+    assert {r.data.params["model.family"] for r in runs} == {"cnn"}

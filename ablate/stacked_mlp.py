@@ -1,12 +1,15 @@
-"""The MLP of the seed notebook, with BatchNorm placement and dropout as the factors under study.
+"""The MLP family's fast path: K copies of ``models.build_mlp``'s network as [K, ...] tensors, trained by hand.
 
-``build_mlp`` is the readable definition (an ``nn.Sequential``, as in the notebook). ``StackedMLP`` holds K
-copies of it as [K, ...] tensors and computes the same layers with batched matmuls: the trainer trains that,
-K = 1 for a single run, so a single run and a population member share every line of maths.
+``StackedMLP`` computes the same layers as the readable ``nn.Sequential`` with batched matmuls and ATen's own
+BatchNorm and ReLU kernels, forward and backward, without autograd: a sweep of small MLPs is dominated by
+per-step overhead, and this path trains K members for little more than the cost of one. K = 1 is a single run,
+so a single run and a population member share every line of maths. A test checks the gradients against
+autograd on ``build_mlp``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
@@ -14,59 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ablate.config import BN, ModelConfig
-
-
-def build_mlp(cfg: ModelConfig, in_features: int, n_classes: int) -> nn.Sequential:
-    """Linear blocks with BN ``pre`` (Linear, BN, ReLU), ``post`` (Linear, ReLU, BN) or ``none``, then dropout.
-
-    The seed's 784-128-64-10 with bn=pre and dropout 0.3 has 109,770 trainable parameters, as in the notebook.
-    Call ``torch.manual_seed`` first: the initialisation draws from the global generator.
-    """
-    layers: list[nn.Module] = []
-    width = in_features
-    for hidden in cfg.hidden:
-        norm = nn.BatchNorm1d(hidden, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
-        block = {BN.none: [nn.ReLU()], BN.pre: [norm, nn.ReLU()], BN.post: [nn.ReLU(), norm]}[cfg.bn]
-        layers += [nn.Linear(width, hidden), *block]
-        if cfg.dropout > 0:
-            layers.append(nn.Dropout(cfg.dropout))  # after the activation, as the notes place it
-        width = hidden
-    layers.append(nn.Linear(width, n_classes))
-    model = nn.Sequential(*layers)
-    if cfg.init_scale != 1.0:
-        with torch.no_grad():
-            for weight in decayed_weights(model):
-                weight.mul_(cfg.init_scale)
-    return model
-
-
-def decayed_weights(model: nn.Module) -> list[torch.Tensor]:
-    """The weight matrices of the Linear layers: the only tensors L2 / weight decay acts on.
-
-    Biases and BatchNorm's gamma and beta are left alone, as the notes say ("applied only to weights").
-    """
-    return [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
-
-
-def summary(cfg: ModelConfig, in_features: int, n_classes: int) -> str:
-    """A layer table with output shapes and parameter counts, like torchinfo's, for the run's artifacts.
-
-    The model is built on the meta device (shapes, no memory): even one too large to train is described, and
-    its run then fails in training, where the failure is recorded.
-    """
-    with torch.device("meta"):
-        model = build_mlp(cfg, in_features, n_classes)
-    lines = [f"{'layer':<34}{'output':>14}{'params':>12}"]
-    width = in_features
-    for index, layer in enumerate(model.children()):
-        if isinstance(layer, nn.Linear):
-            width = layer.out_features
-        count = sum(p.numel() for p in layer.parameters())
-        lines.append(f"{f'{index}: {layer}':<34.34}{f'[B, {width}]':>14}{count:>12,}")
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    lines.append(f"Trainable params: {trainable:,}")
-    return "\n".join(lines)
+from ablate.config import MLPConfig
+from ablate.models import build_mlp
+from ablate.nn import Dropout
 
 
 class StackedMLP:
@@ -75,11 +28,12 @@ class StackedMLP:
     Training needs no autograd: ``forward`` records on a tape what each layer's gradient needs, and ``backward``
     walks the layers back by hand with ATen's own backward kernels (BatchNorm, ReLU). That saves autograd's
     bookkeeping on every one of a sweep's many small steps, and lets each weight be updated the moment its
-    gradient is known (see ``Outer``). A test checks the gradients against autograd on ``build_mlp``.
+    gradient is known (see ``FactoredGradient``).
     """
 
-    def __init__(self, cfgs: Sequence[ModelConfig], seeds: Sequence[int], n_features: int, n_classes: int,
+    def __init__(self, cfgs: Sequence[MLPConfig], seeds: Sequence[int], in_shape: Sequence[int] | int, n_classes: int,
                  device: torch.device, dtype: torch.dtype) -> None:
+        n_features = in_shape if isinstance(in_shape, int) else math.prod(in_shape)
         models = []
         for cfg, seed in zip(cfgs, seeds):
             torch.manual_seed(seed)  # each member's own initialisation
@@ -92,8 +46,7 @@ class StackedMLP:
         def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
             return torch.stack(list(tensors)).to(device=device, dtype=dtype)
 
-        weights = decayed_weights(models[0])
-        self.decayed = [any(p is w for w in weights) for p in models[0].parameters()]
+        self.decayed = [p.dim() >= 2 for p in models[0].parameters()]  # weights of dimension >= 2, never b, gamma, beta
         # Linear weights are stored [K, in, out] (nn.Linear keeps [out, in]): their gradients x^T dy then come
         # out of the batched matmul in the weights' own layout.
         self.params = [stack([p.t() if is_weight else p for p in ps])
@@ -103,6 +56,21 @@ class StackedMLP:
                             for i in range(len(self.layers))]  # layer i's parameters start at params[first_param[i]]
         dropout = torch.tensor([c.dropout for c in cfgs], device=device, dtype=dtype).view(-1, 1, 1)
         self.keep, self.rescale = 1 - dropout, 1 / (1 - dropout)
+        self.masks = DropoutMasks(seeds[0], device, dtype)  # independent across members
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: x [K, B, ...], y [K, B] (each member its own batch) -> (per-member losses [K], logits). The
+        optimiser receives each parameter's gradient as soon as the backward pass knows it."""
+        tape: list = []
+        logits = self.forward(x, train=True, masks=self.masks, tape=tape)
+        losses, grad = cross_entropy(logits, y)  # member k's gradient is its own loss's
+        optimizer.start_step()
+        self.backward(tape, grad, optimizer.update)
+        return losses, logits
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation mode (running averages, no dropout) on one batch for all: x [b, ...] -> [K, b, classes]."""
+        return self.forward(x, train=False)
 
     def member(self, k: int) -> nn.Sequential:
         """Member k as the plain ``build_mlp`` module, trained weights and running averages included."""
@@ -112,13 +80,10 @@ class StackedMLP:
                 mine.copy_(stacked[k].t() if stacked.dim() == 3 else stacked[k])
         return model
 
-    def weight_norms(self) -> torch.Tensor:
-        return torch.sqrt(sum(p.pow(2).flatten(1).sum(1) for p, d in zip(self.params, self.decayed) if d))
-
     @torch.no_grad()
     def forward(self, x: torch.Tensor, train: bool, masks: Optional[DropoutMasks] = None,
                 tape: Optional[list] = None) -> torch.Tensor:
-        """x: [K, B, F] (each member its own batch) or [B, F] (one batch for all, evaluation) -> [K, B, classes].
+        """x: [K, B, ...] (each member its own batch) or [B, ...] (one batch for all, evaluation) -> [K, B, classes].
 
         With a ``tape``, each layer appends what ``backward`` needs from it.
         """
@@ -126,14 +91,16 @@ class StackedMLP:
         h = x
         for layer in self.layers:
             saved = None
-            if isinstance(layer, nn.Linear):
+            if isinstance(layer, nn.Flatten):  # each sample [C, H, W] -> [C*H*W]; training batches are [K, B, ...]
+                h = h.reshape(*h.shape[:2 if train else 1], -1)
+            elif isinstance(layer, nn.Linear):
                 saved, h = h, _linear(h, next(params), next(params))
             elif isinstance(layer, nn.BatchNorm1d):
                 h, saved = _batch_norm(h, next(params), next(params), next(buffers), next(buffers), train,
                                        layer.momentum, layer.eps)
             elif isinstance(layer, nn.ReLU):
                 h = saved = torch.relu(h)
-            elif isinstance(layer, nn.Dropout) and train:  # each unit kept with probability 1 - p, rescaled
+            elif isinstance(layer, Dropout) and train:  # each unit kept with probability 1 - p, rescaled
                 saved = masks.uniform(h.shape).lt_(self.keep).mul_(self.rescale)
                 h = h * saved
             if tape is not None:
@@ -141,7 +108,7 @@ class StackedMLP:
         return h
 
     @torch.no_grad()
-    def backward(self, tape: list, grad: torch.Tensor, update: Callable[[int, torch.Tensor | Outer], None]) -> None:
+    def backward(self, tape: list, grad: torch.Tensor, update: Callable[[int, torch.Tensor | FactoredGradient], None]) -> None:
         """From d loss / d logits [K, B, classes] back through the layers; ``update(i, gradient)`` receives
         parameter i's gradient as soon as it is known. A layer's input gradient is computed before its
         parameters are handed on, so ``update`` may change them in place."""
@@ -149,9 +116,9 @@ class StackedMLP:
             layer, saved, first = self.layers[index], tape[index], self.first_param[index]
             if isinstance(layer, nn.Linear):
                 weight = self.params[first]
-                grad_in = None if index == 0 else _matmul(grad, weight.transpose(1, 2))
+                grad_in = None if index == 0 else member_matmul(grad, weight.transpose(1, 2))
                 update(first + 1, grad.sum(1))
-                update(first, Outer(saved, grad))
+                update(first, FactoredGradient(saved, grad))
                 grad = grad_in
             elif isinstance(layer, nn.BatchNorm1d):
                 grad, grad_gamma, grad_beta = _batch_norm_backward(grad, self.params[first], saved, layer.eps)
@@ -159,24 +126,24 @@ class StackedMLP:
                 update(first + 1, grad_beta)
             elif isinstance(layer, nn.ReLU):
                 grad = torch.ops.aten.threshold_backward(grad, saved, 0)
-            elif isinstance(layer, nn.Dropout):
+            elif isinstance(layer, Dropout):
                 grad = grad * saved
 
 
 @dataclass
-class Outer:
-    """A Linear weight's gradient x^T dy per member, not yet multiplied out: plain SGD adds it into the weights
+class FactoredGradient:
+    """A Linear weight's gradient x^T dy per member, kept as its two factors: plain SGD adds it into the weights
     with one batched matmul (``add_to``) instead of writing a [K, in, out] gradient and reading it back."""
 
     x: torch.Tensor  # [K, B, in]
     dy: torch.Tensor  # [K, B, out]
 
     def into(self, out: torch.Tensor) -> torch.Tensor:
-        return _matmul(self.x.transpose(1, 2), self.dy, out=out)
+        return member_matmul(self.x.transpose(1, 2), self.dy, out=out)
 
     def add_to(self, out: torch.Tensor, scale: torch.Tensor) -> None:
         """out += x^T (scale * dy), scale broadcasting over [K, 1, 1]."""
-        _matmul(self.x.transpose(1, 2), self.dy * scale, add=out, out=out)
+        member_matmul(self.x.transpose(1, 2), self.dy * scale, add=out, out=out)
 
 
 class DropoutMasks:
@@ -200,16 +167,17 @@ _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _running_stats(model: nn.Module) -> list[torch.Tensor]:
-    return [b for name, b in model.named_buffers() if not name.endswith("num_batches_tracked")]
+    """BatchNorm's running means and variances, in layer order (not a Dropout's p: the stacked path keeps its own)."""
+    return [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
 
 
 def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     if h.dim() == 3:
-        return _matmul(h, weight, add=bias.unsqueeze(1))
+        return member_matmul(h, weight, add=bias.unsqueeze(1))
     return torch.matmul(h, weight) + bias.unsqueeze(1)  # evaluation: one batch for all members
 
 
-def _matmul(a: torch.Tensor, b: torch.Tensor, add: Optional[torch.Tensor] = None,
+def member_matmul(a: torch.Tensor, b: torch.Tensor, add: Optional[torch.Tensor] = None,
             out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """add + a @ b for each member ([K, n, m] @ [K, m, p]), into ``out`` if given (``out`` may be ``add``: in
     place). With one member a plain 2-D matmul, which is faster than a batch of one."""
@@ -246,3 +214,11 @@ def _side_by_side(h: torch.Tensor) -> torch.Tensor:
 
 def _stacked(rows: torch.Tensor, k: int) -> torch.Tensor:
     return rows.view(len(rows), k, -1).transpose(0, 1).contiguous()
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's mean cross-entropy [K] and its gradient by the logits: (softmax - one-hot) / batch size."""
+    log_probs = torch.log_softmax(logits, 2)
+    target = y.unsqueeze(2)
+    losses = log_probs.gather(2, target).mean((1, 2)).neg_()
+    return losses, log_probs.exp_().scatter_(2, target, -1.0, reduce="add").div_(y.shape[1])

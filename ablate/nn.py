@@ -1,0 +1,75 @@
+"""Building blocks that give an ablation factor the same meaning in every model.
+
+``block(layer, bn, dropout)`` wraps a Linear or Conv layer with BatchNorm placed ``pre`` (layer, BN, ReLU), ``post``
+(layer, ReLU, BN) or ``none`` (layer, ReLU), then optional pooling, then dropout after the activation: the seed
+notes' placements, for any layer. ``Dropout`` keeps its p in a buffer, so a population of K members can give
+each its own p (``torch.func`` stacks buffers per member). A model of your own that uses these takes the same
+switches as ablate's MLP and CNN::
+
+    from torch import nn
+    from ablate.nn import block
+
+    class Net(nn.Module):
+        def __init__(self, in_shape, n_classes, bn="pre", dropout=0.0):
+            super().__init__()
+            self.body = nn.Sequential(block(nn.Conv2d(in_shape[0], 16, 3, padding=1), bn, dropout, nn.MaxPool2d(2)),
+                                      nn.Flatten(), nn.LazyLinear(n_classes))
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+_NORMS = {nn.Linear: nn.BatchNorm1d, nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+
+
+class Dropout(nn.Module):
+    """Inverted dropout: each unit kept with probability 1 - p and scaled by 1 / (1 - p) in training, the identity
+    in evaluation. p is a buffer (a tensor, saved with the model), so members of a population may differ in it."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout p={p} must be in [0, 1)")
+        self.register_buffer("p", torch.tensor(float(p)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = 1 - self.p.to(x.dtype)
+        return x * (torch.rand_like(x) < keep).to(x.dtype) / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p.item() if self.p.device.type != 'meta' else '?'}"
+
+
+def norm_act(bn: str, layer: nn.Module, eps: float = 1e-5, momentum: float = 0.1) -> list[nn.Module]:
+    """What follows ``layer`` (a Linear or Conv): BN then ReLU (``pre``), ReLU then BN (``post``), or ReLU."""
+    kind = next((norm for cls, norm in _NORMS.items() if isinstance(layer, cls)), None)
+    if kind is None:
+        raise TypeError(f"norm_act places BatchNorm after Linear or Conv layers, not {type(layer).__name__}")
+    channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    bn = getattr(bn, "value", bn)
+    if bn == "none":
+        return [nn.ReLU()]
+    norm = kind(channels, eps=eps, momentum=momentum)
+    if bn == "pre":
+        return [norm, nn.ReLU()]
+    if bn == "post":
+        return [nn.ReLU(), norm]
+    raise ValueError(f"bn={bn!r} must be one of none, pre, post")
+
+
+def block(layer: nn.Module, bn: str, dropout: Optional[float] = None, pool: Optional[nn.Module] = None,
+          eps: float = 1e-5, momentum: float = 0.1) -> nn.Sequential:
+    """``layer``, its BatchNorm and ReLU in the placement ``bn``, then ``pool``, then ``Dropout(dropout)`` (left
+    out when ``dropout`` is None)."""
+    parts = [layer, *norm_act(bn, layer, eps, momentum)]
+    if pool is not None:
+        parts.append(pool)
+    if dropout is not None:
+        parts.append(Dropout(dropout))
+    return nn.Sequential(*parts)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU figures in one command (under 4 minutes on a current GPU): the trainer and the model families on CUDA,
+# each beside the notebook loop timed in the same sitting. On a machine without CUDA it prints this CPU's
+# families table (a short one), says so, and exits 0.
+#   bash bench/device.sh            (uses .venv/bin/python if present; PY=... to choose another)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  echo "## The trainer (the seed's MLP, 10 epochs)"
+  "$PY" bench/trainer.py --device cuda --epochs 10 --sizes 144 1024 --repeats 1
+  echo; echo "## Model families: one by one vs one population (2 epochs)"
+  "$PY" bench/families.py --device cuda --epochs 2 --sizes 32 144 --singles 4
+else
+  "$PY" bench/families.py --device cpu --epochs 1 --sizes 8 --singles 2
+  echo
+  echo "no CUDA device is present: the table above is this CPU's. Run bash bench/device.sh on a machine with a GPU for the GPU figures."
+fi

@@ -1,0 +1,148 @@
+"""The generic path does the same maths as a plain PyTorch loop, as the MLP's hand-written path, and as single
+runs, member by member (float64, where dropout draws no masks)."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ablate.data import cached_splits
+from ablate.models import build, decayed_weights
+from ablate.train import batch_starts, fit, fit_population, generic_population
+from tests.conftest import make_config
+
+SMALL = ("data=digits", "data.limit=600", "trainer.device=cpu", "trainer.dtype=float64", "model.dropout=0")
+CNN = (*SMALL, "model=cnn", "model.channels=[4,8]")
+
+
+def states_differ(a, b):
+    """The largest difference between two modules' parameters and buffers."""
+    return max((x.double() - y.double()).abs().max().item() for x, y in
+               zip(a.state_dict().values(), b.state_dict().values()) if x.is_floating_point())
+
+
+def history_differs(a, b, metrics=("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")):
+    assert len(a.epochs) == len(b.epochs)
+    return max(abs(x[m] - y[m]) for x, y in zip(a.epochs, b.epochs) for m in metrics)
+
+
+def plain_loop(cfg, splits, make_optimizer):
+    """The textbook loop: the same module, initialisation and batch order, torch.optim, autograd."""
+    torch.manual_seed(cfg.seed)
+    model = build(cfg.model, splits.in_shape, splits.n_classes).double()
+    weights = decayed_weights(model)
+    others = [p for p in model.parameters() if all(p is not w for w in weights)]
+    optimizer = make_optimizer([{"params": weights}, {"params": others, "weight_decay": 0.0}])
+    order = torch.Generator().manual_seed(cfg.seed)
+    x, y = splits.train.x.double(), splits.train.y
+    for _ in range(cfg.trainer.epochs):
+        perm = torch.randperm(len(y), generator=order)
+        for start in batch_starts(len(y), cfg.trainer.batch_size):
+            idx = perm[start:start + cfg.trainer.batch_size]
+            optimizer.zero_grad()
+            F.cross_entropy(model.train()(x[idx]), y[idx]).backward()
+            optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize("overrides, make_optimizer", [
+    # an L2 penalty lambda * sum(w**2) is torch's weight_decay 2 * lambda
+    (["optim.momentum=0.9", "optim.weight_decay=1e-3"],
+     lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=2e-3)),
+    (["optim.momentum=0.9", "optim.nesterov=true"], lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True)),
+    (["optim=adamw"], lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=1e-2)),
+])
+def test_a_cnn_run_is_a_plain_pytorch_loop_with_torch_optim(overrides, make_optimizer):
+    cfg = make_config(*CNN, "trainer.epochs=2", "seed=3", *overrides)
+    splits = cached_splits(cfg.data)
+    _, trained = fit_population([cfg], splits)
+    assert states_differ(trained.member(0), plain_loop(cfg, splits, make_optimizer)) <= 1e-9
+
+
+@pytest.mark.parametrize("bn", ["pre", "post", "none"])
+@pytest.mark.parametrize("l2", ["penalty", "decoupled"])
+def test_the_generic_path_on_the_mlp_is_the_hand_written_path(bn, l2):
+    cfgs = [make_config(*SMALL, "trainer.epochs=3", f"model.bn={bn}", "model.hidden=[32,16]", f"optim.l2={l2}",
+                        f"seed={s}", f"optim.lr={lr}", "optim.weight_decay=1e-3") for s, lr in [(1, 0.1), (2, 0.05)]]
+    splits = cached_splits(cfgs[0].data)
+    by_hand, stacked = fit_population(cfgs, splits)
+    generic, modules = fit_population(cfgs, splits, vectorise=True, build=generic_population)
+    for k in range(2):
+        assert history_differs(by_hand[k].history, generic[k].history) <= 1e-9
+        assert states_differ(stacked.member(k), modules.member(k)) <= 1e-9
+
+
+@pytest.mark.parametrize("bn", ["pre", "post", "none"])
+@pytest.mark.parametrize("l2", ["penalty", "decoupled"])
+def test_cnn_population_members_are_their_single_runs(bn, l2):
+    cfgs = [make_config(*CNN, "trainer.epochs=3", f"model.bn={bn}", f"optim.l2={l2}", f"seed={s}", *o) for s, o in
+            [(1, ["optim.lr=0.1"]), (2, ["optim.lr=0.05", "optim.weight_decay=1e-3", "optim.momentum=0.9"]),
+             (3, ["optim.lr=0.2", "optim.weight_decay=2e-3", "model.init_scale=0.5"])]]
+    splits = cached_splits(cfgs[0].data)
+    members, population = fit_population(cfgs, splits, vectorise=True)
+    assert type(population).__name__ == "ModulePopulation" and population.k == 3
+    for k, cfg in enumerate(cfgs):
+        [single], alone = fit_population([cfg], splits)
+        assert history_differs(members[k].history, single.history) <= 1e-9
+        assert states_differ(population.member(k), alone.member(0)) <= 1e-9
+
+
+def test_members_of_a_users_model_are_their_single_runs():
+    cfgs = [make_config(*SMALL, "model=custom", "model.target=tests.user_models.Tiny", "model.bn=post",
+                        "trainer.epochs=3", f"seed={s}", f"optim.lr={lr}") for s, lr in [(4, 0.1), (5, 0.02)]]
+    splits = cached_splits(cfgs[0].data)
+    members, population = fit_population(cfgs, splits, vectorise=True)
+    for k, cfg in enumerate(cfgs):
+        assert history_differs(members[k].history, fit(cfg, splits)) <= 1e-9
+
+
+def test_with_dropout_cnn_members_are_distributed_like_single_runs():
+    """Members draw their masks from one generator, so they match single runs in distribution, not mask for mask;
+    each member's own p comes from its Dropout buffer."""
+    cfgs = [make_config(*CNN, "trainer.dtype=float32", "trainer.epochs=2", "model.dropout=0.3", f"seed={s}")
+            for s in range(10)]
+    splits = cached_splits(cfgs[0].data)
+    singles = np.array([fit(c, splits).final["test_acc"] for c in cfgs])
+    members = np.array([m.history.final["test_acc"] for m in fit_population(cfgs, splits, vectorise=True)[0]])
+    assert abs(members.mean() - singles.mean()) <= 2 * singles.std(ddof=1) / np.sqrt(10) + 0.01
+    assert members.std() > 0  # members drew their own masks and batch orders
+    _, population = fit_population(cfgs[:2] + [make_config(*CNN, "trainer.epochs=1", "model.dropout=0.6")], splits,
+                                   vectorise=True)
+    ps = [m.p.item() for m in population.member(2).modules() if type(m).__name__ == "Dropout"]
+    assert ps == pytest.approx([0.6, 0.6])
+
+
+def test_a_diverging_cnn_member_fails_alone_and_its_neighbours_are_their_single_runs():
+    cfgs = [make_config(*CNN, "trainer.epochs=2", "model.bn=none", f"seed={s}", f"optim.lr={lr}")
+            for s, lr in [(1, 0.1), (2, 1e200), (3, 0.05)]]
+    splits = cached_splits(cfgs[0].data)
+    members, _ = fit_population(cfgs, splits, vectorise=True)
+    assert members[1].error is not None and not members[1].history.final
+    for k in (0, 2):
+        assert members[k].error is None
+        assert members[k].history.final["test_acc"] == pytest.approx(fit(cfgs[k], splits).final["test_acc"], abs=1e-12)
+
+
+def test_a_model_vmap_cannot_take_trains_member_by_member_as_the_one_by_one_path_does(caplog):
+    cfgs = [make_config(*SMALL, "model=custom", "model.target=tests.user_models.DataDependent", "model.dropout=0.3",
+                        "trainer.epochs=2", f"seed={s}") for s in (1, 2)]
+    splits = cached_splits(cfgs[0].data)
+    with caplog.at_level(logging.INFO, logger="ablate"):
+        forced, _ = fit_population(cfgs, splits, vectorise=True)
+    [line] = [r.message for r in caplog.records if "one by one" in r.message]
+    assert line.startswith("2 members train one by one: vmap cannot take this model (")
+    one_by_one, _ = fit_population(cfgs, splits, vectorise=False)
+    for a, b in zip(forced, one_by_one):
+        assert a.history.final["test_acc"] == b.history.final["test_acc"]  # identical, dropout masks too
+        assert [m["train_loss"] for m in a.history.epochs] == [m["train_loss"] for m in b.history.epochs]
+
+
+def test_on_a_cpu_the_generic_family_trains_one_by_one_unless_told_otherwise():
+    cfgs = [make_config(*CNN, "trainer.epochs=1", f"seed={s}") for s in (1, 2)]
+    splits = cached_splits(cfgs[0].data)
+    assert type(fit_population(cfgs, splits)[1]).__name__ == "OneByOne"  # measured faster here (bench/families.py)
+    assert type(fit_population(cfgs, splits, vectorise=True)[1]).__name__ == "ModulePopulation"
+    mlp = [make_config(*SMALL, "trainer.epochs=1", f"seed={s}") for s in (1, 2)]
+    assert type(fit_population(mlp, splits)[1]).__name__ == "StackedMLP"
