@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ablate import UserError
 
@@ -21,6 +21,26 @@ def mask_url(text: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``, wherever it appears in ``text``:
     never print, log or record a password."""
     return _PASSWORD.sub(r"\1:***@", text)
+
+
+def refuse_clear_passwords(config: Any, prefix: str = "") -> None:
+    """A password written in a config value (a command-line override, a YAML file) would reach Hydra's run folder,
+    the shell's history and ``ps``: refused, naming the key, with the fix. An interpolation such as
+    ``${oc.env:OPTUNA_STORAGE}`` keeps it in the environment, and is what Hydra writes."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            refuse_clear_passwords(value, f"{prefix}{key}.")
+    elif isinstance(config, list):
+        for value in config:
+            refuse_clear_passwords(value, prefix)
+    elif isinstance(config, str) and "${" not in config and _PASSWORD.search(config):
+        key = prefix[:-1]
+        fix = ("export MLFLOW_TRACKING_URI=<the URL> and leave tracking.uri out (conf/tracking/mlflow.yaml reads it)"
+               if key == "tracking.uri" else f"export a variable, e.g. OPTUNA_STORAGE=<the URL>, and give "
+                                             f"{key}='${{oc.env:OPTUNA_STORAGE}}'")
+        raise UserError(f"{key} holds a password in clear ({mask_url(config)}): it would be written to Hydra's "
+                        f"outputs/.../.hydra files and show in your shell history and ps. Keep it in the environment: "
+                        f"{fix}.")
 
 
 def scheme(uri: str) -> str:

@@ -271,3 +271,13 @@ def test_a_model_that_breaks_its_contract_is_one_line_and_exit_2_before_anything
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
     client = MlflowClient(tracking_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])  # no run was opened
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_a_password_in_clear_on_the_command_line_is_refused_before_hydra_writes_it_anywhere(multirun, tmp_path):
+    args = ["-m", "seed=0,1"] if multirun else []
+    out = run_cli(*args, *QUICK, "search.storage=postgresql://ada:s3cret@db/optuna", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: search.storage holds a password in clear (postgresql://ada:***@db/optuna)")
+    assert "search.storage='${oc.env:OPTUNA_STORAGE}'" in out.stderr and "s3cret" not in out.stdout + out.stderr
+    assert not [f for f in tmp_path.rglob("*") if f.is_file() and "s3cret" in f.read_text(errors="replace")]

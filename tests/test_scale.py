@@ -184,9 +184,10 @@ def test_a_search_with_two_workers_and_a_sweep_share_the_server_and_no_password_
     env = {"MLFLOW_TRACKING_URI": url}
     with fresh_postgres_database("ablate_optuna") as database:
         storage = with_password(database)
+        env["OPTUNA_STORAGE"] = storage  # on the command line only its name: Hydra's files record that, not the URL
         search = ("data=digits", "trainer.device=cpu", "trainer.epochs=2", "search.final_seeds=1", "search.n_trials=4",
-                  "search.batch=2", "search.pruner=none", f"search.storage={storage}", f"search.study={study}",
-                  f"tracking.experiment={experiment}")
+                  "search.batch=2", "search.pruner=none", "search.storage=${oc.env:OPTUNA_STORAGE}",
+                  f"search.study={study}", f"tracking.experiment={experiment}")
         processes = [ablate(*search, f"search.finalize={i == 0}", module="ablate.search", cwd=tmp_path,
                             env_extra=env, wait=False) for i in range(2)]
         processes.append(ablate(*GRID, f"tracking.experiment={experiment}", cwd=tmp_path, env_extra=env, wait=False))
@@ -206,6 +207,9 @@ def test_a_search_with_two_workers_and_a_sweep_share_the_server_and_no_password_
             local = Path(download_artifacts(run_id=run.info.run_id, tracking_uri=url, dst_path=str(tmp_path / "dl")))
             seen += [f.read_text(errors="replace") for f in local.rglob("*") if f.is_file() and f.suffix != ".png"]
         seen += [f.read_text() for f in (tmp_path / "studies").rglob("*.yaml")]  # the exported best config
+        hydra_files = [f for folder in ("outputs", "multirun") for f in (tmp_path / folder).rglob(".hydra/*.yaml")]
+        assert len(hydra_files) >= 6  # config, overrides and hydra.yaml of each search process and the sweep's jobs
+        seen += [f.read_text() for f in hydra_files]
         assert len(seen) > 20 and any("***" in text for text in seen)
         assert not [text for text in seen if SECRET in text]
 

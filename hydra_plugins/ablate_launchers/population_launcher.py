@@ -51,7 +51,7 @@ class PopulationLauncher(Launcher):
 
         from ablate import user_errors_end_the_command
         from ablate.sweep import launch_populations
-        from hydra_plugins.ablate_launchers.sweep_callback import SweepCallback
+        from hydra_plugins.ablate_launchers.callback import AblateCallback
 
         with user_errors_end_the_command():
             setup_globals()  # the sweep's progress bar and summary report; errors still reach the console
@@ -69,6 +69,6 @@ class PopulationLauncher(Launcher):
             by_cfg = {id(cfg): (overrides, composed) for overrides, composed, cfg in jobs}
             settings = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
                         for key, value in self.settings.items()}  # ${hydra.sweep.dir} resolved where it lives
-            sweep = SweepCallback.sweep_of(self.hydra_context.callbacks)
+            sweep = AblateCallback.sweep_of(self.hydra_context.callbacks)
             launch_populations([cfg for _, _, cfg in jobs], settings, sweep, on_result)
             return [returns[id(cfg)] for _, _, cfg in jobs]

@@ -1,7 +1,9 @@
-"""The Hydra callback behind every multirun (conf/config.yaml): each one is an ``ablate.sweep.Sweep``.
+"""The Hydra callback behind every ``python -m ablate`` and ``ablate.search`` command (conf/config.yaml).
 
-Jobs that run in other processes (joblib, Ray, submitit) get the sweep's identity in their environment, where
-``python -m ablate`` reads it; the population launcher asks this callback for it directly.
+Before Hydra writes its run folder (``.hydra/config.yaml``, ``overrides.yaml``, ``hydra.yaml``), a password given in
+clear on the command line is refused with the fix (``ablate.store.refuse_clear_passwords``). Each multirun is an
+``ablate.sweep.Sweep``: jobs that run in other processes (joblib, Ray, submitit) get the sweep's identity in their
+environment, where ``python -m ablate`` reads it; the population launcher asks this callback for it directly.
 """
 
 import os
@@ -12,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 
-class SweepCallback(Callback):
+class AblateCallback(Callback):
     def __init__(self) -> None:
         self.sweep = None  # the Sweep, in the sweep's own process only
         self.ref = None  # its SweepRef, which travels with the pickled callback to other processes
@@ -25,7 +27,19 @@ class SweepCallback(Callback):
     @staticmethod
     def sweep_of(callbacks: Any) -> Optional[Any]:
         """The SweepRef of the multirun Hydra is running, from its callbacks (None if there is no such callback)."""
-        return next((c.ref for c in getattr(callbacks, "callbacks", []) if isinstance(c, SweepCallback)), None)
+        return next((c.ref for c in getattr(callbacks, "callbacks", []) if isinstance(c, AblateCallback)), None)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._refuse_clear_passwords(config)
+
+    @staticmethod
+    def _refuse_clear_passwords(config: DictConfig) -> None:
+        from ablate import user_errors_end_the_command
+        from ablate.store import refuse_clear_passwords
+
+        with user_errors_end_the_command():
+            refuse_clear_passwords(OmegaConf.to_container(OmegaConf.masked_copy(
+                config, [k for k in config if k != "hydra"]), resolve=False))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.ref is not None:
@@ -33,6 +47,8 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from ablate.config import TrackingConfig
+
+        self._refuse_clear_passwords(config)
         from ablate.sweep import Sweep, grid_shape, sweep_definition
         from ablate.tracking import Tracker
 
