@@ -307,6 +307,7 @@ class SearchConfig:
     storage: Optional[str] = None  # None: a journal file studies/<study>.journal; or postgresql://user@host/db
     n_trials: int = 20  # the study's budget: COMPLETE + PRUNED trials, over every worker
     batch: int = 4  # trials asked at once and trained as one population
+    seeds_per_trial: int = 1  # a trial's value: its seeds' mean validation accuracy (seed, seed + 1, ...)
     sampler_seed: int = 0
     pruner: PrunerName = PrunerName.median
     pruner_startup_trials: int = 4  # trials that finish before any is pruned
@@ -319,6 +320,7 @@ class SearchConfig:
     def __post_init__(self) -> None:
         require(self.n_trials >= 0, "search.n_trials", self.n_trials, "0 or more")
         require(self.batch >= 1, "search.batch", self.batch, "at least 1")
+        require(self.seeds_per_trial >= 1, "search.seeds_per_trial", self.seeds_per_trial, "at least 1")
         require(self.final_seeds >= 0, "search.final_seeds", self.final_seeds, "0 or more")
         searched_keys(self.space)  # each declaration checked
 

@@ -21,8 +21,9 @@ def fmt(value: object) -> str:
 
 
 def report_plots(runs: pd.DataFrame, factors: list[str], histories: dict[str, pd.DataFrame], out: Path) -> list[Path]:
-    """Learning curves per BatchNorm mode, accuracy against every factor, the gap against p and lambda, the
-    weight norm against lambda: PNGs in ``out``."""
+    """Learning curves per level of a factor, an interaction heatmap for each pair of neighbouring factors (mean
+    validation accuracy, n per cell), accuracy against every factor, the gap against p and lambda, the weight norm
+    against lambda: PNGs in ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,6 +50,28 @@ def report_plots(runs: pd.DataFrame, factors: list[str], histories: dict[str, pd
                title=f"Learning curves per {LABELS.get(by, by) if by else 'sweep'} (mean ± std)")
         ax.legend()
         save(fig, "learning_curves.png")
+
+    for first, second in list(zip(factors, factors[1:]))[:3]:  # interactions: each factor with the next
+        cells = runs.groupby([first, second])["val_acc"].agg(["mean", "count"]).reset_index()
+        rows, columns = sorted(cells[first].unique(), key=str), sorted(cells[second].unique(), key=str)
+        grid = np.full((len(rows), len(columns)), np.nan)
+        counts = np.zeros_like(grid, dtype=int)
+        for cell in cells.itertuples(index=False):
+            i, j = rows.index(cell[0]), columns.index(cell[1])
+            grid[i, j], counts[i, j] = cell[2], cell[3]
+        fig, ax = plt.subplots(figsize=(1.4 * len(columns) + 2.5, 0.9 * len(rows) + 1.8))
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        for i in range(len(rows)):
+            for j in range(len(columns)):
+                if counts[i, j]:
+                    ax.text(j, i, f"{grid[i, j]:.3f}\nn={counts[i, j]}", ha="center", va="center", fontsize=8,
+                            color="white" if grid[i, j] < np.nanmean(grid) else "black")
+        ax.set_xticks(range(len(columns)), [fmt(c) for c in columns])
+        ax.set_yticks(range(len(rows)), [fmt(r) for r in rows])
+        ax.set(xlabel=LABELS.get(second, second), ylabel=LABELS.get(first, first),
+               title=f"Mean validation accuracy: {LABELS.get(first, first)} x {LABELS.get(second, second)}")
+        fig.colorbar(image, ax=ax, label="validation accuracy")
+        save(fig, f"interaction_{first.split('.')[-1]}_x_{second.split('.')[-1]}.png")
 
     for factor in factors:
         for metrics, ylabel, name in [(["val_acc", "test_acc"], "accuracy", "accuracy"),

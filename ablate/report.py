@@ -16,7 +16,7 @@ import pandas as pd
 from ablate import UserError, run_interruptible
 from ablate.config import ReportConfig
 from ablate.plots import LABELS, fmt, report_plots
-from ablate.stats import effect_table
+from ablate.stats import best_against_others, effect_table
 from ablate.tracking import TAG_FACTORS, RunKind, RunStatus, Tracker
 
 METRICS = ["val_acc", "test_acc", "train_loss", "train_eval_acc", "weight_norm", "epochs_to_target"]
@@ -66,6 +66,28 @@ def best_variant(runs: pd.DataFrame, factors: list[str]) -> Optional[pd.Series]:
     return table.loc[table["val_acc"].idxmax()]
 
 
+def distinguishable(runs: pd.DataFrame, factors: list[str], alpha: float = 0.05) -> list[str]:
+    """Whether the data can tell the best variant from the runner-up (and from the rest): a sentence and a table."""
+    if not factors:
+        return []
+    others = best_against_others(runs, factors, "val_acc", alpha)
+    if others.empty:
+        return []
+    runner_up = others.iloc[0]
+    name = ", ".join(f"{f} = {fmt(runner_up[f])}" for f in factors)
+    within = int((others["p adj (Holm)"].isna() | (others["p adj (Holm)"] >= alpha)).sum())
+    if math.isnan(runner_up["p adj (Holm)"]):
+        verdict = f"cannot be told from the runner-up ({name}): one run each, no test is possible; add seeds."
+    elif runner_up["p adj (Holm)"] < alpha:
+        verdict = (f"is distinguishable from the runner-up ({name}): +{runner_up['best − it']:.4f} validation accuracy "
+                   f"over {runner_up['n']} seeds, {runner_up['test']}, Holm-adjusted p = {runner_up['p adj (Holm)']:.3g}.")
+    else:
+        verdict = (f"is not distinguishable from the runner-up ({name}): +{runner_up['best − it']:.4f} over "
+                   f"{runner_up['n']} seeds, {runner_up['test']}, Holm-adjusted p = {runner_up['p adj (Holm)']:.3g}; "
+                   f"{within} of {len(others)} other variants lie within noise of it. More seeds would tell.")
+    return [f"The best variant {verdict}", "", markdown_table(others), ""]
+
+
 # ---------------------------------------------------------------------------------------------- output
 def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
@@ -107,7 +129,8 @@ def build_report(tracker: Tracker, sweep_id: str, out_root: Path = Path("reports
     if best is not None:
         lines += ["## Best variant (by mean validation accuracy)", "",
                   ", ".join(f"{f} = {fmt(best[f])}" for f in factors) +
-                  f": val acc {best['val_acc']:.4f}, test acc {best['test_acc']:.4f} over {int(best['runs'])} run(s)", ""]
+                  f": val acc {best['val_acc']:.4f}, test acc {best['test_acc']:.4f} over {int(best['runs'])} run(s)",
+                  "", *distinguishable(runs, factors), ""]
     for factor in factors:
         metrics = [m for m in ["val_acc", "test_acc", "gap", "weight_norm", "epochs_to_target"] if m in runs]
         lines += [f"## Main effect of {LABELS.get(factor, factor)} (`{factor}`)", "",

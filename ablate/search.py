@@ -163,30 +163,45 @@ def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
         trials = ask_within_budget(study, s)
         if not trials:
             break
-        cfgs = [with_values(cfg, suggest(trial, space)) for trial in trials]
-        trial_of = {id(c): t for c, t in zip(cfgs, trials)}
+        # each trial's seeds (seed, seed + 1, ...) as members of one population with every other trial's
+        cfgs = [with_values(cfg, {**suggest(trial, space), "seed": cfg.seed + j})
+                for trial in trials for j in range(s.seeds_per_trial)]
+        trial_of = {id(c): trials[i // s.seeds_per_trial] for i, c in enumerate(cfgs)}
         for trial in trials:
             for key, value in {"host": HOST, "pid": os.getpid(), "heartbeat": time.time()}.items():
                 trial.set_user_attr(key, value)
             tracker.heartbeat.keep_alive(f"trial {trial.number}",
                                          lambda now, t=trial: t.set_user_attr("heartbeat", now))
+        epoch_values: dict[tuple[int, int], list[float]] = {}
+        pruned: set[int] = set()
 
         def on_epoch(c: RunConfig, metrics: dict[str, float]) -> bool:
-            trial = trial_of[id(c)]
-            trial.report(metrics[OBJECTIVE], int(metrics["epoch"]))
-            return trial.should_prune()
+            """The pruner sees a trial's mean over its seeds once all have reported the epoch; a pruned trial's
+            seeds stop at their next report."""
+            trial, epoch = trial_of[id(c)], int(metrics["epoch"])
+            seen = epoch_values.setdefault((trial.number, epoch), [])
+            seen.append(metrics[OBJECTIVE])
+            if len(seen) == s.seeds_per_trial:
+                trial.report(sum(seen) / len(seen), epoch)
+                if trial.should_prune():
+                    pruned.add(trial.number)
+            return trial.number in pruned
 
         results = train_and_log_all(cfgs, PopulationSettings(max_size=len(cfgs)), kind=RunKind.trial,
                                     on_epoch=on_epoch, tags_of=lambda c: {
                                         "optuna.study": s.study, "optuna.trial": str(trial_of[id(c)].number)})
-        for c, trial, result in zip(cfgs, trials, results):
+        for i, trial in enumerate(trials):
             tracker.heartbeat.forget(f"trial {trial.number}")
-            finished = result.outcome in (Outcome.finished, Outcome.skipped)  # a diverged trial counts as pruned
-            if result.outcome == Outcome.failed:
+            mine = results[i * s.seeds_per_trial:(i + 1) * s.seeds_per_trial]
+            # a diverged seed makes its trial pruned; a trial's value is its seeds' mean final validation accuracy
+            finished = trial.number not in pruned and all(r.outcome in (Outcome.finished, Outcome.skipped) for r in mine)
+            if any(r.outcome == Outcome.failed for r in mine):
                 trial.set_user_attr("diverged", True)
-            frozen = study.tell(trial, result.metrics[OBJECTIVE] if finished else None,
-                                state=TrialState.COMPLETE if finished else TrialState.PRUNED)
-            tracker.run(result.run_id).set_tags({"optuna.state": frozen.state.name})
+            value = sum(r.metrics[OBJECTIVE] for r in mine) / len(mine) if finished else None
+            frozen = study.tell(trial, value, state=TrialState.COMPLETE if finished else TrialState.PRUNED)
+            for result in mine:
+                if result.run_id:
+                    tracker.run(result.run_id).set_tags({"optuna.state": frozen.state.name})
             group.job_done()
     if not s.finalize:
         group.bar.close()

@@ -128,3 +128,38 @@ def seeds_needed(effect: float, sd: float, alpha: float, target: float, cap: int
         mid = (low + high) // 2
         low, high = (mid + 1, high) if power(effect, sd, mid, alpha) < target else (low, mid)
     return high
+
+
+def best_against_others(runs: pd.DataFrame, variant_keys: list[str], metric: str = "val_acc",
+                        alpha: float = 0.05) -> pd.DataFrame:
+    """The best variant (by mean ``metric``) against every other: a one-sided test that the best is better, paired
+    over the seeds both have (Welch's where seeds do not match), Holm-corrected over the comparisons made.
+
+    One row per other variant, best mean first: its keys, its mean, the difference, n, the test, p and adjusted p.
+    """
+    variants = runs.assign(variant=list(zip(*(runs[k] for k in variant_keys))))
+    means = variants.groupby("variant", sort=False)[metric].mean().sort_values(ascending=False)
+    if len(means) < 2:
+        return pd.DataFrame()
+    per_seed = {variant: group.set_index("seed")[metric] if "seed" in group else group[metric].reset_index(drop=True)
+                for variant, group in variants.groupby("variant")}
+    best = per_seed[means.index[0]]
+    rows = []
+    for variant, mean in means.iloc[1:].items():
+        other = per_seed[variant]
+        shared = best.index.intersection(other.index) if "seed" in runs else []
+        if len(shared) >= 3:
+            test, n, p = "paired t", len(shared), t_pvalue((best.loc[shared] - other.loc[shared]).to_numpy(float), "greater")
+        elif len(best) >= 2 and len(other) >= 2:
+            test, n = "Welch t", min(len(best), len(other))
+            p = float(stats.ttest_ind(best, other, equal_var=False, alternative="greater").pvalue)
+        else:
+            test, n, p = "none (one run each)", min(len(best), len(other)), math.nan
+        rows.append({**dict(zip(variant_keys, variant)), "mean": mean, "best − it": means.iloc[0] - mean, "n": n,
+                     "test": test, "p": p})
+    table = pd.DataFrame(rows)
+    tested = table["p"].notna()
+    table["p adj (Holm)"] = math.nan
+    if tested.any():
+        table.loc[tested, "p adj (Holm)"] = adjust(table.loc[tested, "p"].tolist(), "holm", alpha)[0]
+    return table

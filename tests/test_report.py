@@ -9,8 +9,10 @@ import pytest
 from mlflow import MlflowClient
 
 from ablate.config import TrackingConfig
-from ablate.report import best_variant, build_report, load_runs, summary_table
-from ablate.stats import effect_table, mean_ci
+from scipy import stats
+
+from ablate.report import best_variant, build_report, distinguishable, load_runs, summary_table
+from ablate.stats import best_against_others, effect_table, mean_ci
 from ablate.tracking import Tracker
 from tests.conftest import REPO
 
@@ -53,6 +55,8 @@ def test_report_on_a_small_grid_matches_the_runs_in_mlflow(tracking_uri, tmp_pat
     report = build_report(tracker, sweep_id, tmp_path / "reports")
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
     assert len(pngs) >= 3 and "learning_curves.png" in pngs and "gap_vs_dropout.png" in pngs
+    assert "interaction_bn_x_dropout.png" in pngs  # two factors: their interaction, n per cell
+    assert "The best variant is" in report.read_text() and "p adj (Holm)" in report.read_text()
 
     # Recompute one cell from the raw runs: mean test accuracy of bn=none over its 4 runs.
     raw = [r.data.metrics["test_acc"] for r in client.search_runs([tracker.experiment_id],
@@ -66,3 +70,34 @@ def test_report_on_a_small_grid_matches_the_runs_in_mlflow(tracking_uri, tmp_pat
     artifacts = [a.path for a in client.list_artifacts(client.search_runs(
         [tracker.experiment_id], "tags.`ablate.kind` = 'sweep'")[0].info.run_id, "report")]
     assert "report/report.md" in artifacts and len(artifacts) == 1 + len(pngs)
+
+
+def grid(values_by_variant, seeds=5):
+    return pd.DataFrame([{"run_id": f"{v}{s}", "model.bn": v, "seed": s, "val_acc": f(s)}
+                         for v, f in values_by_variant.items() for s in range(seeds)])
+
+
+NOISE = [0.002, -0.003, 0.001, 0.004, -0.002]
+
+
+def test_the_best_is_compared_with_every_other_variant_paired_over_seeds_holm_corrected():
+    runs = grid({"pre": lambda s: 0.85 + NOISE[s], "post": lambda s: 0.80 + NOISE[s] * 0.5,
+                 "none": lambda s: 0.70 - NOISE[s]})
+    table = best_against_others(runs, ["model.bn"])
+    assert list(table["model.bn"]) == ["post", "none"] and set(table["test"]) == {"paired t"}
+    d = np.array([0.05 + NOISE[s] * 0.5 for s in range(5)])
+    raw = stats.ttest_1samp(d, 0, alternative="greater").pvalue
+    assert table.loc[0, "p"] == pytest.approx(raw)
+    assert table.loc[0, "p adj (Holm)"] == pytest.approx(max(table["p"].min() * 2, raw))  # step-down over two tests
+    text = "\n".join(distinguishable(runs, ["model.bn"]))
+    assert text.startswith("The best variant is distinguishable from the runner-up (model.bn = post): +0.0502")
+
+
+def test_a_runner_up_within_noise_and_unmatched_seeds_are_said_so():
+    close = grid({"pre": lambda s: 0.80 + NOISE[s], "post": lambda s: 0.80 - NOISE[s]})
+    assert "is not distinguishable from the runner-up (model.bn = post)" in distinguishable(close, ["model.bn"])[0]
+    unmatched = pd.concat([grid({"pre": lambda s: 0.9 + NOISE[s]}), grid({"post": lambda s: 0.7 + NOISE[s]})
+                           .assign(seed=lambda f: f["seed"] + 10)])
+    assert best_against_others(unmatched, ["model.bn"]).loc[0, "test"] == "Welch t"  # no shared seed: unpaired
+    single = grid({"pre": lambda s: 0.9, "post": lambda s: 0.8}, seeds=1)
+    assert "one run each, no test is possible" in distinguishable(single, ["model.bn"])[0]

@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 
+import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -220,3 +221,19 @@ def test_diverging_trials_are_pruned_and_the_study_goes_on(tracking_uri, tmp_pat
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
     assert all(t.user_attrs.get("diverged") for t in study.trials)
     assert {r.data.tags["optuna.state"] for r in mlflow_runs(tracking_uri, "trial")} == {"PRUNED"}
+
+
+def test_a_trial_over_several_seeds_is_judged_by_their_mean(tracking_uri, tmp_path):
+    cfg = make_config(*FAST, f"search.storage={tmp_path}/m.journal", "search.n_trials=2", "search.batch=2",
+                      "search.seeds_per_trial=3", "search.pruner=none", "search.final_seeds=0", "trainer.epochs=1",
+                      "seed=10")
+    run_search(cfg)
+    study = open_study(cfg.search, 1)
+    runs = mlflow_runs(tracking_uri, "trial")
+    assert len(runs) == 6
+    for trial in study.trials:
+        mine = [r for r in runs if r.data.tags["optuna.trial"] == str(trial.number)]
+        assert sorted(int(r.data.params["seed"]) for r in mine) == [10, 11, 12]
+        assert trial.value == pytest.approx(np.mean([r.data.metrics["val_acc"] for r in mine]))
+        assert trial.intermediate_values[1] == pytest.approx(trial.value)  # the pruner saw the same mean
+        assert {r.data.params["optim.lr"] for r in mine} == {str(trial.params["optim.lr"])}

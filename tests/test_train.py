@@ -102,3 +102,12 @@ def test_final_metrics_recomputed_from_the_trained_members():
         assert final["val_acc_auc"] == pytest.approx(sum(m["val_acc"] for m in epochs) / len(epochs), abs=1e-12)
         norm = torch.sqrt(sum(w.pow(2).sum() for w in decayed_weights(member))).item()
         assert epochs[-1]["weight_norm"] == pytest.approx(norm, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_the_cnn_learns_the_shipped_images_in_two_epochs():
+    """Two epochs of the CNN (16/32 channels, BN pre, dropout 0.3, SGD 0.1) reached 0.725-0.793 test accuracy over
+    seeds 0-4 here (ten epochs: 0.858); the default seed must land in 0.70-0.85."""
+    cfg = make_config("model=cnn", "trainer.epochs=2", "trainer.device=cpu")
+    history = fit(cfg, cached_splits(cfg.data))
+    assert 0.70 <= history.final["test_acc"] <= 0.85
