@@ -116,7 +116,8 @@ class StackedMLP:
             layer, saved, first = self.layers[index], tape[index], self.first_param[index]
             if isinstance(layer, nn.Linear):
                 weight = self.params[first]
-                grad_in = None if index == 0 else member_matmul(grad, weight.transpose(1, 2))
+                # no earlier layer has parameters (the first Linear, after Flatten): nobody needs its input's gradient
+                grad_in = None if first == 0 else member_matmul(grad, weight.transpose(1, 2))
                 update(first + 1, grad.sum(1))
                 update(first, FactoredGradient(saved, grad))
                 grad = grad_in
