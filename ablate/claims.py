@@ -188,7 +188,7 @@ def _interval_text(bound: tuple[float, float]) -> str:
 
 def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
     """The matrix (one verdict per claim and context, and how many contexts it holds in), then the details."""
-    from ablate.report import markdown_table
+    from ablate.tables import markdown_table
 
     contexts = list(dict.fromkeys(j.context for j in judged))
     rows = []

@@ -9,6 +9,7 @@ by OmegaConf as a single composition would, and set on the composed config with 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Callable, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -28,13 +29,14 @@ class ComposeCache:
         self._groups: dict[str, bool] = {}  # asking the config repository costs ~100 ms; the answer does not change
         self._composed: dict[tuple[str, ...], tuple[DictConfig, DictConfig]] = {}
         self._templates: dict[tuple, RunConfig] = {}
+        self._jobs: dict[tuple[str, ...], RunConfig] = {}
         self._checked: dict[tuple[tuple[str, ...], str, str], Any] = {}
 
     def split(self, overrides: Sequence[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
         """Overrides that shape the composition (group choices, +/~ edits, hydra's own) and plain value
         assignments (dotted key -> parsed value) that can be set on an already composed config."""
         groups, values = [], {}
-        for override in _parser.parse_overrides(list(overrides)):
+        for override in map(self._parsed, overrides):
             key = override.key_or_group
             if key not in self._groups:
                 self._groups[key] = key.startswith("hydra") or self._is_group(key)
@@ -43,6 +45,11 @@ class ComposeCache:
             else:
                 values[key] = override.value()
         return tuple(sorted(groups)), values
+
+    @functools.lru_cache(maxsize=None)
+    def _parsed(self, override: str) -> Any:
+        """Hydra's parse of one override (a grammar parser, ~1 ms each; a sweep repeats the same strings)."""
+        return _parser.parse_override(override)
 
     def composed(self, groups: tuple[str, ...]) -> tuple[DictConfig, DictConfig]:
         """(the full composed config with Hydra's node, its typed app part) of these group choices."""
@@ -56,6 +63,13 @@ class ComposeCache:
         self.run_config(overrides)
 
     def run_config(self, overrides: Sequence[str]) -> RunConfig:
+        """The run config of one job (remembered: the sweeper checks every job, then the launcher runs it)."""
+        key = tuple(overrides)
+        if key not in self._jobs:
+            self._jobs[key] = self._run_config(overrides)
+        return self._jobs[key]
+
+    def _run_config(self, overrides: Sequence[str]) -> RunConfig:
         groups, values = self.split(overrides)
         node = self.composed(groups)[1]
         # a value the composition leaves mandatory (model.target of model=custom) is part of the template

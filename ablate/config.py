@@ -339,10 +339,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(0 <= self.seed < 2**32, "seed", self.seed, "in [0, 2**32)")  # what every generator it seeds takes
-        keys = flatten(self, with_search=True)
         for key in searched_keys(self.search.space):
-            require(key in keys and not key.startswith("search."), f"search.space.{key}", "(a declaration)",
-                    "a key of the run config (model.dropout, optim.lr, ...)")
+            require(is_config_key(self, key) and not key.startswith("search."), f"search.space.{key}",
+                    "(a declaration)", "a key of the run config (model.dropout, optim.lr, ...)")
 
 
 class Direction(str, Enum):
@@ -415,13 +414,12 @@ class JudgeConfig(RunConfig):
         super().__post_init__()
         require(bool(self.claims), "claims", self.claims, "at least one claim (conf/claims/)")
         require(bool(self.judge.contexts), "judge.contexts", self.judge.contexts, "at least one context (name: {key: value})")
-        keys = flatten(self)
         for name, claim in self.claims.items():
             claim.check(name)
             for arm in (claim.a, claim.b):
                 for key in arm:
-                    require(key in keys or key in ("data", "model", "optim") or key.split(".")[0] + ".kwargs" in key,
-                            f"claims.{name}", key, "arms of config keys or groups (model.bn, optim, ...)")
+                    require(is_config_key(self, key) or key in ("data", "model", "optim"), f"claims.{name}", key,
+                            "arms of config keys or groups (model.bn, optim, ...)")
 
 
 @dataclass
@@ -488,6 +486,18 @@ def flatten(cfg: RunConfig, with_search: bool = False) -> dict[str, Any]:
 
     walk("", to_dict(cfg, with_search))
     return {"model.family": type(cfg.model).family, **flat}
+
+
+def is_config_key(cfg: Any, key: str) -> bool:
+    """Whether a dotted key names a field of this config (any key below a dict field, such as model.kwargs)."""
+    node = cfg
+    for part in key.split("."):
+        if isinstance(node, dict):
+            return True
+        if not is_dataclass(node) or part not in {f.name for f in fields(node)}:
+            return False
+        node = getattr(node, part)
+    return True
 
 
 def with_values(cfg: Any, values: dict[str, Any]) -> Any:

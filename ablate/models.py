@@ -151,17 +151,21 @@ def check_shapes(cfg: ModelConfig, in_shape: Sequence[int], n_classes: int) -> N
                                f"must return [batch, n_classes] = [2, {n_classes}].")
 
 
+SMALL_ENOUGH_TO_BUILD = 20_000_000  # parameters: a real model of this size builds and runs one sample in milliseconds
+
+
 def built(cfg: ModelConfig, in_shape: Sequence[int], n_classes: int) -> tuple[nn.Module, str]:
-    """The model built on the meta device (shapes without memory) where its constructor and a forward run there,
-    else on the CPU (a user's constructor may compute on tensors)."""
+    """The model to read shapes and sizes from: built on the CPU where it is small (a real forward of one sample
+    takes milliseconds; the meta device's first forward in a process costs a second of imports), on the meta
+    device where it is too large to allocate; on the CPU also where its constructor cannot run on meta."""
     try:
         with torch.device("meta"):
             model = build(cfg, in_shape, n_classes)
-            with torch.no_grad():
-                model.eval()(torch.zeros(1, *in_shape))
-        return model, "meta"
     except Exception:  # noqa: BLE001 - whatever the meta device cannot do, the CPU can (or says why not)
         return build(cfg, in_shape, n_classes), "cpu"
+    if sum(p.numel() for p in model.parameters()) <= SMALL_ENOUGH_TO_BUILD:
+        return build(cfg, in_shape, n_classes), "cpu"
+    return model, "meta"
 
 
 def per_member(cfg: ModelConfig) -> frozenset[str]:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ablate.stats import effect_table
+from ablate.tables import fmt
 
 LABELS = {"model.bn": "BatchNorm", "model.dropout": "dropout p", "optim.weight_decay": "weight decay λ",
           "optim.lr": "learning rate", "optim.l2": "L2 mode", "model.init_scale": "init scale"}
-
-
-def fmt(value: object) -> str:
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
 
 
 def report_plots(runs: pd.DataFrame, factors: list[str], histories: dict[str, pd.DataFrame], out: Path) -> list[Path]:

@@ -170,7 +170,8 @@ class PopulationRuns:
         with contextlib.ExitStack() as stack:
             for cfg in cfgs:
                 self.opened.append((cfg, stack.enter_context(rec.tracker.training_run(
-                    cfg, device, rec.sweep, rec.kind, rec.tags_of(cfg), {"model_summary.txt": summaries[repr(cfg.model)]}))))
+                    cfg, device, rec.sweep, rec.kind, rec.tags_of(cfg), {"model_summary.txt": summaries[repr(cfg.model)]},
+                    batched=len(cfgs) > 1))))
             # The lease: a rival that opened the same variant meanwhile sees ours too, and both withdraw (and retry
             # later) rather than both train; one that looked before we opened ours withdraws when it sees ours.
             held = rec.tracker.leased_elsewhere(rec.sweep and rec.sweep.sweep_id, rec.kind,
@@ -196,9 +197,6 @@ class PopulationRuns:
              vectorise: Optional[bool]) -> list[RunResult]:
         """Train the leased variants at once; each run ends on its own: FINISHED, FAILED (diverged) or pruned."""
         rec, single = self.recording, len(cfgs) == 1
-        for run in runs:
-            if not single:
-                run.flush_every_s = None  # K runs: their metrics go in one batch each at the end
         log.info(f"run {runs[0].run_id}: {model_line(cfgs[0], splits)} on {device}" if single else
                  f"population of {len(cfgs)} on {device}: {model_line(cfgs[0], splits).split(', seed')[0]} ...")
         epoch_level = logging.INFO if single and not rec.sweep else logging.DEBUG

@@ -87,7 +87,7 @@ class Sweep:
     def close(self, text: Optional[str] = None) -> int:
         """Summary (a table of the runs unless ``text`` is given), FINISHED parent; returns how many of this
         attempt's training runs failed."""
-        from ablate.report import load_runs, markdown_table, summary_table  # pandas only at the end
+        from ablate.tables import load_runs, markdown_table, summary_table  # pandas only at the end
 
         self._wait_for_other_workers()
         self.bar.close()

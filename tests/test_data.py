@@ -10,7 +10,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from ablate.config import DataConfig, DataSource
-from ablate.data import DataError, cached_splits, load_splits, parse_idx, read_csv, read_idx_dataset
+from ablate.data import DataError, cached_splits, load_splits, parse_idx, read_csv, read_idx_dataset, split_indices
 from tests.conftest import REPO, SHARED_DATA
 
 SHIPPED = REPO / "data" / "fmnist_small.csv.gz"
@@ -268,3 +268,29 @@ def test_a_torchvision_dataset_through_a_function(tmp_path):
 
         sys.path.remove(str(tmp_path))
     assert splits.in_shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_the_split_is_scikit_learns_train_test_split_to_the_index(stratify):
+    """ablate splits without importing scikit-learn; the indices must be sklearn's, on every shape of input."""
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        n = int(rng.integers(40, 400))
+        y = rng.integers(0, int(rng.integers(2, 11)), n)
+        y[:20] = np.arange(20) % (y.max() + 1)  # every class at least twice
+        test = float(rng.uniform(0.1, 0.5)) if trial % 3 else int(rng.integers(10, n // 2))
+        seed = int(rng.integers(0, 2**31))
+        x = np.arange(n)
+        try:
+            theirs = train_test_split(x, test_size=test, random_state=seed, stratify=y if stratify else None)
+        except ValueError:  # a part smaller than the number of classes: both refuse
+            with pytest.raises(DataError):
+                split_indices(y, test, seed, stratify)
+            continue
+        ours = split_indices(y, test, seed, stratify)
+        assert np.array_equal(theirs[0], ours[0]) and np.array_equal(theirs[1], ours[1]), (n, test, seed)
+
+
+def test_a_class_too_small_to_stratify_is_one_error_with_the_fix():
+    with pytest.raises(DataError, match="at least 2 samples of every class.*data.stratify=false"):
+        split_indices(np.array([0] * 10 + [1]), 0.2, 0, True)

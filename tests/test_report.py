@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 from ablate.config import TrackingConfig
 from scipy import stats
 
-from ablate.report import best_variant, build_report, distinguishable, load_runs, summary_table
+from ablate.report import best_variant, build_report, distinguishable
+from ablate.tables import load_runs, summary_table
 from ablate.stats import best_against_others, effect_table, mean_ci
 from ablate.tracking import Tracker
 from tests.conftest import REPO

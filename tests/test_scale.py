@@ -156,6 +156,7 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
         outputs = [p.communicate(timeout=300)[0] for p in first]
     assert [p.returncode for p in first] == [0, 0], outputs
     assert_each_variant_finished_once(train_runs(url, experiment), 8)
+    first_sweep = {r.data.tags["ablate.sweep_id"] for r in train_runs(url, experiment)}
 
     # Again on a longer grid (a new sweep): one process is killed with SIGKILL midway, the other takes up its
     # variants once its leases go stale, and the same command started again finds nothing left to do.
@@ -164,7 +165,7 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
     with stopped_at_exit(victim, survivor):
         deadline = time.time() + 120
         while not any(r.data.tags.get("ablate.pid") == str(victim.pid) and r.info.status == "RUNNING"
-                      and "trainer.epochs" in r.data.params and r.data.params["trainer.epochs"] == "100"
+                      and r.data.tags["ablate.sweep_id"] not in first_sweep  # a run of the long grid, training
                       for r in train_runs(url, experiment)):
             assert time.time() < deadline and victim.poll() is None
             time.sleep(0.2)
@@ -173,7 +174,7 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
         assert survivor.communicate(timeout=300)[0] and survivor.returncode == 0
     again = ablate(*slow, cwd=tmp_path / "a", env_extra=env)
     assert again.returncode == 0, again.output
-    runs = [r for r in train_runs(url, experiment) if r.data.params.get("trainer.epochs") in ("100", None)]
+    runs = [r for r in train_runs(url, experiment) if r.data.tags["ablate.sweep_id"] not in first_sweep]
     assert_each_variant_finished_once(runs, 8)
     assert any(r.info.status == "KILLED" and r.data.tags["ablate.pid"] == str(victim.pid) for r in runs)
 
