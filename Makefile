@@ -45,14 +45,14 @@ LAUNCH = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_job
 sweep: $(VENV)/.ready  ## the full ablation grid (360 runs) as populations; EXPERIMENT=bn|dropout|l2|lr; LAUNCHER=population_ray; JOBS=2
 	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(LAUNCH) $(ARGS)
 
-search: $(VENV)/.ready  ## Optuna search over p, lambda, lr (ARGS="search.n_trials=50 model.bn=post"); WORKERS=4 processes
+search: $(VENV)/.ready  ## Optuna over the keys of conf/search (p, lambda, lr) (ARGS="search.n_trials=50 model=cnn"); WORKERS=4
 	@for i in $$(seq 2 $(WORKERS)); do $(PY) -m ablate.search search.finalize=false $(ARGS) & done; \
 	$(PY) -m ablate.search $(ARGS); status=$$?; wait; exit $$status
 
 dashboard: $(VENV)/.ready  ## optuna-dashboard on the study's storage (STORAGE=postgresql://... for a shared one)
 	$(VENV)/bin/optuna-dashboard $(STORAGE)
 
-claims: $(VENV)/.ready  ## test each claim of the seed notes (13 variants x 5 seeds) and print the verdicts
+claims: $(VENV)/.ready  ## judge the claims of conf/claims (30 seeds, shipped data and digits): verdict table
 	$(PY) -m ablate.claims $(ARGS)
 
 report: $(VENV)/.ready  ## markdown + PNG report of the latest sweep (SWEEP=<id> for another)
