@@ -1,35 +1,7 @@
-"""ablate: reproducible ablation studies of small PyTorch networks (BatchNorm, dropout, L2, learning rate)."""
-
-import contextlib
-import os
-import sys
-from typing import Callable, Iterator
+"""ablate: reproducible ablation studies of PyTorch networks (BatchNorm, dropout, L2, learning rate, ...)."""
 
 __version__ = "0.1.0"
 
 
 class UserError(Exception):
     """A problem the user fixes (a config value, a data file): its message names the problem and the fix."""
-
-
-@contextlib.contextmanager
-def user_errors_end_the_command() -> Iterator[None]:
-    """A ``UserError`` ends the command with its one-line message and exit code 2, not a traceback. Hydra prints
-    any exception that leaves a task function or a launcher as a traceback, so those use this inside too."""
-    try:
-        yield
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-def run_interruptible(command: Callable[[], None], on_interrupt: str) -> None:
-    """Run a command line entry point; Ctrl-C ends it with one line and exit code 130, a ``UserError`` with its
-    message and exit code 2: not a traceback."""
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ablate prints its own line per run
-    try:
-        with user_errors_end_the_command():
-            command()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {on_interrupt}", file=sys.stderr)
-        sys.exit(130)

@@ -11,8 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ablate import run_interruptible, user_errors_end_the_command
-from ablate.config import register_configs, to_run_config
+from ablate.cli import run_interruptible, user_errors_end_the_command
+from ablate.config import to_run_config
+from ablate.schemas import register_configs
 
 register_configs()
 # conf/hydra/launcher/{ray,submitit_*}.yaml refine the launcher plugins' own configs of the same name, and Hydra

@@ -26,7 +26,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from ablate.config import ClaimSpec, Direction, JudgeConfig, JudgeSettings, RunConfig, config_hash
+from ablate.config import RunConfig, config_hash
+from ablate.schemas import ClaimSpec, Direction, JudgeConfig, JudgeSettings
 from ablate.stats import (adjust, bootstrap_bound, detectable_effect, seeds_needed, t_bound, t_pvalue,
                           wilcoxon_pvalue)
 
@@ -305,7 +306,7 @@ def command(argv: list[str]) -> None:
     from omegaconf import OmegaConf
 
     from ablate import UserError
-    from ablate.config import register_configs
+    from ablate.schemas import register_configs
     from ablate.provenance import REPO
 
     if {"-h", "--help"} & set(argv):
@@ -324,7 +325,7 @@ def command(argv: list[str]) -> None:
 if __name__ == "__main__":
     import sys
 
-    from ablate import run_interruptible
+    from ablate.cli import run_interruptible
 
     run_interruptible(lambda: command(sys.argv[1:]), "finished runs stay recorded and the interrupted ones are "
                                                      "marked KILLED; the same command resumes.")

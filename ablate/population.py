@@ -1,8 +1,8 @@
 """Populations: which variants can train together, and how many fit in memory at once.
 
-The trainer (``train.fit_population``) trains any list of configs that share a ``group_key``; this module
-turns a sweep's variants into such groups, each no larger than ``max_size`` and the free memory allow.
-(All the variants passed at once are assumed to share the data's shape; ``group_key`` keeps data apart.)
+The trainer (``train.fit_population``) trains any list of configs that share a ``population_key``; this module
+turns a sweep's variants into such populations, each no larger than ``max_size`` and the free memory allow.
+(All the variants passed at once are assumed to share the data's shape; ``population_key`` keeps data apart.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ablate.optim import plain_sgd
 from ablate.train import resolve_device, torch_dtype
 
 
-def group_key(cfg: RunConfig) -> tuple:
+def population_key(cfg: RunConfig) -> tuple:
     """What members of one population must share: the family and its architecture (``models.architecture``: all
     but the per-member keys), the data, the trainer, the optimiser kind; for the MLP's stacked path also plain SGD
     apart from SGD with momentum (the two round differently, see ``optim.Optimizer``).
@@ -58,11 +58,11 @@ def free_bytes(device: torch.device) -> int:
         return 8 << 30
 
 
-def grouped(cfgs: Sequence[RunConfig], max_size: int) -> list[list[RunConfig]]:
-    """Group by ``group_key`` (first-seen order), each group cut to at most ``max_size`` members."""
+def by_population_key(cfgs: Sequence[RunConfig], max_size: int) -> list[list[RunConfig]]:
+    """The variants by ``population_key`` (first-seen order), each population cut to at most ``max_size`` members."""
     groups: dict[tuple, list[RunConfig]] = {}
     for cfg in cfgs:
-        groups.setdefault(group_key(cfg), []).append(cfg)
+        groups.setdefault(population_key(cfg), []).append(cfg)
     return [members[i:i + max_size] for members in groups.values() for i in range(0, len(members), max_size)]
 
 
@@ -87,10 +87,10 @@ def require_memory(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: int
 
 def populations(cfgs: Sequence[RunConfig], settings: PopulationSettings, in_shape: Sequence[int] | int, n_classes: int,
                 n_eval_rows: int) -> list[list[RunConfig]]:
-    """``grouped``, with each group also cut to what fits in ``settings.memory_fraction`` of the device's free
+    """``by_population_key``, each population also cut to what fits in ``settings.memory_fraction`` of the device's free
     memory (at least one member: ``require_memory`` fails a model that fits nowhere)."""
     chunks = []
-    for members in grouped(cfgs, len(cfgs)):
+    for members in by_population_key(cfgs, len(cfgs)):
         fits = members_that_fit(members[0], in_shape, n_classes, n_eval_rows, settings.memory_fraction)
         size = max(1, min(settings.max_size, fits))
         chunks += [members[i:i + size] for i in range(0, len(members), size)]

@@ -13,8 +13,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ablate import UserError, run_interruptible
-from ablate.config import ReportConfig
+from ablate import UserError
+from ablate.cli import run_interruptible
+from ablate.schemas import ReportConfig
 from ablate.plots import LABELS, report_plots
 from ablate.stats import best_against_others, effect_table
 from ablate.tables import fmt, load_runs, markdown_table, summary_table
@@ -115,8 +116,8 @@ if __name__ == "__main__":
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    from ablate import user_errors_end_the_command
-    from ablate.config import register_configs
+    from ablate.cli import user_errors_end_the_command
+    from ablate.schemas import register_configs
 
     register_configs()
 

@@ -67,12 +67,12 @@ def train_and_log(cfg: RunConfig, sweep: Optional[SweepRef] = None) -> RunResult
     return train_and_log_all([cfg], PopulationSettings(max_size=1), sweep=sweep, wait_for_others=sweep is None)[0]
 
 
-def train_and_log_all(cfgs: Sequence[RunConfig], population: PopulationSettings, sweep: Optional[SweepRef] = None,
+def train_and_log_all(cfgs: Sequence[RunConfig], settings: PopulationSettings, sweep: Optional[SweepRef] = None,
                       kind: RunKind = RunKind.train, on_result: Optional[Callable[[RunConfig, RunResult], None]] = None,
                       on_epoch: Optional[EpochHook] = None,
                       tags_of: Optional[Callable[[RunConfig], dict[str, str]]] = None,
                       wait_for_others: bool = True) -> list[RunResult]:
-    """Train and record ``cfgs`` as populations (``population``: their size and memory); results in their order.
+    """Train and record ``cfgs`` as populations (``settings``: their size and memory); results in their order.
 
     A variant with a FINISHED run of the same config and code (in the same sweep, inside one) is skipped.
     A variant another worker holds (its live RUNNING run) is left to it: with ``wait_for_others`` this waits
@@ -113,18 +113,18 @@ def train_and_log_all(cfgs: Sequence[RunConfig], population: PopulationSettings,
             for cfg in {repr((c.model, c.data)): c for c in free}.values():
                 models.check_shapes(cfg.model, splits_of[id(cfg)].in_shape, splits_of[id(cfg)].n_classes)
             sizes = next(iter(splits_of.values()))
-            groups = populations(free, population, sizes.in_shape, sizes.n_classes,
-                                 max(len(sizes.train), len(sizes.test)))
-            start = random.randrange(len(groups))  # workers sharing a sweep start at different populations
-            for i, group in enumerate(groups[start:] + groups[:start]):
-                if i and len(groups) > 1:  # what other workers opened meanwhile is theirs
+            planned = populations(free, settings, sizes.in_shape, sizes.n_classes,
+                                  max(len(sizes.train), len(sizes.test)))
+            start = random.randrange(len(planned))  # workers sharing a sweep start at different populations
+            for i, members in enumerate(planned[start:] + planned[:start]):
+                if i and len(planned) > 1:  # what other workers opened meanwhile is theirs
                     busy = tracker.leased_elsewhere(sweep_id, kind)
-                    pending += [c for c in group if config_hash(c) in busy]
-                    group = [c for c in group if config_hash(c) not in busy]
-                    if not group:
+                    pending += [c for c in members if config_hash(c) in busy]
+                    members = [c for c in members if config_hash(c) not in busy]
+                    if not members:
                         continue
-                runs = PopulationRuns(recording, group)
-                for cfg, result in runs.train(splits_of[id(group[0])], checked_ms, population):
+                runs = PopulationRuns(recording, members)
+                for cfg, result in runs.train(splits_of[id(members[0])], checked_ms, settings):
                     record(cfg, result)
                 pending += runs.taken
         if pending and not wait_for_others:
@@ -152,9 +152,9 @@ class PopulationRuns:
         self.taken: list[RunConfig] = []
 
     def train(self, splits: Splits, checked_ms: int,
-              population: PopulationSettings) -> list[tuple[RunConfig, RunResult]]:
+              settings: PopulationSettings) -> list[tuple[RunConfig, RunResult]]:
         try:
-            return self._lease_and_fit(splits, checked_ms, population)
+            return self._lease_and_fit(splits, checked_ms, settings)
         except Exception as err:
             log.error(f"a population of {len(self.cfgs)} failed ({type(err).__name__}: {err}); its runs are "
                       f"marked FAILED")
@@ -163,7 +163,7 @@ class PopulationRuns:
                     if all(cfg is not t for t in self.taken)]
 
     def _lease_and_fit(self, splits: Splits, checked_ms: int,
-                       population: PopulationSettings) -> list[tuple[RunConfig, RunResult]]:
+                       settings: PopulationSettings) -> list[tuple[RunConfig, RunResult]]:
         rec, cfgs = self.recording, self.cfgs
         device = str(resolve_device(cfgs[0].trainer.device))
         summaries = {repr(c.model): models.summary(c.model, splits.in_shape, splits.n_classes) for c in cfgs}
@@ -186,8 +186,8 @@ class PopulationRuns:
                 return []
             cfgs, runs = [c for c, _ in self.opened], [r for _, r in self.opened]
             require_memory(cfgs[0], splits.in_shape, splits.n_classes, max(len(splits.train), len(splits.test)),
-                           population.memory_fraction)
-            results = self._fit(cfgs, runs, splits, device, population.vectorised)
+                           settings.memory_fraction)
+            results = self._fit(cfgs, runs, splits, device, settings.vectorised)
         for run, result in zip(runs, results):
             if result.outcome == Outcome.finished:
                 _report(rec.tracker, run.run_id, result.metrics, brief=len(cfgs) > 1 or rec.sweep is not None)

@@ -3,7 +3,7 @@
 The unit of work is a whole population: the worker trains it at once on its own device (checking its own free
 memory) and records each member as its own MLflow run, with the same leases as a local sweep, so several sweep
 processes, restarts and dead workers stay exact. Ray and submitit do the scheduling; this module only says what
-one task is (``train_group``) and collects the results as they arrive.
+one task is (``train_population``) and collects the results as they arrive.
 """
 
 from __future__ import annotations
@@ -19,29 +19,29 @@ from ablate.tracking import RunKind, RunStatus, SweepRef, Tracker
 log = logging.getLogger("ablate")
 TAG_TASK = "ablate.task"  # the remote task that trained a run: a task that dies takes only its own runs down
 
-GroupDone = Callable[[Sequence[RunConfig], list[RunResult]], None]
+PopulationDone = Callable[[Sequence[RunConfig], list[RunResult]], None]
 
 
-def train_group(cfgs: Sequence[RunConfig], sweep: Optional[SweepRef], task: str,
+def train_population(cfgs: Sequence[RunConfig], sweep: Optional[SweepRef], task: str,
                 population: PopulationSettings) -> list[RunResult]:
     """What a worker runs: train and record ``cfgs`` as populations, in the sweep."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return train_and_log_all(cfgs, population, sweep=sweep, tags_of=lambda _: {TAG_TASK: task})
 
 
-def dispatch(groups: Sequence[Sequence[RunConfig]], how: str, options: dict[str, Any], population: PopulationSettings,
-             sweep: Optional[SweepRef], on_group: GroupDone) -> None:
-    """Run each group as one remote task (``how``: ``ray`` or ``submitit``); ``on_group`` gets each group's
+def dispatch(populations: Sequence[Sequence[RunConfig]], how: str, options: dict[str, Any],
+             population: PopulationSettings, sweep: Optional[SweepRef], on_done: PopulationDone) -> None:
+    """Run each population as one remote task (``how``: ``ray`` or ``submitit``); ``on_done`` gets each one's
     results as it completes. A task that crashes (a lost node, a killed process) fails its own runs only."""
-    tasks = [(list(group), uuid.uuid4().hex[:12]) for group in groups]
+    tasks = [(list(members), uuid.uuid4().hex[:12]) for members in populations]
     submit = {"ray": _ray, "submitit": _submitit}[how]
     for (group, task), outcome in submit(tasks, options, sweep, population):
         if isinstance(outcome, BaseException):
-            outcome = _fail_task(group, task, outcome, sweep)
-        on_group(group, outcome)
+            outcome = fail_task(group, task, outcome, sweep)
+        on_done(group, outcome)
 
 
-def _fail_task(group: list[RunConfig], task: str, error: BaseException, sweep: Optional[SweepRef]) -> list[RunResult]:
+def fail_task(group: list[RunConfig], task: str, error: BaseException, sweep: Optional[SweepRef]) -> list[RunResult]:
     """The task died without ending its runs: those it did not finish become FAILED with the task's error (also one
     another worker's liveness check found dead meanwhile and marked KILLED: the same death, counted the same), and a
     member it never opened a run for gets a FAILED run, so that every failure is counted and visible."""
@@ -70,7 +70,7 @@ def _ray(tasks, options, sweep, population):
 
     if not ray.is_initialized():
         ray.init(**{k: v for k, v in options.get("init", {}).items() if v is not None})
-    remote = ray.remote(**{k: v for k, v in options.get("remote", {}).items() if v is not None})(train_group)
+    remote = ray.remote(**{k: v for k, v in options.get("remote", {}).items() if v is not None})(train_population)
     pending = {remote.remote(group, sweep, task, population): (group, task) for group, task in tasks}
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -87,7 +87,7 @@ def _submitit(tasks, options, sweep, population):
     executor = submitit.AutoExecutor(folder=options["folder"], cluster=options.get("cluster"))
     executor.update_parameters(**{k: v for k, v in options.get("parameters", {}).items() if v is not None})
     with executor.batch():  # one array job on SLURM
-        jobs = [executor.submit(train_group, group, sweep, task, population) for group, task in tasks]
+        jobs = [executor.submit(train_population, group, sweep, task, population) for group, task in tasks]
     by_job = {id(job): task for job, task in zip(jobs, tasks)}
     for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
         try:

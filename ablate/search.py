@@ -321,8 +321,9 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from ablate import run_interruptible, user_errors_end_the_command
-    from ablate.config import register_configs, to_run_config
+    from ablate.cli import run_interruptible, user_errors_end_the_command
+    from ablate.config import to_run_config
+    from ablate.schemas import register_configs
 
     register_configs()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

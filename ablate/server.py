@@ -15,7 +15,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from ablate import UserError, run_interruptible
+from ablate import UserError
+from ablate.cli import run_interruptible
 from ablate.store import connection_failure, mask_url
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/mlflow"

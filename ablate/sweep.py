@@ -134,10 +134,10 @@ def launch_populations(cfgs: Sequence[RunConfig], settings: dict[str, Any], swee
     if dispatch == "local":
         train_and_log_all(cfgs, population, sweep=sweep, on_result=on_result)
         return
-    from ablate.population import grouped
+    from ablate.population import by_population_key
     from ablate.scale import dispatch as send
 
-    send(grouped(cfgs, population.max_size), dispatch, settings.get(dispatch) or {}, population, sweep,
+    send(by_population_key(cfgs, population.max_size), dispatch, settings.get(dispatch) or {}, population, sweep,
          lambda group, results: [on_result(cfg, result) for cfg, result in zip(group, results)])
 
 

@@ -169,7 +169,7 @@ class OneByOne:
 def fit_population(cfgs: Sequence[RunConfig], splits: Splits, on_epoch: Optional[MemberCallback] = None,
                    vectorise: Optional[bool] = None, build: Callable[..., Population] = build_population
                    ) -> tuple[list[MemberResult], Population | OneByOne]:
-    """Train ``cfgs`` (they share ``population.group_key``); per member the metrics of a single run. ``vectorise``
+    """Train ``cfgs`` (they share ``population.population_key``); per member the metrics of a single run. ``vectorise``
     None trains them at once where that is faster (``vectorised_by_default``), True or False says which.
 
     Returns each member's result and the trained members (``.member(k)`` is member k as an nn.Module)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ablate import run_interruptible
-from ablate.config import UIConfig
+from ablate.cli import run_interruptible
+from ablate.schemas import UIConfig
 from ablate.tracking import Tracker
 
 
@@ -25,8 +25,8 @@ if __name__ == "__main__":
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    from ablate import user_errors_end_the_command
-    from ablate.config import register_configs
+    from ablate.cli import user_errors_end_the_command
+    from ablate.schemas import register_configs
 
     register_configs()
 

@@ -102,7 +102,8 @@ def compose_config(*overrides: str) -> RunConfig:
     """A run config composed as ``python -m ablate`` composes it."""
     from hydra import compose, initialize_config_dir
 
-    from ablate.config import register_configs, to_run_config
+    from ablate.config import to_run_config
+    from ablate.schemas import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -15,7 +15,8 @@ from typing import Iterator, Optional
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ablate.config import RunConfig, register_configs, to_run_config
+from ablate.config import RunConfig, to_run_config
+from ablate.schemas import register_configs
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

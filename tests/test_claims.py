@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from ablate.claims import ClaimVariants, Verdict, arms, compare, judge, paired_values
-from ablate.config import ClaimSpec, ConfigValueError, Correction, Direction, JudgeSettings, Spread
+from ablate.config import ConfigValueError
+from ablate.schemas import ClaimSpec, Correction, Direction, JudgeSettings, Spread
 from tests.conftest import REPO
 
 SETTINGS = JudgeSettings(seeds=8, bootstrap=2000, contexts={"here": {}})
@@ -142,7 +143,7 @@ def test_runs_are_paired_by_seed_failed_runs_score_as_declared_and_spreads_are_r
 
 # ------------------------------------------------------------------------------ claim files, composed
 def judge_config(*overrides, searchpath=None):
-    from ablate.config import register_configs
+    from ablate.schemas import register_configs
 
     register_configs()
     extra = [f"hydra.searchpath=[file://{searchpath}]"] if searchpath else []
@@ -200,3 +201,11 @@ def test_the_claims_command_end_to_end_gives_seven_verdicts_recorded_in_mlflow(t
     [parent] = client.search_runs(experiments, "tags.`ablate.kind` = 'sweep'")
     report = client.download_artifacts(parent.info.run_id, "report/claims.md")
     assert all(row in open(report).read() for row in rows)
+
+
+def test_the_same_data_gives_the_same_table_every_time():
+    from ablate.claims import verdict_tables
+
+    cases = [(claim(), 0.8 + NOISE8, 0.79 - NOISE8[::-1]), (claim("less"), 0.5 + NOISE8, 0.52 + NOISE8 * 2)]
+    first, second = (verdict_tables(family(cases), SETTINGS) for _ in range(2))
+    assert first == second and "bootstrap" in first  # the bootstrap is seeded

@@ -146,3 +146,26 @@ def test_on_a_cpu_the_generic_family_trains_one_by_one_unless_told_otherwise():
     assert type(fit_population(cfgs, splits, vectorise=True)[1]).__name__ == "ModulePopulation"
     mlp = [make_config(*SMALL, "trainer.epochs=1", f"seed={s}") for s in (1, 2)]
     assert type(fit_population(mlp, splits)[1]).__name__ == "StackedMLP"
+
+
+@pytest.mark.parametrize("l2", ["penalty", "decoupled"])
+@pytest.mark.parametrize("model", [["model=cnn", "model.channels=[4,8]"],
+                                   ["model=custom", "model.target=tests.user_models.WithCustomLayer"]])
+@pytest.mark.parametrize("k", [1, 2])
+def test_weight_decay_moves_every_weight_of_dimension_2_or_more_and_nothing_else(l2, model, k):
+    """One step with zero gradients through the trainer's own population and optimiser: only decay can move a
+    tensor, and it moves the conv kernels, the head and a custom layer's own weight; never a bias, a BatchNorm
+    parameter or the custom layer's scale."""
+    from ablate.optim import Optimizer, member_hyperparameters
+
+    common = [o for o in SMALL if not o.startswith("model.dropout")]  # WithCustomLayer takes no dropout
+    cfgs = [make_config(*common, *model, "optim.weight_decay=0.1", f"optim.l2={l2}", f"seed={s}") for s in range(k)]
+    splits = cached_splits(cfgs[0].data)
+    population = generic_population(cfgs, splits.in_shape, splits.n_classes, torch.device("cpu"), torch.float64)
+    before = [p.clone() for p in population.params]
+    Optimizer(cfgs[0].optim.name, population.params, population.decayed,
+              member_hyperparameters(cfgs, torch.device("cpu"), torch.float64)).step(
+        [torch.zeros_like(p) for p in population.params])
+    moved = {name for name, b, p in zip(population.names, before, population.params) if not torch.equal(b, p)}
+    expected = {"0.0.weight", "1.0.weight", "3.weight"} if "model=cnn" in model else {"body.1.weight", "body.4.weight"}
+    assert moved == expected

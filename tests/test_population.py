@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ablate import population
-from ablate.population import group_key, populations
+from ablate.population import population_key, populations
 from ablate.config import PopulationSettings
 from ablate.data import cached_splits
 from ablate.runner import Outcome, train_and_log_all
@@ -23,10 +23,10 @@ VARIED = [["seed=1"], ["seed=2", "optim.lr=0.05", "optim.weight_decay=1e-3"],
 
 def compare(cfgs, epochs_checked=None):
     """Max difference of metrics and trained weights between each member and its single run; the members
-    train in the populations ``group_key`` puts them in (VARIED: plain SGD, then SGD with momentum, two each)."""
+    train in the populations ``population_key`` puts them in (VARIED: plain SGD, then SGD with momentum, two each)."""
     splits = cached_splits(cfgs[0].data)
     worst = 0.0
-    groups = {group_key(c): [d for d in cfgs if group_key(d) == group_key(c)] for c in cfgs}.values()
+    groups = {population_key(c): [d for d in cfgs if population_key(d) == population_key(c)] for c in cfgs}.values()
     assert all(len(group) >= 2 for group in groups)  # every kind of update is compared inside a population
     for group in groups:
         worst = max(worst, _compare_group(group, splits, epochs_checked))
@@ -102,10 +102,10 @@ def test_groups_share_what_must_be_shared_and_respect_the_size_limit():
             for bn in ("pre", "post") for s in range(3) for lr in (0.1, 0.01)]
     groups = populations(cfgs, PopulationSettings(max_size=4), in_shape=64, n_classes=10, n_eval_rows=400)
     assert sorted(len(g) for g in groups) == [2, 2, 4, 4]
-    assert all(len({group_key(c) for c in g}) == 1 for g in groups)
+    assert all(len({population_key(c) for c in g}) == 1 for g in groups)
     assert sorted(id(c) for g in groups for c in g) == sorted(id(c) for c in cfgs)
     momentum = [make_config(*DIGITS, f"optim.momentum={m}") for m in (0.5, 0.9)]
-    assert group_key(momentum[0]) == group_key(momentum[1]) != group_key(cfgs[0])  # plain SGD trains apart
+    assert population_key(momentum[0]) == population_key(momentum[1]) != population_key(cfgs[0])  # plain SGD trains apart
 
 
 def test_memory_check_shrinks_groups_before_they_start(monkeypatch):

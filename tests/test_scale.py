@@ -219,7 +219,7 @@ def test_a_dead_tasks_run_already_found_dead_by_another_worker_is_still_counted_
     """The order the suite once hit: another worker's liveness check marks the dead task's run KILLED before the
     sweep learns the task failed; the sweep still records that run FAILED with the task's error."""
     from ablate.config import config_hash
-    from ablate.scale import TAG_TASK, _fail_task
+    from ablate.scale import TAG_TASK, fail_task
     from ablate.tracking import TAG_HASH, RunStatus, Tracker
     from tests.conftest import make_config
 
@@ -227,7 +227,7 @@ def test_a_dead_tasks_run_already_found_dead_by_another_worker_is_still_counted_
     tracker = Tracker(cfg.tracking)
     run = tracker.start_run("left behind", {TAG_HASH: config_hash(cfg), TAG_TASK: "task-1", "ablate.kind": "train"})
     tracker.terminate(run.run_id, RunStatus.killed, "its worker died or stopped heartbeating while RUNNING")
-    [result] = _fail_task([cfg], "task-1", RuntimeError("the node was lost"), None)
+    [result] = fail_task([cfg], "task-1", RuntimeError("the node was lost"), None)
     ended = MlflowClient(tracking_uri).get_run(run.run_id)
     assert (result.run_id, result.outcome.value, ended.info.status) == (run.run_id, "failed", "FAILED")
     assert ended.data.tags["ablate.error"] == "its worker task failed: RuntimeError: the node was lost"

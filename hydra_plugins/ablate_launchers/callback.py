@@ -34,7 +34,7 @@ class AblateCallback(Callback):
 
     @staticmethod
     def _refuse_clear_passwords(config: DictConfig) -> None:
-        from ablate import user_errors_end_the_command
+        from ablate.cli import user_errors_end_the_command
         from ablate.store import refuse_clear_passwords
 
         with user_errors_end_the_command():

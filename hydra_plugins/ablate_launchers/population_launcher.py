@@ -49,7 +49,7 @@ class PopulationLauncher(Launcher):
         missing data file, a device this machine lacks) ends the sweep with its one-line message instead."""
         from pathlib import Path
 
-        from ablate import user_errors_end_the_command
+        from ablate.cli import user_errors_end_the_command
         from ablate.sweep import launch_populations
         from hydra_plugins.ablate_launchers.callback import AblateCallback
 
