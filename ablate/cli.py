@@ -4,7 +4,8 @@ with one line and exit code 130, and MLflow's own console lines stay quiet (abla
 import contextlib
 import os
 import sys
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from ablate import UserError
 
@@ -30,3 +31,22 @@ def run_interruptible(command: Callable[[], None], on_interrupt: str) -> None:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {on_interrupt}", file=sys.stderr)
         sys.exit(130)
+
+
+def hydra_command(config_name: str, main: Callable[[Any], None], on_interrupt: str) -> None:
+    """Run ``main`` on the typed object of ``conf/<config_name>.yaml`` composed with the command line's overrides:
+    the whole entry point of a command whose config keeps no Hydra run folder (report, ui)."""
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from ablate.schemas import register_configs
+
+    register_configs()
+
+    @hydra.main(config_path=str(Path(__file__).resolve().parent.parent / "conf"), config_name=config_name,
+                version_base="1.3")
+    def command(config: DictConfig) -> None:
+        with user_errors_end_the_command():
+            main(OmegaConf.to_object(config))
+
+    run_interruptible(command, on_interrupt)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ablate import UserError
-from ablate.cli import run_interruptible
+from ablate.cli import hydra_command
 from ablate.schemas import ReportConfig
 from ablate.plots import LABELS, report_plots
 from ablate.stats import best_against_others, effect_table
@@ -113,17 +113,4 @@ def main(cfg: ReportConfig) -> None:
 
 
 if __name__ == "__main__":
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
-    from ablate.cli import user_errors_end_the_command
-    from ablate.schemas import register_configs
-
-    register_configs()
-
-    @hydra.main(config_path="../conf", config_name="report", version_base="1.3")
-    def report_command(config: DictConfig) -> None:
-        with user_errors_end_the_command():
-            main(OmegaConf.to_object(config))
-
-    run_interruptible(report_command, "no report was written.")
+    hydra_command("report", main, "no report was written.")

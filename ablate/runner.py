@@ -109,7 +109,8 @@ def train_and_log_all(cfgs: Sequence[RunConfig], settings: PopulationSettings, s
         free = [c for c in todo if config_hash(c) not in busy]
         pending = [c for c in todo if config_hash(c) in busy]
         if free:  # a bad data file, or a model that does not fit the data's shape, fails here, before any run opens
-            splits_of = {id(c): cached_splits(c.data) for c in free}
+            splits_by_data = {key: cached_splits(data) for key, data in {repr(c.data): c.data for c in free}.items()}
+            splits_of = {id(c): splits_by_data[repr(c.data)] for c in free}
             for cfg in {repr((c.model, c.data)): c for c in free}.values():
                 models.check_shapes(cfg.model, splits_of[id(cfg)].in_shape, splits_of[id(cfg)].n_classes)
             sizes = next(iter(splits_of.values()))
@@ -166,7 +167,8 @@ class PopulationRuns:
                        settings: PopulationSettings) -> list[tuple[RunConfig, RunResult]]:
         rec, cfgs = self.recording, self.cfgs
         device = str(resolve_device(cfgs[0].trainer.device))
-        summaries = {repr(c.model): models.summary(c.model, splits.in_shape, splits.n_classes) for c in cfgs}
+        summaries = {key: models.summary(model, splits.in_shape, splits.n_classes)
+                     for key, model in {repr(c.model): c.model for c in cfgs}.items()}
         with contextlib.ExitStack() as stack:
             for cfg in cfgs:
                 self.opened.append((cfg, stack.enter_context(rec.tracker.training_run(

@@ -87,19 +87,21 @@ class Sweep:
     def close(self, text: Optional[str] = None) -> int:
         """Summary (a table of the runs unless ``text`` is given), FINISHED parent; returns how many of this
         attempt's training runs failed."""
-        from ablate.tables import load_runs, markdown_table, summary_table  # pandas only at the end
+        from ablate.tables import markdown_table, runs_frame, summary_table  # pandas only at the end
 
         self._wait_for_other_workers()
         self.bar.close()
+        finished = [r for r in self.tracker.runs(sweep_id=self.sweep_id, status=RunStatus.finished)
+                    if r.kind != self.kind.value]  # one query: the summary's rows and the count
         if text is None:
-            table = summary_table(load_runs(self.tracker, self.sweep_id), [f for f in self.factors if f != "seed"])
+            table = summary_table(runs_frame([r for r in finished if r.kind == RunKind.train.value]),
+                                  [f for f in self.factors if f != "seed"])
             text = markdown_table(table) if len(table) else "(no FINISHED runs)"
         self.parent.log_texts({"summary.md": text})
         failed = len(self.tracker.runs(sweep_id=self.sweep_id, kind=RunKind.train, status=RunStatus.failed,
                                        started_since_ms=self.started_ms))
         self.parent.end(RunStatus.finished if not failed else RunStatus.failed)
         self.closed = True
-        finished = self.tracker.runs(sweep_id=self.sweep_id, not_kind=self.kind, status=RunStatus.finished)
         announce(f"\n{self.kind.value.capitalize()} {self.sweep_id}: {len(finished)} FINISHED runs, {failed} failed "
                  f"in this attempt\n{text}\n"
                  f"  MLflow: {self.tracker.runs_url()} (filter: tags.`{TAG_SWEEP}` = '{self.sweep_id}')\n"

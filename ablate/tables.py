@@ -9,14 +9,19 @@ import math
 
 import pandas as pd
 
-from ablate.tracking import RunKind, RunStatus, Tracker
+from ablate.tracking import RunKind, RunRecord, RunStatus, Tracker
 
 METRICS = ["val_acc", "test_acc", "train_loss", "train_eval_acc", "weight_norm", "epochs_to_target"]
 
 
 def load_runs(tracker: Tracker, sweep_id: str, statuses: tuple[RunStatus, ...] = (RunStatus.finished,)) -> pd.DataFrame:
     """One row per variant: its params (dotted names) and final metrics; the latest run per config."""
-    runs = [r for status in statuses for r in tracker.runs(sweep_id=sweep_id, kind=RunKind.train, status=status)]
+    return runs_frame([r for status in statuses for r in tracker.runs(sweep_id=sweep_id, kind=RunKind.train,
+                                                                      status=status)])
+
+
+def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """Training runs as one row per variant (see ``load_runs``)."""
     rows = [{"run_id": r.run_id, "status": r.status.value, "start_time": r.start_time, "config_hash": r.config_hash,
              **{k: _number(v) for k, v in r.params.items()}, **r.metrics} for r in runs]
     if not rows:

@@ -66,6 +66,10 @@ class RunRecord:
     def config_hash(self) -> Optional[str]:
         return self.tags.get(TAG_HASH)
 
+    @property
+    def kind(self) -> Optional[str]:
+        return self.tags.get(TAG_KIND)
+
 
 @dataclass(frozen=True)
 class SweepRef:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ablate.cli import run_interruptible
+from ablate.cli import hydra_command
 from ablate.schemas import UIConfig
 from ablate.tracking import Tracker
 
@@ -22,17 +22,4 @@ def main(cfg: UIConfig) -> None:
 
 
 if __name__ == "__main__":
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
-    from ablate.cli import user_errors_end_the_command
-    from ablate.schemas import register_configs
-
-    register_configs()
-
-    @hydra.main(config_path="../conf", config_name="ui", version_base="1.3")
-    def ui_command(config: DictConfig) -> None:
-        with user_errors_end_the_command():
-            main(OmegaConf.to_object(config))
-
-    run_interruptible(ui_command, "the UI stopped.")
+    hydra_command("ui", main, "the UI stopped.")

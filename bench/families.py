@@ -51,7 +51,7 @@ def main() -> None:
             "model=cnn", f"model.channels=[{','.join(map(str, args.channels))}]", f"trainer.epochs={args.epochs}",
             f"trainer.device={args.device}"), build_population),
     }
-    reference = trainer.reference(splits, args.epochs, device)
+    reference = min(trainer.reference(splits, args.epochs, device) for _ in range(3))  # warm: its first run pays set-up
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {len(splits.train)} train "
           f"images {list(splits.in_shape)}, batch 32, {args.epochs} epoch(s); the notebook loop: {reference:.2f} s a "
           f"model\n")

@@ -55,14 +55,15 @@ class PopulationLauncher(Launcher):
 
         with user_errors_end_the_command():
             setup_globals()  # the sweep's progress bar and summary report; errors still reach the console
-            Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+            sweep_dir = str(self.config.hydra.sweep.dir)
+            Path(sweep_dir).mkdir(parents=True, exist_ok=True)
             jobs = [(list(overrides), *self.compose_cache.job(overrides)) for overrides in job_overrides]
             returns: dict[int, JobReturn] = {}
 
             def on_result(cfg: Any, result: Any) -> None:
                 overrides, composed = by_cfg[id(cfg)]
                 returns[id(cfg)] = JobReturn(overrides=overrides, cfg=cfg, hydra_cfg=composed, task_name="ablate",
-                                             working_dir=str(self.config.hydra.sweep.dir),
+                                             working_dir=sweep_dir,
                                              status=JobStatus.COMPLETED, _return_value=result.value)
                 self.hydra_context.callbacks.on_job_end(config=composed, job_return=returns[id(cfg)])
 
