@@ -247,8 +247,7 @@ def main(cfg: JudgeConfig, command_overrides: list[str]) -> None:
     settings = cfg.judge
     run_overrides = [o for o in command_overrides if not o.lstrip("+~").startswith(("judge.", "claims", "hydra."))]
     loader = GlobalHydra.instance().config_loader()
-    cache = ComposeCache(lambda groups: compose("config", overrides=list(groups)),
-                         lambda key: bool(loader.get_group_options(key)))
+    cache = ComposeCache(lambda groups: compose("config", overrides=list(groups)), loader)
     variants: dict[str, RunConfig] = {}
     needed: dict[tuple[str, str], ClaimVariants] = {}
     skipped: list[str] = []
@@ -267,8 +266,8 @@ def main(cfg: JudgeConfig, command_overrides: list[str]) -> None:
                 for seed in table.seeds:
                     run = cache.run_config([*run_overrides, *context_overrides, *overrides(values), f"seed={seed}",
                                             "experiment_name=claims"])
-                    variants[config_hash(run)] = run
-                    table.hashes[arm, level, seed] = config_hash(run)
+                    table.hashes[arm, level, seed] = key = config_hash(run)
+                    variants[key] = run
     announce(f"{len(variants)} variants composed in {time.perf_counter() - began:.1f} s")
     for line in skipped:
         announce(line)

@@ -21,16 +21,21 @@ _parser = OverridesParser.create()
 
 
 class ComposeCache:
-    """``compose(group_overrides)`` -> a composed DictConfig; ``is_group(key)`` -> whether a key names a config
-    group. Both come from Hydra's config loader (the launchers) or its compose API (the claims)."""
+    """``compose(group_overrides)`` -> a composed DictConfig (Hydra's config loader in a sweep, its compose API in
+    the claims); ``loader``, Hydra's config loader, says which keys name a config group."""
 
-    def __init__(self, compose: Callable[[list[str]], DictConfig], is_group: Callable[[str], bool]) -> None:
-        self._compose, self._is_group = compose, is_group
+    def __init__(self, compose: Callable[[list[str]], DictConfig], loader: Any) -> None:
+        self._compose, self._loader = compose, loader
         self._groups: dict[str, bool] = {}  # asking the config repository costs ~100 ms; the answer does not change
         self._composed: dict[tuple[str, ...], tuple[DictConfig, DictConfig]] = {}
         self._templates: dict[tuple, RunConfig] = {}
         self._jobs: dict[tuple[str, ...], RunConfig] = {}
         self._checked: dict[tuple[tuple[str, ...], str, str], Any] = {}
+
+    @classmethod
+    def for_sweep(cls, loader: Any, config: DictConfig) -> "ComposeCache":
+        """The jobs of a multirun whose primary config is ``config`` (the launcher's and the sweeper's)."""
+        return cls(lambda groups: loader.load_sweep_config(config, list(groups)), loader)
 
     def split(self, overrides: Sequence[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
         """Overrides that shape the composition (group choices, +/~ edits, hydra's own) and plain value
@@ -39,7 +44,7 @@ class ComposeCache:
         for override in map(self._parsed, overrides):
             key = override.key_or_group
             if key not in self._groups:
-                self._groups[key] = key.startswith("hydra") or self._is_group(key)
+                self._groups[key] = key.startswith("hydra") or bool(self._loader.get_group_options(key))
             if override.is_add() or override.is_delete() or self._groups[key]:
                 groups.append(override.input_line)
             else:

@@ -200,10 +200,14 @@ def scale_init(model: nn.Module, scale: float) -> nn.Module:
     return model
 
 
+def is_decayed(param: torch.Tensor) -> bool:
+    """Whether L2 / weight decay acts on a model's parameter: every one of dimension >= 2 (Linear and Conv kernels,
+    a custom layer's matrices). Biases and BatchNorm's gamma and beta are left alone, as the notes say."""
+    return param.dim() >= 2
+
+
 def decayed_weights(model: nn.Module) -> list[torch.Tensor]:
-    """The weights L2 / weight decay acts on: every parameter of dimension >= 2 (Linear and Conv kernels, a custom
-    layer's matrices). Biases and BatchNorm's gamma and beta are left alone, as the notes say."""
-    return [p for p in model.parameters() if p.dim() >= 2]
+    return [p for p in model.parameters() if is_decayed(p)]
 
 
 # --------------------------------------------------------------------------------------- a layer table

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
+from ablate.models import is_decayed
+
 
 class NotVectorisable(RuntimeError):
     """``vmap`` refused the model (the message says why): its members train one at a time instead."""
@@ -46,7 +48,7 @@ class ModulePopulation:
             self._grads = vmap(grad(self._loss, has_aux=True), randomness="different")
             self._logits = vmap(self._forward, in_dims=(0, 0, None), randomness="different")
             self._probe(tuple(in_shape), device, dtype)
-        self.decayed = [p.dim() >= 3 for p in self.params]  # a member's weights of dimension >= 2
+        self.decayed = [is_decayed(p[0]) for p in self.params]  # [K, ...]: judged on one member's
 
     def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.template, (params, buffers), (x,))

@@ -77,7 +77,7 @@ def members_that_fit(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: i
 
 
 def require_memory(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: int, n_eval_rows: int, memory_fraction: float) -> None:
-    """Checked before a group starts: a model that cannot fit fails its own runs with this message."""
+    """Checked before a population starts: a model that cannot fit fails its own runs with this message."""
     if members_that_fit(cfg, in_shape, n_classes, n_eval_rows, memory_fraction) < 1:
         need = bytes_per_member(cfg, in_shape, n_classes, n_eval_rows)
         raise MemoryError(f"one model needs about {need / 2**20:.0f} MiB, more than {memory_fraction:.0%} of the "

@@ -22,7 +22,6 @@ from ablate.tables import fmt, load_runs, markdown_table, summary_table
 from ablate.tracking import TAG_FACTORS, RunKind, Tracker
 
 
-
 def best_variant(runs: pd.DataFrame, factors: list[str]) -> Optional[pd.Series]:
     """The variant with the best mean validation accuracy (chosen on validation; its test accuracy is reported)."""
     if "val_acc" not in runs or runs["val_acc"].isna().all():

@@ -35,22 +35,22 @@ def dispatch(populations: Sequence[Sequence[RunConfig]], how: str, options: dict
     results as it completes. A task that crashes (a lost node, a killed process) fails its own runs only."""
     tasks = [(list(members), uuid.uuid4().hex[:12]) for members in populations]
     submit = {"ray": _ray, "submitit": _submitit}[how]
-    for (group, task), outcome in submit(tasks, options, sweep, population):
+    for (members, task), outcome in submit(tasks, options, sweep, population):
         if isinstance(outcome, BaseException):
-            outcome = fail_task(group, task, outcome, sweep)
-        on_done(group, outcome)
+            outcome = fail_task(members, task, outcome, sweep)
+        on_done(members, outcome)
 
 
-def fail_task(group: list[RunConfig], task: str, error: BaseException, sweep: Optional[SweepRef]) -> list[RunResult]:
+def fail_task(members: list[RunConfig], task: str, error: BaseException, sweep: Optional[SweepRef]) -> list[RunResult]:
     """The task died without ending its runs: those it did not finish become FAILED with the task's error (also one
     another worker's liveness check found dead meanwhile and marked KILLED: the same death, counted the same), and a
     member it never opened a run for gets a FAILED run, so that every failure is counted and visible."""
-    tracker = Tracker(group[0].tracking)
+    tracker = Tracker(members[0].tracking)
     text = f"its worker task failed: {type(error).__name__}: {error}"[:5000]
-    log.error(f"a population of {len(group)} failed remotely ({text})")
+    log.error(f"a population of {len(members)} failed remotely ({text})")
     runs = {r.config_hash: r for r in tracker.runs(tags={TAG_TASK: task})}
     results = []
-    for cfg in group:
+    for cfg in members:
         run = runs.get(config_hash(cfg))
         if run is not None and run.status == RunStatus.finished:
             results.append(RunResult(run.run_id, Outcome.finished, run.metrics))
@@ -71,7 +71,7 @@ def _ray(tasks, options, sweep, population):
     if not ray.is_initialized():
         ray.init(**{k: v for k, v in options.get("init", {}).items() if v is not None})
     remote = ray.remote(**{k: v for k, v in options.get("remote", {}).items() if v is not None})(train_population)
-    pending = {remote.remote(group, sweep, task, population): (group, task) for group, task in tasks}
+    pending = {remote.remote(members, sweep, task, population): (members, task) for members, task in tasks}
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
         try:
@@ -87,7 +87,7 @@ def _submitit(tasks, options, sweep, population):
     executor = submitit.AutoExecutor(folder=options["folder"], cluster=options.get("cluster"))
     executor.update_parameters(**{k: v for k, v in options.get("parameters", {}).items() if v is not None})
     with executor.batch():  # one array job on SLURM
-        jobs = [executor.submit(train_population, group, sweep, task, population) for group, task in tasks]
+        jobs = [executor.submit(train_population, members, sweep, task, population) for members, task in tasks]
     by_job = {id(job): task for job, task in zip(jobs, tasks)}
     for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
         try:

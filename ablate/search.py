@@ -19,7 +19,7 @@ import random
 import shlex
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import optuna
 from omegaconf import OmegaConf
@@ -31,6 +31,9 @@ from ablate.config import (Distribution, PopulationSettings, PrunerName, RunConf
 from ablate.liveness import HOST, is_dead
 from ablate.store import connection_failure, mask_url
 from ablate.tracking import RunKind, Tracker
+
+if TYPE_CHECKING:
+    from ablate.sweep import Sweep
 
 log = logging.getLogger("ablate")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what the budget counts
@@ -153,9 +156,9 @@ def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
         raise UserError("search.space declares no key to search: see conf/search/default.yaml.")
     study = open_study(s, cfg.trainer.epochs)
     tracker = Tracker(cfg.tracking)
-    group = Sweep(tracker, ["search", s.study, mask_url(storage_url(s))], s.n_trials, list(space), kind=RunKind.search)
-    group.parent.set_tags({"optuna.study": s.study, "optuna.storage": storage_url(s)})
-    group.bar.update(len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))))
+    sweep = Sweep(tracker, ["search", s.study, mask_url(storage_url(s))], s.n_trials, list(space), kind=RunKind.search)
+    sweep.parent.set_tags({"optuna.study": s.study, "optuna.storage": storage_url(s)})
+    sweep.bar.update(len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))))
 
     while True:
         if fail_dead_trials(study, cfg):
@@ -202,11 +205,11 @@ def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
             for result in mine:
                 if result.run_id:
                     tracker.run(result.run_id).set_tags({"optuna.state": frozen.state.name})
-            group.job_done()
+            sweep.job_done()
     if not s.finalize:
-        group.bar.close()
+        sweep.bar.close()
         return None
-    return finalize(cfg, study, tracker, group)
+    return finalize(cfg, study, tracker, sweep)
 
 
 def wait_for_other_workers(study: optuna.Study, cfg: RunConfig) -> None:
@@ -244,7 +247,7 @@ def export_best(trial: FrozenTrial, base: RunConfig, folder: Path) -> Path:
     return path
 
 
-def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Optional[FrozenTrial]:
+def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, sweep: Sweep) -> Optional[FrozenTrial]:
     """Best trial: printed as a command, exported as YAML, retrained with several seeds, tested once."""
     from ablate.runner import Outcome, train_and_log_all
 
@@ -252,7 +255,7 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Op
     wait_for_other_workers(study, cfg)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        group.close("(no COMPLETE trial)")
+        sweep.close("(no COMPLETE trial)")
         return None
     best = study.best_trial
     folder = Path("studies") / s.study
@@ -265,7 +268,7 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Op
     mean = sum(accs) / len(accs) if accs else math.nan
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else math.nan
     states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    parent = group.parent
+    parent = sweep.parent
     logged = parent.params()  # params are write-once: a resumed study keeps its first best
     parent.log_params({f"best.{k}": v for k, v in trial_values(best.params, space).items() if f"best.{k}" not in logged})
     parent.log_metrics({k: v for k, v in {"best_val_acc": best.value, "best_trial": best.number,
@@ -277,7 +280,7 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, group) -> Op
             + f"\nbest: trial {best.number}, validation accuracy {best.value:.4f}\n  {command}\n"
             f"  or: python -m ablate --config-dir {folder} +experiment=best   ({yaml_path})\n"
             f"best config retrained with {len(accs)} seeds, test accuracy {mean:.4f} ± {std:.4f} (used once)")
-    group.close(text)
+    sweep.close(text)
     return best
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ablate.config import MLPConfig
-from ablate.models import build_mlp
+from ablate.models import build_mlp, is_decayed
 from ablate.nn import Dropout
 
 
@@ -46,7 +46,7 @@ class StackedMLP:
         def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
             return torch.stack(list(tensors)).to(device=device, dtype=dtype)
 
-        self.decayed = [p.dim() >= 2 for p in models[0].parameters()]  # weights of dimension >= 2, never b, gamma, beta
+        self.decayed = [is_decayed(p) for p in models[0].parameters()]  # the weights; never b, gamma, beta
         # Linear weights are stored [K, in, out] (nn.Linear keeps [out, in]): their gradients x^T dy then come
         # out of the batched matmul in the weights' own layout.
         self.params = [stack([p.t() if is_weight else p for p in ps])

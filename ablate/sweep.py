@@ -140,7 +140,7 @@ def launch_populations(cfgs: Sequence[RunConfig], settings: dict[str, Any], swee
     from ablate.scale import dispatch as send
 
     send(by_population_key(cfgs, population.max_size), dispatch, settings.get(dispatch) or {}, population, sweep,
-         lambda group, results: [on_result(cfg, result) for cfg, result in zip(group, results)])
+         lambda members, results: [on_result(cfg, result) for cfg, result in zip(members, results)])
 
 
 def job_value(result: Any) -> float:

@@ -315,9 +315,7 @@ class RecordedRun:
         self._pending, self._last_flush = pending, time.monotonic()
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
-        from mlflow.entities import RunTag
-
-        self._pending["tags"] += [RunTag(k, mask_url(str(v))) for k, v in tags.items()]
+        self._pending["tags"] += [_tag(k, str(v)) for k, v in tags.items()]
         self._flush_if_due(now=True)
 
     def log_texts(self, texts: Mapping[str, str], folder: Optional[str] = None) -> None:

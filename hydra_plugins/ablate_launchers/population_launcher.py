@@ -40,9 +40,7 @@ class PopulationLauncher(Launcher):
         from ablate.compose import ComposeCache
 
         self.hydra_context, self.config = hydra_context, config
-        loader = hydra_context.config_loader
-        self.compose_cache = ComposeCache(lambda groups: loader.load_sweep_config(config, groups),
-                                          lambda key: bool(loader.get_group_options(key)))
+        self.compose_cache = ComposeCache.for_sweep(hydra_context.config_loader, config)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Hydra prints any exception from a launcher as a traceback: a problem the user fixes (a bad value, a

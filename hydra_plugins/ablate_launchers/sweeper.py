@@ -27,9 +27,8 @@ class AblateSweeper(BasicSweeper):
         from ablate.compose import ComposeCache
 
         super().setup(*args, **kwargs)
-        loader = self.hydra_context.config_loader
-        self.compose_cache = getattr(self.launcher, "compose_cache", None) or ComposeCache(
-            lambda groups: loader.load_sweep_config(self.config, groups), lambda key: bool(loader.get_group_options(key)))
+        self.compose_cache = getattr(self.launcher, "compose_cache", None) or ComposeCache.for_sweep(
+            self.hydra_context.config_loader, self.config)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         for overrides in batch:
