@@ -14,8 +14,9 @@ from typing import Any, Callable, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from ablate.config import RunConfig, to_run_config, typed_node, with_values
+from ablate.config import ConfigValueError, RunConfig, to_run_config, typed_node, with_values
 
 _parser = OverridesParser.create()
 
@@ -98,7 +99,10 @@ class ComposeCache:
         memo = (groups, key, repr(value))
         if memo not in self._checked:
             node = copy.deepcopy(self.composed(groups)[1])  # nested nodes too: the cached one stays as it was
-            OmegaConf.update(node, key, value, merge=True)  # raises as composition would
+            try:
+                OmegaConf.update(node, key, value, merge=True)  # fails as composition would
+            except OmegaConfBaseException as err:  # one line, as Hydra says it, not a traceback from the sweeper
+                raise ConfigValueError(f"Error merging override {key}={value}: {str(err).splitlines()[0]}") from None
             typed = OmegaConf.select(node, key)
             self._checked[memo] = OmegaConf.to_object(typed) if OmegaConf.is_config(typed) else typed
         return self._checked[memo]

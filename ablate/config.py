@@ -396,20 +396,28 @@ def is_config_key(cfg: Any, key: str) -> bool:
 
 def with_values(cfg: Any, values: dict[str, Any]) -> Any:
     """``cfg`` with dotted keys set (``{"optim.lr": 0.05}``), each value converted to its field's type and every
-    range check run again: how a sweep's jobs and a search's trials are made from one composed config."""
-    for key, value in values.items():
-        cfg = _set(cfg, key.split("."), value, key)
-    return cfg
+    range check run again: how a sweep's jobs and a search's trials are made from one composed config. Each
+    config object is rebuilt once with all its new values, so a check across fields (``tracking.dead_after_s`` at
+    least twice ``tracking.heartbeat_s``) sees them together."""
+    return _set(cfg, {tuple(key.split(".")): (key, value) for key, value in values.items()})
 
 
-def _set(node: Any, path: list[str], value: Any, key: str) -> Any:
-    name, rest = path[0], path[1:]
+def _set(node: Any, values: dict[tuple[str, ...], tuple[str, Any]]) -> Any:
+    """``values``: path below ``node`` -> (its dotted key, for messages; the value)."""
+    below: dict[str, dict[tuple[str, ...], tuple[str, Any]]] = {}
+    for path, item in values.items():
+        below.setdefault(path[0], {})[path[1:]] = item
     if isinstance(node, dict):
-        return {**node, name: _set(node.get(name, {}), rest, value, key) if rest else value}
-    if not is_dataclass(node) or name not in {f.name for f in fields(node)}:
-        raise ConfigValueError(f"{key} is not a config key (there is no {name!r} there).")
-    new = _set(getattr(node, name), rest, value, key) if rest else _convert(value, _field_types(type(node))[name], key)
-    return replace(node, **{name: new})
+        return {**node, **{name: rest[()][1] if () in rest else _set(node.get(name, {}), rest)
+                           for name, rest in below.items()}}
+    changes = {}
+    for name, rest in below.items():
+        key = next(iter(rest.values()))[0]
+        if not is_dataclass(node) or name not in {f.name for f in fields(node)}:
+            raise ConfigValueError(f"{key} is not a config key (there is no {name!r} there).")
+        changes[name] = _convert(rest[()][1], _field_types(type(node))[name], key) if () in rest else \
+            _set(getattr(node, name), rest)
+    return replace(node, **changes)
 
 
 @functools.cache

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from ablate.config import (BN, CNNConfig, ConfigValueError, CustomConfig, DataConfig, L2Mode, MLPConfig, OptimConfig,
                            OptimName, RunConfig,
-                           SearchConfig, TrackingConfig, config_hash, flatten)
+                           SearchConfig, TrackingConfig, config_hash, flatten, with_values)
 from tests.conftest import REPO, make_config
 
 
@@ -121,6 +121,18 @@ def test_unknown_key_fails_at_composition():
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigValueError, match=key.replace("+", r"\+")):
         make_config(override)
+
+
+def test_values_set_on_a_composed_config_are_typed_and_checked_together():
+    cfg = make_config()
+    changed = with_values(cfg, {"tracking.heartbeat_s": 600, "tracking.dead_after_s": 1200, "optim.lr": 1,
+                                "model.bn": "post"})
+    assert (changed.tracking.heartbeat_s, changed.tracking.dead_after_s, changed.model.bn) == (600, 1200, BN.post)
+    assert type(changed.optim.lr) is float and changed.optim.lr == 1.0 and cfg.optim.lr == 0.1  # cfg is untouched
+    with pytest.raises(ConfigValueError, match="tracking.dead_after_s"):  # alone, it breaks the check across fields
+        with_values(cfg, {"tracking.heartbeat_s": 600})
+    with pytest.raises(ConfigValueError, match="model.dropuot is not a config key"):
+        with_values(cfg, {"model.dropuot": 0.1})
 
 
 def test_config_hash_is_stable_and_tracks_what_changes_results():

@@ -83,6 +83,8 @@ def test_a_diverging_member_of_a_population_sweep_fails_alone_and_its_neighbours
 @pytest.mark.parametrize("bad, message", [
     ("data.path=missing.csv", "error: Data file missing.csv does not exist."),
     ("hydra.launcher.max_size=0", "error: hydra.launcher.max_size=0 is not allowed"),
+    ("model.dropout=0.1,1.5", "error: model.dropout=1.5 is not allowed: model.dropout must be in [0, 1)."),
+    ("optim.name=sgd,sgdd", "error: Error merging override optim.name=sgdd: Invalid value 'sgdd', expected one of"),
 ])
 def test_a_population_sweep_ends_a_user_error_with_one_line_and_nothing_running(bad, message, tracking_uri,
                                                                                   tmp_path):

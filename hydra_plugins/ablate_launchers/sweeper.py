@@ -31,5 +31,9 @@ class AblateSweeper(BasicSweeper):
             self.hydra_context.config_loader, self.config)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        for overrides in batch:
-            self.compose_cache.check(overrides)
+        """A bad value ends the sweep with its one-line message (Hydra would print a traceback)."""
+        from ablate.cli import user_errors_end_the_command
+
+        with user_errors_end_the_command():
+            for overrides in batch:
+                self.compose_cache.check(overrides)
