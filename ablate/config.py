@@ -13,7 +13,7 @@ import functools
 import hashlib
 import json
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar, Optional
 
@@ -361,10 +361,23 @@ def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
 
 def to_dict(cfg: RunConfig, with_search: bool = False) -> dict[str, Any]:
     """Nested plain values (enums as their names), without the search's own settings: what a run is."""
-    plain = asdict(cfg, dict_factory=lambda items: {k: v.value if isinstance(v, Enum) else v for k, v in items})
+    plain = _plain(cfg)
     if not with_search:
         plain.pop("search")
     return plain
+
+
+def _plain(value: Any) -> Any:
+    """A copy in plain values; ``dataclasses.asdict`` would deep-copy every leaf, at a sweep's scale a cost."""
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def flatten(cfg: RunConfig, with_search: bool = False) -> dict[str, Any]:
