@@ -6,11 +6,17 @@ The grid: dropout {0, 0.1, 0.3, 0.5} x lr {0.01, 0.1} x weight decay {0, 1e-4, 1
 the seed's model on the shipped data, each run recorded in a fresh SQLite MLflow store. Prints wall time, runs per
 minute, and the per-run overhead: wall time not spent training (Hydra, MLflow, data loading, process start),
 divided by the number of runs. Training time is the sum of the runs' own ``train_seconds`` metric.
+
+Measured in the same sitting, so that the overhead can be read on any host: the notebook loop (one model, the
+same epochs: how fast this host is), a process's start-up (imports and opening the store: paid once a sweep), and
+recording alone (144 runs through ablate's Tracker as a population's members are recorded: open with params and
+artifacts, each epoch's metrics, the final ones, end; no training: the store's share of the overhead).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,17 +24,28 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from mlflow import MlflowClient
+
+from ablate.data import cached_splits
+import trainer  # bench/trainer.py: the notebook loop and the seed's composed config
 
 REPO = Path(__file__).resolve().parent.parent
 GRID = ["model.dropout=0,0.1,0.3,0.5", "optim.lr=0.01,0.1", "optim.weight_decay=0,1e-4,1e-3", "seed=range(6)"]
+RUNS = 144
+
+
+def fresh_store(folder: str) -> str:
+    """A migrated SQLite store in ``folder``: migrating is once a store, not part of any sweep's cost."""
+    uri = f"sqlite:///{folder}/mlflow.db"
+    MlflowClient(uri).search_experiments()
+    return uri
 
 
 def sweep(launcher: str, epochs: int) -> tuple[float, int, float]:
     """Wall seconds, FINISHED runs, summed training seconds."""
     with tempfile.TemporaryDirectory() as folder:
-        uri = f"sqlite:///{folder}/mlflow.db"
-        MlflowClient(uri).search_experiments()  # migrate the store before the clock starts
+        uri = fresh_store(folder)
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
         began = time.perf_counter()
         subprocess.run([sys.executable, "-m", "ablate", "-m", *GRID, f"trainer.epochs={epochs}", "trainer.device=cpu",
@@ -41,12 +58,60 @@ def sweep(launcher: str, epochs: int) -> tuple[float, int, float]:
         return wall, len(runs), sum(r.data.metrics["train_seconds"] for r in runs)
 
 
+def start_up_seconds() -> float:
+    """A sweep process's fixed cost: importing what a population sweep imports and opening its store, less an
+    empty interpreter's start."""
+    code = ("import hydra, ablate.runner, ablate.sweep; from ablate.config import TrackingConfig; "
+            "from ablate.tracking import Tracker; Tracker(TrackingConfig(uri=sys.argv[1]))")
+    with tempfile.TemporaryDirectory() as folder:
+        uri = fresh_store(folder)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        timed = []
+        for command in (["-c", "import sys"], ["-c", f"import sys; {code}", uri]):
+            began = time.perf_counter()
+            subprocess.run([sys.executable, *command], cwd=folder, env=env, check=True)
+            timed.append(time.perf_counter() - began)
+        return timed[1] - timed[0]
+
+
+def recording_seconds(epochs: int) -> float:
+    """Seconds to record RUNS runs as a population's members are recorded, with metrics of a run's shape and no
+    training."""
+    from ablate.config import with_values
+    from ablate.tracking import Tracker
+
+    with tempfile.TemporaryDirectory() as folder:
+        uri = fresh_store(folder)
+        cfgs = [with_values(cfg, {"tracking.uri": uri}) for cfg in trainer.seed_configs(RUNS, epochs, "cpu")]
+        tracker = Tracker(cfgs[0].tracking)
+        epoch = dict.fromkeys(["train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm",
+                               "epoch_seconds"], 0.5)
+        final = dict.fromkeys(["test_loss", "test_acc", "train_eval_loss", "train_eval_acc", "train_seconds",
+                               "epochs_to_target", "val_acc_auc"], 0.5)
+        began = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            runs = [stack.enter_context(tracker.training_run(cfg, "cpu", texts={"model_summary.txt": "a model"},
+                                                             batched=True)) for cfg in cfgs]
+            for run in runs:
+                for step in range(1, epochs + 1):
+                    run.log_epoch({"epoch": step, **epoch})
+                run.log_metrics(final, step=epochs)
+        return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--launchers", nargs="*", default=["basic", "population"])
     args = parser.parse_args()
-    print(f"144-variant sweep, {args.epochs} epochs, batch 32, shipped data, SQLite MLflow store\n")
+    splits = cached_splits(trainer.compose_config().data)
+    reference = min(trainer.reference(splits, args.epochs, torch.device("cpu")) for _ in range(3))
+    start_up, recording = start_up_seconds(), recording_seconds(args.epochs)
+    print(f"{RUNS}-variant sweep, {args.epochs} epochs, batch 32, shipped data, SQLite MLflow store. In this sitting:\n"
+          f"- the notebook loop, one model, {args.epochs} epochs: {reference:.2f} s (best of 3)\n"
+          f"- a process's start-up (imports, opening the store): {start_up:.2f} s, "
+          f"{1000 * start_up / RUNS:.0f} ms a run at {RUNS}\n"
+          f"- recording alone ({RUNS} runs through the Tracker, no training): {1000 * recording / RUNS:.0f} ms a run\n")
     print("| launcher | runs | wall s | runs/min | training s | overhead per run (ms) |\n|---|---|---|---|---|---|")
     baseline = None
     for launcher in args.launchers:
