@@ -26,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from ablate.config import RunConfig, config_hash
+from ablate.config import RunConfig, config_hash, typed_object
 from ablate.schemas import ClaimSpec, Direction, JudgeConfig, JudgeSettings
 from ablate.stats import (adjust, bootstrap_bound, detectable_effect, seeds_needed, t_bound, t_pvalue,
                           wilcoxon_pvalue)
@@ -302,7 +302,6 @@ def command(argv: list[str]) -> None:
     """``python -m ablate.claims [overrides]``: conf/judge.yaml composed with the overrides, as Hydra would."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException
-    from omegaconf import OmegaConf
 
     from ablate import UserError
     from ablate.schemas import register_configs
@@ -318,7 +317,7 @@ def command(argv: list[str]) -> None:
             config = compose("judge", overrides=argv)
         except ConfigCompositionException as err:  # a bad override: say which and why, as python -m ablate does
             raise UserError(f"{err}: {err.__cause__}") from err
-        main(OmegaConf.to_object(config), argv)
+        main(typed_object(config), argv)
 
 
 if __name__ == "__main__":

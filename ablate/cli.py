@@ -37,8 +37,9 @@ def hydra_command(config_name: str, main: Callable[[Any], None], on_interrupt: s
     """Run ``main`` on the typed object of ``conf/<config_name>.yaml`` composed with the command line's overrides:
     the whole entry point of a command whose config keeps no Hydra run folder (report, ui)."""
     import hydra
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
+    from ablate.config import typed_object
     from ablate.schemas import register_configs
 
     register_configs()
@@ -47,6 +48,6 @@ def hydra_command(config_name: str, main: Callable[[Any], None], on_interrupt: s
                 version_base="1.3")
     def command(config: DictConfig) -> None:
         with user_errors_end_the_command():
-            main(OmegaConf.to_object(config))
+            main(typed_object(config))
 
     run_interruptible(command, on_interrupt)

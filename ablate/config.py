@@ -9,13 +9,14 @@ length is the list of settings; the commands' own settings are in ``schemas.py``
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -356,7 +357,35 @@ def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
     """Composed DictConfig -> RunConfig; range checks run here (dataclass __post_init__)."""
     if isinstance(cfg, RunConfig):
         return cfg
-    return OmegaConf.to_object(typed_node(cfg))  # type: ignore[return-value]
+    return typed_object(typed_node(cfg))
+
+
+def typed_object(node: DictConfig) -> Any:
+    """A composed config as its dataclasses, refusing a key its schema does not have. Hydra refuses
+    ``trainer.epoch=5``, suggesting ``+trainer.epoch=5``, which it accepts: OmegaConf would then set an attribute
+    nothing reads, and the run would train with the default as if nothing were wrong."""
+    for key, known in _unknown_keys(node):
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+        where = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        hint = f"did you mean {where}{close[0]}? " if close else ""
+        raise ConfigValueError(f"{key} is not a setting ablate has, so nothing would read it ({hint}the settings "
+                               f"there: {', '.join(known)}). Set an existing key without '+', e.g. "
+                               f"{where}{close[0] if close else known[0]}=<value>.")
+    return OmegaConf.to_object(node)
+
+
+def _unknown_keys(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
+    """(dotted key, the settings its schema has there) for each key a typed node holds beyond its dataclass;
+    free-form dicts (``search.space``, ``model.kwargs``) take any key."""
+    schema = OmegaConf.get_type(node)
+    known = [f.name for f in fields(schema)] if is_dataclass(schema) else None
+    for key in node.keys():
+        if known is not None and key not in known:
+            yield f"{prefix}{key}", known
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            yield from _unknown_keys(child, f"{prefix}{key}.")
 
 
 def to_dict(cfg: RunConfig, with_search: bool = False) -> dict[str, Any]:

@@ -112,8 +112,10 @@ def register_configs() -> None:
     """Register the schema that conf/config.yaml starts from (every group option is validated against it) and
     the model families, whose typed nodes are the ``model`` group's options."""
     store = ConfigStore.instance()
-    store.store(name="run_schema", node=RunConfig)
-    store.store(name="judge_schema", node=JudgeConfig)
+    # conf/config.yaml starts from schema=run; conf/judge.yaml overrides it with schema=judge, so that the judge's
+    # type is set before the groups type their nodes (model=mlp then types ``model`` as MLPConfig).
+    store.store(group="schema", name="run", node=RunConfig, package="_global_")
+    store.store(group="schema", name="judge", node=JudgeConfig, package="_global_")
     store.store(name="report_schema", node=ReportConfig)
     store.store(name="ui_schema", node=UIConfig)
     for family in (MLPConfig, CNNConfig, CustomConfig):

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from ablate.claims import ClaimVariants, Verdict, arms, compare, judge, paired_values
-from ablate.config import ConfigValueError
+from ablate.config import CNNConfig, ConfigValueError, MLPConfig, typed_object
 from ablate.schemas import ClaimSpec, Correction, Direction, JudgeSettings, Spread
 from tests.conftest import REPO
 
@@ -148,7 +148,7 @@ def judge_config(*overrides, searchpath=None):
     register_configs()
     extra = [f"hydra.searchpath=[file://{searchpath}]"] if searchpath else []
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return OmegaConf.to_object(compose("judge", overrides=[*overrides, *extra]))
+        return typed_object(compose("judge", overrides=[*overrides, *extra]))  # as python -m ablate.claims does
 
 
 def test_the_shipped_claims_are_the_notes_seven_each_stating_its_test_in_advance():
@@ -156,6 +156,12 @@ def test_the_shipped_claims_are_the_notes_seven_each_stating_its_test_in_advance
     assert len(cfg.claims) == 7 and cfg.judge.seeds >= 30 and cfg.judge.correction == Correction.holm
     assert set(cfg.judge.contexts) >= {"fmnist_small", "digits"}
     assert all(c.minimal_effect > 0 for c in cfg.claims.values())
+
+
+def test_the_judges_run_config_is_typed_like_a_runs_and_refuses_unknown_keys():
+    assert type(judge_config().model) is MLPConfig and type(judge_config("model=cnn").model) is CNNConfig
+    with pytest.raises(ConfigValueError, match=r"judge.seedz is not a setting .*did you mean judge.seeds\?"):
+        judge_config("+judge.seedz=3")
 
 
 def test_a_users_claim_file_is_judged_with_the_same_machinery(tmp_path):

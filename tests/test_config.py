@@ -112,6 +112,26 @@ def test_unknown_key_fails_at_composition():
     assert "dropuot" in str(err.value) + str(err.value.__cause__)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("+trainer.epoch=5", "trainer.epoch is not a setting ablate has, so nothing would read it (did you mean "
+                         "trainer.epochs?"),
+    ("+model.droput=0.2", "model.droput is not a setting ablate has, so nothing would read it (did you mean "
+                          "model.dropout?"),
+    ("+foo=1", "foo is not a setting ablate has, so nothing would read it (the settings there: data, model,"),
+])
+def test_a_key_added_with_plus_that_nothing_reads_is_refused_naming_the_setting_meant(override, message):
+    """Hydra refuses trainer.epoch=5 and suggests +trainer.epoch=5; that must not train silently with the default."""
+    with pytest.raises(ConfigValueError) as err:
+        make_config(override)
+    assert message in str(err.value)
+
+
+def test_free_form_settings_take_added_keys():
+    cfg = make_config("model=custom", "model.target=tests.user_models.Tiny", "+model.kwargs.width=32",
+                      "+search.space.optim.momentum={type: uniform, low: 0, high: 0.9}")
+    assert cfg.model.kwargs == {"width": 32} and "momentum" in cfg.search.space["optim"]
+
+
 @pytest.mark.parametrize("override, key", [
     ("model.dropout=1.5", "model.dropout"), ("optim.lr=-1", "optim.lr"), ("optim.weight_decay=-0.1", "optim.weight_decay"),
     ("trainer.epochs=0", "trainer.epochs"), ("data.val_fraction=0.9", "data.val_fraction + data.test_fraction"),

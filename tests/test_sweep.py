@@ -96,6 +96,18 @@ def test_a_population_sweep_ends_a_user_error_with_one_line_and_nothing_running(
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]  # the sweep's own run is closed
 
 
+@pytest.mark.parametrize("bad, message", [
+    ("+trainer.epoch=5", "error: trainer.epoch is not a setting ablate has"),
+    ("trainer.epochs=0", "error: trainer.epochs=0 is not allowed"),
+])
+def test_a_sweep_whose_fixed_settings_are_wrong_says_so_before_it_opens_anything(bad, message, tracking_uri,
+                                                                                  tmp_path):
+    out = multirun("model.bn=pre,none", "hydra/launcher=population", "trainer.device=cpu", bad, cwd=tmp_path)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    client = MlflowClient(tracking_uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])  # no parent run either
+
+
 def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running(tracking_uri, tmp_path):
     args = ["-m", "model.dropout=0,0.1", "trainer.epochs=2,150", *FAST]  # the kill comes while a long one trains
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -46,11 +46,14 @@ class AblateCallback(Callback):
             os.environ.update(self.ref.as_env())
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from ablate.config import TrackingConfig
-
-        self._refuse_clear_passwords(config)
+        from ablate.cli import user_errors_end_the_command
+        from ablate.config import TrackingConfig, to_run_config
         from ablate.sweep import Sweep, grid_shape, sweep_definition
         from ablate.tracking import Tracker
+
+        self._refuse_clear_passwords(config)
+        with user_errors_end_the_command():
+            to_run_config(config)  # what the swept keys leave as it is (+trainer.epoch=5), before the parent run opens
 
         definition = sweep_definition(config)
         factors, total = grid_shape(definition)
