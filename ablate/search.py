@@ -190,7 +190,7 @@ def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
                     pruned.add(trial.number)
             return trial.number in pruned
 
-        results = train_and_log_all(cfgs, PopulationSettings(max_size=len(cfgs)), kind=RunKind.trial,
+        results = train_and_log_all(cfgs, PopulationSettings(max_size=len(cfgs)), sweep.ref, RunKind.trial,
                                     on_epoch=on_epoch, tags_of=lambda c: {
                                         "optuna.study": s.study, "optuna.trial": str(trial_of[id(c)].number)})
         for i, trial in enumerate(trials):
@@ -262,7 +262,8 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, sweep: Sweep
     yaml_path = export_best(best, cfg, folder)
     best_cfg = with_values(cfg, trial_values(best.params, space))
     tested = [r for r in train_and_log_all([with_values(best_cfg, {"seed": seed}) for seed in range(s.final_seeds)],
-                                           PopulationSettings(max_size=max(1, s.final_seeds)), kind=RunKind.final)
+                                           PopulationSettings(max_size=max(1, s.final_seeds)), sweep.ref,
+                                           RunKind.final)
               if r.outcome in (Outcome.finished, Outcome.skipped)]
     accs = [r.metrics["test_acc"] for r in tested]
     mean = sum(accs) / len(accs) if accs else math.nan

@@ -87,6 +87,9 @@ def test_a_search_fills_its_budget_prunes_records_and_resumes(tracking_uri, tmp_
     assert best.value == max(t.value for t in study.trials if t.state == TrialState.COMPLETE)
     parent = mlflow_runs(tracking_uri, "search")[0]
     assert parent.data.metrics["best_val_acc"] == pytest.approx(best.value)
+    for run in trials + mlflow_runs(tracking_uri, "final"):  # every trial and final run is a child of the study's
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["ablate.sweep_id"] == parent.data.tags["ablate.sweep_id"]
     assert "final_test_acc_mean" in parent.data.metrics and parent.data.params["best.optim.lr"]
     artifacts = {a.path for a in MlflowClient(tracking_uri).list_artifacts(parent.info.run_id, "optuna")}
     assert "optuna/history.png" in artifacts and "optuna/best.yaml" in artifacts
