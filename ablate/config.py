@@ -383,8 +383,7 @@ def _unknown_keys(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, lis
         if known is not None and key not in known:
             yield f"{prefix}{key}", known
             continue
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+        if not OmegaConf.is_missing(node, key) and isinstance(child := node[key], DictConfig):  # None: no node
             yield from _unknown_keys(child, f"{prefix}{key}.")
 
 

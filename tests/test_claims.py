@@ -11,7 +11,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from mlflow import MlflowClient
-from omegaconf import OmegaConf
 from scipy import stats
 
 from ablate.claims import ClaimVariants, Verdict, arms, compare, judge, paired_values

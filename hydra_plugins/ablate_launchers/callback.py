@@ -47,17 +47,16 @@ class AblateCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from ablate.cli import user_errors_end_the_command
-        from ablate.config import TrackingConfig, to_run_config
+        from ablate.config import to_run_config
         from ablate.sweep import Sweep, grid_shape, sweep_definition
         from ablate.tracking import Tracker
 
         self._refuse_clear_passwords(config)
-        with user_errors_end_the_command():
-            to_run_config(config)  # what the swept keys leave as it is (+trainer.epoch=5), before the parent run opens
+        with user_errors_end_the_command():  # what the swept keys leave as it is (+trainer.epoch=5), checked
+            tracking = to_run_config(config).tracking  # before the parent run opens
 
         definition = sweep_definition(config)
         factors, total = grid_shape(definition)
-        tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
         self.sweep = Sweep(Tracker(tracking), definition, total, factors)
         self.ref = self.sweep.ref
 
