@@ -23,27 +23,55 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ablate.streams import DROPOUT, counter_uniform, stream_key
+
 _NORMS = {nn.Linear: nn.BatchNorm1d, nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
 
 
 class Dropout(nn.Module):
     """Inverted dropout: each unit kept with probability 1 - p and scaled by 1 / (1 - p) in training, the identity
-    in evaluation. p is a buffer (a tensor, saved with the model), so members of a population may differ in it."""
+    in evaluation. p is a buffer (a tensor, saved with the model), so members of a population may differ in it.
+
+    Inside ablate each layer's masks come from the member's own stream (``key_streams``): a hash of its key and
+    step counter, buffers too, so under ``vmap`` each member draws what its single run draws. A standalone
+    module (no key given) draws from torch's global generator, as ``nn.Dropout`` does."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"dropout p={p} must be in [0, 1)")
         self.register_buffer("p", torch.tensor(float(p)))
+        self.register_buffer("key", torch.tensor(0, dtype=torch.int64))
+        self.register_buffer("step", torch.tensor(0, dtype=torch.int64))  # training forwards so far
+        self.keyed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
         keep = 1 - self.p.to(x.dtype)
-        return x * (torch.rand_like(x) < keep).to(x.dtype) / keep
+        if self.keyed:
+            uniform = counter_uniform(self.key, self.step, x.shape, x.dtype)
+            self.step.add_(1)
+        else:
+            uniform = torch.rand_like(x)
+        return x * (uniform < keep).to(x.dtype) / keep
 
     def extra_repr(self) -> str:
         return f"p={self.p.item() if self.p.device.type != 'meta' else '?'}"
+
+
+def key_streams(model: nn.Module, seed: int) -> nn.Module:
+    """Give every dropout layer of ``model`` its own stream from ``seed`` (layer i: ``stream_key(seed, DROPOUT,
+    i)``), torch's ``nn.Dropout`` replaced by ``Dropout`` (the same maths) so that it has one. In place."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Dropout:
+                setattr(parent, name, Dropout(child.p))
+    for index, layer in enumerate(m for m in model.modules() if isinstance(m, Dropout)):
+        layer.key.fill_(stream_key(seed, DROPOUT, index))
+        layer.step.zero_()
+        layer.keyed = True
+    return model
 
 
 def norm_act(bn: str, layer: nn.Module, eps: float = 1e-5, momentum: float = 0.1) -> list[nn.Module]:

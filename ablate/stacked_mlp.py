@@ -13,13 +13,13 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from ablate.config import MLPConfig
 from ablate.models import build_mlp, is_decayed
 from ablate.nn import Dropout
+from ablate.streams import DROPOUT, MemberUniform
 
 
 class StackedMLP:
@@ -56,7 +56,7 @@ class StackedMLP:
                             for i in range(len(self.layers))]  # layer i's parameters start at params[first_param[i]]
         dropout = torch.tensor([c.dropout for c in cfgs], device=device, dtype=dtype).view(-1, 1, 1)
         self.keep, self.rescale = 1 - dropout, 1 / (1 - dropout)
-        self.masks = DropoutMasks(seeds[0], device, dtype)  # independent across members
+        self.masks = MemberUniform(seeds, DROPOUT, device, dtype)  # each member's masks from its own stream
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: x [K, B, ...], y [K, B] (each member its own batch) -> (per-member losses [K], logits). The
@@ -81,7 +81,7 @@ class StackedMLP:
         return model
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, train: bool, masks: Optional[DropoutMasks] = None,
+    def forward(self, x: torch.Tensor, train: bool, masks: Optional[MemberUniform] = None,
                 tape: Optional[list] = None) -> torch.Tensor:
         """x: [K, B, ...] (each member its own batch) or [B, ...] (one batch for all, evaluation) -> [K, B, classes].
 
@@ -101,7 +101,7 @@ class StackedMLP:
             elif isinstance(layer, nn.ReLU):
                 h = saved = torch.relu(h)
             elif isinstance(layer, Dropout) and train:  # each unit kept with probability 1 - p, rescaled
-                saved = masks.uniform(h.shape).lt_(self.keep).mul_(self.rescale)
+                saved = masks.uniform(h.shape[1:]).lt_(self.keep).mul_(self.rescale)
                 h = h * saved
             if tape is not None:
                 tape.append(saved)
@@ -145,26 +145,6 @@ class FactoredGradient:
     def add_to(self, out: torch.Tensor, scale: torch.Tensor) -> None:
         """out += x^T (scale * dy), scale broadcasting over [K, 1, 1]."""
         member_matmul(self.x.transpose(1, 2), self.dy * scale, add=out, out=out)
-
-
-class DropoutMasks:
-    """The uniform draws behind dropout masks, from the run's seed: numpy's PCG64 on the CPU (three times as
-    fast as torch's Mersenne Twister, which made a tenth of a population's step), torch's Philox elsewhere."""
-
-    def __init__(self, seed: int, device: torch.device, dtype: torch.dtype) -> None:
-        self.device, self.dtype = device, dtype
-        if device.type == "cpu":
-            self.numpy = np.random.default_rng(seed)
-        else:
-            self.torch = torch.Generator(device=device).manual_seed(seed)
-
-    def uniform(self, shape: Sequence[int]) -> torch.Tensor:
-        if self.device.type == "cpu":
-            return torch.from_numpy(self.numpy.random(tuple(shape), dtype=_NUMPY[self.dtype]))
-        return torch.rand(shape, generator=self.torch, device=self.device, dtype=self.dtype)
-
-
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _running_stats(model: nn.Module) -> list[torch.Tensor]:

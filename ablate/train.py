@@ -26,6 +26,7 @@ from torch import nn
 from ablate.config import ConfigValueError, Device, DType, MLPConfig, RunConfig
 from ablate.data import Splits
 from ablate.models import build
+from ablate.nn import key_streams
 from ablate.module_population import ModulePopulation, NotVectorisable
 from ablate.optim import Optimizer, member_hyperparameters
 from ablate.stacked_mlp import StackedMLP
@@ -85,8 +86,8 @@ def generic_population(cfgs: Sequence[RunConfig], in_shape: Sequence[int], n_cla
     """Any family through ``torch.func`` (the MLP too, where a benchmark or a test asks for it)."""
     models = []
     for cfg in cfgs:
-        torch.manual_seed(cfg.seed)  # its initialisation, then (a single run) its dropout masks
-        models.append(build(cfg.model, in_shape, n_classes))
+        torch.manual_seed(cfg.seed)  # its initialisation; its dropout masks from its own streams
+        models.append(key_streams(build(cfg.model, in_shape, n_classes), cfg.seed))
     return ModulePopulation(models, in_shape, device, dtype)
 
 

@@ -1,5 +1,5 @@
 """The generic path does the same maths as a plain PyTorch loop, as the MLP's hand-written path, and as single
-runs, member by member (float64, where dropout draws no masks)."""
+runs, member by member."""
 
 import logging
 
@@ -12,6 +12,7 @@ from ablate.data import cached_splits
 from ablate.models import build, decayed_weights
 from ablate.train import batch_starts, fit, fit_population, generic_population
 from tests.conftest import make_config
+from tests.test_population import NEIGHBOURS, member_differs
 
 SMALL = ("data=digits", "data.limit=600", "trainer.device=cpu", "trainer.dtype=float64", "model.dropout=0")
 CNN = (*SMALL, "model=cnn", "model.channels=[4,8]")
@@ -98,19 +99,23 @@ def test_members_of_a_users_model_are_their_single_runs():
         assert history_differs(members[k].history, fit(cfg, splits)) <= 1e-9
 
 
-def test_with_dropout_cnn_members_are_distributed_like_single_runs():
-    """Members draw their masks from one generator, so they match single runs in distribution, not mask for mask;
-    each member's own p comes from its Dropout buffer."""
-    cfgs = [make_config(*CNN, "trainer.dtype=float32", "trainer.epochs=2", "model.dropout=0.3", f"seed={s}")
-            for s in range(10)]
-    splits = cached_splits(cfgs[0].data)
-    singles = np.array([fit(c, splits).final["test_acc"] for c in cfgs])
-    members = np.array([m.history.final["test_acc"] for m in fit_population(cfgs, splits, vectorise=True)[0]])
-    assert abs(members.mean() - singles.mean()) <= 2 * singles.std(ddof=1) / np.sqrt(10) + 0.01
-    assert members.std() > 0  # members drew their own masks and batch orders
-    _, population = fit_population(cfgs[:2] + [make_config(*CNN, "trainer.epochs=1", "model.dropout=0.6")], splits,
-                                   vectorise=True)
-    ps = [m.p.item() for m in population.member(2).modules() if type(m).__name__ == "Dropout"]
+@pytest.mark.parametrize("neighbours", NEIGHBOURS, ids=["alone", "other-seeds", "other-p-and-lr"])
+def test_a_cnn_member_with_dropout_is_its_single_run_whatever_trains_beside_it(neighbours):
+    """Each Dropout layer draws from the member's own keyed stream, under vmap as alone: float64 to 1e-9."""
+    base = (*CNN, "trainer.epochs=2", "model.dropout=0.3")
+    assert member_differs(base, ["seed=3"], neighbours, vectorise=True) <= 1e-9
+
+
+def test_a_users_model_with_torchs_own_dropout_trains_its_members_as_single_runs():
+    base = (*[o for o in SMALL if not o.startswith("model.dropout")], "model=custom",
+            "model.target=tests.user_models.TorchDropout", "trainer.epochs=2")
+    assert member_differs(base, ["seed=3"], ["seed=0", "seed=1"], vectorise=True) <= 1e-9
+
+
+def test_a_cnn_members_own_p_comes_from_its_dropout_buffer():
+    cfgs = [make_config(*CNN, "trainer.epochs=1", f"model.dropout={p}", f"seed={s}") for s, p in [(0, 0.3), (1, 0.6)]]
+    _, population = fit_population(cfgs, cached_splits(cfgs[0].data), vectorise=True)
+    ps = [m.p.item() for m in population.member(1).modules() if type(m).__name__ == "Dropout"]
     assert ps == pytest.approx([0.6, 0.6])
 
 
@@ -137,6 +142,8 @@ def test_a_model_vmap_cannot_take_trains_member_by_member_as_the_one_by_one_path
     for a, b in zip(forced, one_by_one):
         assert a.history.final["test_acc"] == b.history.final["test_acc"]  # identical, dropout masks too
         assert [m["train_loss"] for m in a.history.epochs] == [m["train_loss"] for m in b.history.epochs]
+    for cfg, member in zip(cfgs, forced):  # and each is its single run
+        assert [m["train_loss"] for m in member.history.epochs] == [m["train_loss"] for m in fit(cfg, splits).epochs]
 
 
 def test_on_a_cpu_the_generic_family_trains_one_by_one_unless_told_otherwise():

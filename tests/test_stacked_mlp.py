@@ -10,14 +10,14 @@ from torch import nn
 from ablate.config import BN, MLPConfig
 from ablate.models import build_mlp
 from ablate.nn import Dropout
-from ablate.stacked_mlp import DropoutMasks, FactoredGradient, StackedMLP, cross_entropy
+from ablate.stacked_mlp import FactoredGradient, StackedMLP, cross_entropy
 
 CPU = torch.device("cpu")
 
 
-def dropout_masks_of(net, x, seed=0):
+def dropout_masks_of(net, x):
     tape: list = []
-    net.forward(x, train=True, masks=DropoutMasks(seed, CPU, x.dtype), tape=tape)
+    net.forward(x, train=True, masks=net.masks, tape=tape)
     return [saved for layer, saved in zip(net.layers, tape) if isinstance(layer, Dropout)]
 
 
@@ -38,7 +38,7 @@ def test_dropout_keeps_a_share_1_minus_p_of_units_rescaled_by_1_over_1_minus_p()
 def test_evaluation_of_a_member_with_dropout_equals_its_plain_module_in_eval_mode():
     net = StackedMLP([MLPConfig(dropout=0.5), MLPConfig(dropout=0.2)], [3, 4], 8, 3, CPU, torch.float64)
     x = torch.randn(2, 64, 8, dtype=torch.float64) * 3 + 1
-    net.forward(x, train=True, masks=DropoutMasks(0, CPU, torch.float64))  # moves BN's running averages
+    net.forward(x, train=True, masks=net.masks)  # moves BN's running averages
     evaluated = net.forward(x[0], train=False)
     for k in range(2):
         assert torch.allclose(evaluated[k], net.member(k).eval()(x[0]), atol=1e-12)
@@ -73,7 +73,7 @@ def test_the_stacked_network_computes_what_build_mlp_computes(bn):
 
 def test_stacked_eval_uses_running_averages_and_no_dropout():
     net = StackedMLP([MLPConfig(dropout=0.5)], [0], 8, 3, torch.device("cpu"), torch.float32)
-    masks = DropoutMasks(0, torch.device("cpu"), torch.float32)
+    masks = net.masks
     x = torch.randn(1, 64, 8) * 5 + 2
     net.forward(x, train=True, masks=masks)  # a training step moves the running averages
     assert torch.equal(net.forward(x[0], train=False), net.forward(x[0], train=False))  # no dropout
@@ -91,7 +91,7 @@ def test_backward_by_hand_is_autograds_gradient(bn):
     net = StackedMLP(cfgs, [3, 4], 8, 3, cpu, torch.float64)
     x, y = torch.randn(2, 16, 8, dtype=torch.float64), torch.randint(0, 3, (2, 16))
     tape: list = []
-    losses, grad = cross_entropy(net.forward(x, train=True, masks=DropoutMasks(0, cpu, torch.float64), tape=tape), y)
+    losses, grad = cross_entropy(net.forward(x, train=True, masks=net.masks, tape=tape), y)
     grads = {}
     net.backward(tape, grad, lambda i, g: grads.setdefault(i, g.into(torch.empty_like(net.params[i]))
                                                            if isinstance(g, FactoredGradient) else g))

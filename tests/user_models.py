@@ -83,6 +83,18 @@ class DataDependent(nn.Module):
         return h if h.sum() > float("-inf") else -h  # a Python bool of a tensor: always h, but vmap must refuse
 
 
+class TorchDropout(nn.Module):
+    """Dropout from torch itself (``nn.Dropout``), as most users' models have it."""
+
+    def __init__(self, in_shape, n_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(in_shape).prod()), 16), nn.ReLU(),
+                                  nn.Dropout(0.4), nn.Linear(16, n_classes))
+
+    def forward(self, x):
+        return self.body(x)
+
+
 class KillsItself(nn.Module):
     """After ``kill_after`` training steps its process dies as a lost node's would (SIGKILL: nothing cleaned up);
     0 never."""
