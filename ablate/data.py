@@ -26,6 +26,7 @@ import torch
 
 from ablate import UserError
 from ablate.config import DataConfig, DataSource
+from ablate.errors import user_frame
 from ablate.provenance import REPO
 
 
@@ -196,7 +197,10 @@ def call_target(target: str) -> tuple[np.ndarray, ...]:
     try:
         result = function()
     except Exception as err:
-        raise DataError(f"data.target={target}() raised {type(err).__name__}: {err}") from err
+        where = user_frame(err, function)
+        raise DataError(f"data.target={target}() raised {type(err).__name__}: {err}" +
+                        (f" (at {where})" if where else "") + "; fix the function: it returns (x, y), "
+                        "(x, y, x_test, y_test) or torch Datasets.") from err
     if isinstance(result, torch.utils.data.Dataset):
         result = (result,)
     if isinstance(result, dict):
@@ -319,15 +323,37 @@ def _subsample(x: np.ndarray, y: np.ndarray, cfg: DataConfig):
 _splits_cache: dict[str, Splits] = {}
 
 
-def cached_splits(cfg: DataConfig) -> Splits:
-    """``load_splits``, once per process for each data config: the jobs of a sweep share it. A relative path
-    that does not exist here is looked up in the checkout (its data/), so any working directory works."""
+def located(cfg: DataConfig) -> DataConfig:
+    """A relative path that does not exist here is looked up in the checkout (its data/), so any working directory
+    works."""
     if cfg.path and not Path(cfg.path).is_absolute() and not Path(cfg.path).exists() and (REPO / cfg.path).exists():
-        cfg = replace(cfg, path=str(REPO / cfg.path))
-    key = json.dumps(asdict(cfg), sort_keys=True, default=str)
+        return replace(cfg, path=str(REPO / cfg.path))
+    return cfg
+
+
+def data_files(cfg: DataConfig) -> list[Path]:
+    """The files the source reads: what, besides the config, decides the data (a digest of each goes with a run)."""
+    cfg = located(cfg)
+    if cfg.source == DataSource.idx:
+        return [Path(cfg.path) / f"{name}.gz" for name in FASHION_MNIST_MD5]  # what fetch_idx reads
+    return [Path(cfg.path)] if cfg.source in (DataSource.csv, DataSource.npz) else []
+
+
+def cached_splits(cfg: DataConfig) -> Splits:
+    """``load_splits``, once per process for each data config and state of its files: the jobs of a sweep share it."""
+    cfg = located(cfg)
+    key = json.dumps([asdict(cfg), [(str(p), *_stamp(p)) for p in data_files(cfg)]], sort_keys=True, default=str)
     if key not in _splits_cache:
         _splits_cache[key] = load_splits(cfg)
     return _splits_cache[key]
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
 
 
 def read_source(cfg: DataConfig) -> tuple[np.ndarray, ...]:

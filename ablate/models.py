@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ablate.config import CNNConfig, ConfigValueError, CustomConfig, MLPConfig, ModelConfig
+from ablate.errors import user_frame
 from ablate.nn import Dropout, block
 
 
@@ -111,8 +112,10 @@ def build_custom(cfg: CustomConfig, in_shape: Sequence[int], n_classes: int) -> 
     try:
         model = cls(**kwargs)
     except Exception as err:
+        where = user_frame(err, cls)
         raise ConfigValueError(f"{cfg.target}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) raised "
-                               f"{type(err).__name__}: {err}") from err
+                               f"{type(err).__name__}: {err}" + (f" (at {where})" if where else "") +
+                               "; fix the constructor, or the arguments it is given (model.*, model.kwargs).") from err
     return scale_init(model, cfg.init_scale)
 
 

@@ -8,7 +8,8 @@ own dropout masks); the gradients go to the same ``Optimizer`` as the MLP's, so 
 A single member (K = 1) trains with plain autograd on its own module, whose parameters are views of the stacked
 ones: a single run is an ordinary PyTorch loop. A model ``vmap`` cannot take (data-dependent control flow, an op
 without a batching rule) is found by one probe step at construction (``NotVectorisable``): its members then train
-one at a time, each as a population of one.
+one at a time, each as a population of one. Any other error of the probe (out of memory, a bug in the forward)
+fails the population with its traceback (``errors.vmap_refuses``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
+from ablate.errors import vmap_refuses
 from ablate.models import is_decayed
 
 
@@ -66,7 +68,9 @@ class ModulePopulation:
         try:
             self.template.train()
             self._grads(dict(zip(self.names, self.params)), buffers, x, y)
-        except Exception as err:  # noqa: BLE001 - whatever vmap refuses, the members still train one by one
+        except RuntimeError as err:
+            if not vmap_refuses(err):
+                raise  # an out-of-memory error, a bug in the forward: the population fails with its traceback
             raise NotVectorisable(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
 
     # -------------------------------------------------------------------------------------- training

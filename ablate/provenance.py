@@ -1,31 +1,88 @@
-"""Provenance: which code and which packages produced a run, so that a result is reused only for the same code
-and a reader can tell what made it."""
+"""Provenance: what decides a run's numbers besides its config (ablate's code, the user's model and data code, the
+data files), so that a result is reused only where all of it is the same, and a reader can tell what made it."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
+import inspect
+import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
-REPO = Path(__file__).resolve().parent.parent  # the checkout the code runs from (its data/, conf/)
+PACKAGE = Path(__file__).resolve().parent  # ablate's own sources
+REPO = PACKAGE.parent  # the checkout the code runs from (its data/, conf/)
 PACKAGES = ("torch", "mlflow", "optuna", "hydra-core", "numpy")  # recorded as tags beside every run
+
+
+def _digest(parts: list[bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:12]
 
 
 @functools.cache
 def code_version() -> str:
-    """The git commit of the code, plus a digest of uncommitted changes: runs are reused only for equal code."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
+    """ablate's version and a digest of its source files: the same in a checkout and in an installed wheel, and it
+    changes with any edit of the package (and only then: a commit of the README trains nothing again)."""
+    from ablate import __version__
 
+    sources = sorted(PACKAGE.rglob("*.py"))
+    return f"{__version__}+{_digest([str(p.relative_to(PACKAGE)).encode() + p.read_bytes() for p in sources])}"
+
+
+@functools.cache
+def git_commit() -> Optional[str]:
+    """The checkout's commit, for display beside a run (None where ablate is installed, not checked out)."""
     try:
-        commit, diff = git("rev-parse", "HEAD").strip(), git("diff", "HEAD", "--", "ablate")
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()[:12] or None
     except (OSError, subprocess.CalledProcessError):
-        from ablate import __version__
+        return None
 
-        return f"ablate-{__version__}"
-    return commit[:12] + (f"+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
+
+_files: dict[tuple[str, int, int], str] = {}  # (path, size, mtime in ns) -> digest: each file read once
+
+
+def file_digest(path: Path) -> str:
+    """A digest of a file's bytes, computed once per (path, size, mtime); ``missing`` where there is none."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _files:
+        _files[key] = _digest([path.read_bytes()])
+    return _files[key]
+
+
+def source_digest(target: Optional[str]) -> str:
+    """The digest of the source file of ``module.name`` / ``module:name`` (a user's model class or data function):
+    its module's file, where the code a run executes lives. Empty for no target."""
+    if not target:
+        return ""
+    module_name = target.rpartition(":")[0] if ":" in target else target.rpartition(".")[0]
+    try:
+        source = inspect.getsourcefile(importlib.import_module(module_name))
+    except (ImportError, TypeError, ValueError):
+        return "unreadable"
+    return f"{Path(source).name}:{file_digest(Path(source))}" if source else "unreadable"
+
+
+def inputs(model_target: Optional[str], data_target: Optional[str], data_files: list[Path]) -> dict[str, str]:
+    """What a run reads besides its config and ablate's code, by part: the user's model code, data code and data
+    files (each part's digests; an empty part is left out)."""
+    parts = {"model_code": source_digest(model_target), "data_code": source_digest(data_target),
+             "data": ",".join(f"{p.name}:{file_digest(p)}" for p in data_files)}
+    return {name: value for name, value in parts.items() if value}
+
+
+def inputs_digest(parts: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @functools.cache

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Optional, Sequence
 
-from ablate import models
+from ablate import UserError, models
 from ablate.config import PopulationSettings, RunConfig, config_hash
 from ablate.data import Splits, cached_splits
 from ablate.population import populations, require_memory
-from ablate.tracking import RecordedRun, RunKind, RunStatus, SweepRef, Tracker, run_name
+from ablate.tracking import RecordedRun, RunKind, RunStatus, SweepRef, Tracker, lease_key, run_name
 from ablate.train import fit_population, resolve_device
 
 log = logging.getLogger("ablate")
@@ -94,34 +94,30 @@ def train_and_log_all(cfgs: Sequence[RunConfig], settings: PopulationSettings, s
         if on_result:
             on_result(cfg, result)
 
-    pending, announced = list(cfgs), False
+    leases = {id(c): lease_key(c) for c in cfgs}
+    pending, announced, first = list(cfgs), False, True
     while pending:
-        checked_ms, todo = int(time.time() * 1000), []
-        finished = tracker.finished([c for c in pending if not c.force], sweep_id, kind)
-        for cfg in pending:
-            done = None if cfg.force else finished.get(config_hash(cfg))
-            if done is None:
-                todo.append(cfg)
-                continue
-            log.info(f"skipped: run {done.run_id} already FINISHED this config with this code (force=true re-runs)")
-            record(cfg, RunResult(done.run_id, Outcome.skipped, done.metrics))
+        checked_ms = int(time.time() * 1000)
+        todo = resume(tracker, pending, sweep_id, kind, record, summarise=first)
+        first = False
         busy = tracker.leased_elsewhere(sweep_id, kind) if todo else set()
-        free = [c for c in todo if config_hash(c) not in busy]
-        pending = [c for c in todo if config_hash(c) in busy]
+        free = [c for c in todo if leases[id(c)] not in busy]
+        pending = [c for c in todo if leases[id(c)] in busy]
         if free:  # a bad data file, or a model that does not fit the data's shape, fails here, before any run opens
             splits_by_data = {key: cached_splits(data) for key, data in {repr(c.data): c.data for c in free}.items()}
             splits_of = {id(c): splits_by_data[repr(c.data)] for c in free}
             for cfg in {repr((c.model, c.data)): c for c in free}.values():
                 models.check_shapes(cfg.model, splits_of[id(cfg)].in_shape, splits_of[id(cfg)].n_classes)
-            sizes = next(iter(splits_of.values()))
-            planned = populations(free, settings, sizes.in_shape, sizes.n_classes,
-                                  max(len(sizes.train), len(sizes.test)))
+            planned = []  # memory is planned per data context: each has its own sample shape and size
+            for key, data in splits_by_data.items():
+                planned += populations([c for c in free if repr(c.data) == key], settings, data.in_shape,
+                                       data.n_classes, max(len(data.train), len(data.test)))
             start = random.randrange(len(planned))  # workers sharing a sweep start at different populations
             for i, members in enumerate(planned[start:] + planned[:start]):
                 if i and len(planned) > 1:  # what other workers opened meanwhile is theirs
                     busy = tracker.leased_elsewhere(sweep_id, kind)
-                    pending += [c for c in members if config_hash(c) in busy]
-                    members = [c for c in members if config_hash(c) not in busy]
+                    pending += [c for c in members if leases[id(c)] in busy]
+                    members = [c for c in members if leases[id(c)] not in busy]
                     if not members:
                         continue
                 runs = PopulationRuns(recording, members)
@@ -141,6 +137,32 @@ def train_and_log_all(cfgs: Sequence[RunConfig], settings: PopulationSettings, s
     return [results[id(cfg)] for cfg in cfgs]
 
 
+def resume(tracker: Tracker, cfgs: Sequence[RunConfig], sweep_id: Optional[str], kind: RunKind,
+           record: Callable[[RunConfig, RunResult], None], summarise: bool) -> list[RunConfig]:
+    """Record as skipped the configs with a FINISHED run of the same config, code and inputs (``force=true`` trains
+    anyway); return the rest. ``summarise``: say how many were skipped and why each of the rest trains again."""
+    found = tracker.finished([c for c in cfgs if not c.force], sweep_id, kind)
+    todo = []
+    for cfg in cfgs:
+        done = None if cfg.force else found.reuse.get(config_hash(cfg))
+        if done is None:
+            todo.append(cfg)
+            continue
+        record(cfg, RunResult(done.run_id, Outcome.skipped, done.metrics))
+    stale = [(cfg, found.stale[config_hash(cfg)]) for cfg in todo if config_hash(cfg) in found.stale]
+    if summarise and (len(todo) < len(cfgs) or stale):
+        why: dict[str, list[str]] = {}
+        for cfg, changed in stale:
+            why.setdefault(" and ".join(changed), []).append(run_name(cfg))
+        # a result that changes under the user's feet is worth a warning (shown in every launcher); reuse is not
+        log.log(logging.WARNING if stale else logging.INFO,
+                f"resume: {len(cfgs) - len(todo)} of {len(cfgs)} variants skipped (a FINISHED run of the same config, "
+                f"code and data; force=true re-runs them)" + "".join(
+                    f"; {len(names)} train again because {what} changed since their FINISHED run "
+                    f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" for what, names in why.items()))
+    return todo
+
+
 class PopulationRuns:
     """The MLflow runs of one population: leased before it trains, each ended on its own after.
 
@@ -157,8 +179,9 @@ class PopulationRuns:
         try:
             return self._lease_and_fit(splits, checked_ms, settings)
         except Exception as err:
-            log.error(f"a population of {len(self.cfgs)} failed ({type(err).__name__}: {err}); its runs are "
-                      f"marked FAILED")
+            # a problem the user fixes is its one line; anything else keeps its traceback (and each run's error.txt)
+            log.error(f"a population of {len(self.cfgs)} failed ({type(err).__name__}: {err}); its runs are marked "
+                      f"FAILED", exc_info=None if isinstance(err, (UserError, MemoryError)) else err)
             run_ids = {id(cfg): run.run_id for cfg, run in self.opened}
             return [(cfg, RunResult(run_ids.get(id(cfg), ""), Outcome.failed, {})) for cfg in self.cfgs
                     if all(cfg is not t for t in self.taken)]
@@ -180,7 +203,7 @@ class PopulationRuns:
                                                 None if cfgs[0].force else checked_ms - 60_000,
                                                 {run.run_id for _, run in self.opened})
             for cfg, run in self.opened:
-                if config_hash(cfg) in held:
+                if lease_key(cfg) in held:
                     run.withdraw()
                     self.taken.append(cfg)
             self.opened = [(cfg, run) for cfg, run in self.opened if run.status is None]
@@ -223,7 +246,7 @@ class PopulationRuns:
                 continue
             final = {k: v for k, v in member.history.final.items() if not math.isnan(v)}
             run.log_metrics(final, step=cfg.trainer.epochs)
-            metrics = {**{k: last[k] for k in ("train_loss", "train_acc", "val_acc") if k in last}, **final}
+            metrics = {**{k: v for k, v in last.items() if k != "epoch"}, **final}  # what resume reads back
             results.append(RunResult(run.run_id, Outcome.finished, metrics))
         return results
 

@@ -9,6 +9,7 @@ one task is (``train_population``) and collects the results as they arrive.
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from typing import Any, Callable, Optional, Sequence
 
@@ -47,6 +48,7 @@ def fail_task(members: list[RunConfig], task: str, error: BaseException, sweep: 
     member it never opened a run for gets a FAILED run, so that every failure is counted and visible."""
     tracker = Tracker(members[0].tracking)
     text = f"its worker task failed: {type(error).__name__}: {error}"[:5000]
+    details = "".join(traceback.format_exception(error))  # a Ray task's error carries the remote traceback
     log.error(f"a population of {len(members)} failed remotely ({text})")
     runs = {r.config_hash: r for r in tracker.runs(tags={TAG_TASK: task})}
     results = []
@@ -57,10 +59,11 @@ def fail_task(members: list[RunConfig], task: str, error: BaseException, sweep: 
             continue
         if run is None:
             with tracker.training_run(cfg, "none", sweep, RunKind.train, extra_tags={TAG_TASK: task}) as opened:
+                opened.log_texts({"error.txt": details})
                 opened.end(RunStatus.failed, text)
             results.append(RunResult(opened.run_id, Outcome.failed, {}))
             continue
-        tracker.terminate(run.run_id, RunStatus.failed, text)
+        tracker.terminate(run.run_id, RunStatus.failed, text, details)
         results.append(RunResult(run.run_id, Outcome.failed, {}))
     return results
 

@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -25,12 +26,13 @@ from typing import Collection, Iterator, Mapping, Optional
 
 from ablate.config import RunConfig, TrackingConfig, config_hash, flatten, to_dict
 from ablate.liveness import HOST, Heartbeat, is_dead
-from ablate.provenance import code_version, package_versions
+from ablate.provenance import code_version, git_commit, inputs, inputs_digest, package_versions
 from ablate.store import check_reachable, creating, mask_url, sqlite_file, sqlite_in_wal_mode
 
 TAG_HASH, TAG_CODE, TAG_SWEEP = "ablate.config_hash", "ablate.code_version", "ablate.sweep_id"
 TAG_HOST, TAG_PID, TAG_ERROR, TAG_KIND = "ablate.host", "ablate.pid", "ablate.error", "ablate.kind"
 TAG_HEARTBEAT = "ablate.heartbeat"  # unix time of the owner's last sign of life
+TAG_INPUTS = "ablate.inputs"  # a digest of the user's code and the data files a run read; per part: ablate.inputs.*
 TAG_FACTORS, TAG_DEFINITION = "ablate.factors", "ablate.definition"  # a sweep's parent: what it varies
 FLUSH_EVERY_S = 1.0
 log = logging.getLogger("ablate")
@@ -95,6 +97,43 @@ def run_name(cfg: RunConfig) -> str:
     return " ".join(filter(None, [*factors, f"{o.name.value} lr={o.lr:g}",
                                   f"wd={o.weight_decay:g}{'' if o.l2.value == 'penalty' else '(dec)'}",
                                   f"seed={cfg.seed}"]))
+
+
+def identity_tags(cfg: RunConfig) -> dict[str, str]:
+    """What, besides the config (``TAG_HASH``), decides a run's numbers: ablate's code, and the user's model code,
+    data code and data files (``provenance.inputs``), in total and by part (to say which one changed)."""
+    from ablate.config import CustomConfig, DataSource
+    from ablate.data import data_files
+
+    parts = inputs(cfg.model.target if isinstance(cfg.model, CustomConfig) else None,
+                   cfg.data.target if cfg.data.source == DataSource.callable else None, data_files(cfg.data))
+    return {TAG_CODE: code_version(), TAG_INPUTS: inputs_digest(parts),
+            **{f"{TAG_INPUTS}.{part}": digest for part, digest in parts.items()}}
+
+
+def lease_key(cfg: RunConfig) -> str:
+    """What two workers must not both train: the same config from the same inputs (the code: ``this_code``)."""
+    return f"{config_hash(cfg)}/{identity_tags(cfg)[TAG_INPUTS]}"
+
+
+_CHANGED = {TAG_CODE: "ablate's code", f"{TAG_INPUTS}.model_code": "the model's code",
+            f"{TAG_INPUTS}.data_code": "the data function's code", f"{TAG_INPUTS}.data": "the data files"}
+
+
+def what_changed(recorded: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """The parts of a run's identity that differ between a recorded run's tags and this one's (empty: the same)."""
+    if recorded.get(TAG_CODE) == now[TAG_CODE] and recorded.get(TAG_INPUTS) == now[TAG_INPUTS]:
+        return []
+    changed = [what for tag, what in _CHANGED.items() if recorded.get(tag) != now.get(tag)]
+    return changed or ["what the run read (its inputs digest)"]
+
+
+@dataclass
+class Resumable:
+    """What resume finds for a set of configs, by config hash: runs to reuse, and why the others train again."""
+
+    reuse: dict[str, RunRecord] = field(default_factory=dict)
+    stale: dict[str, list[str]] = field(default_factory=dict)  # a FINISHED run exists, but these parts changed
 
 
 def _where(*, sweep_id: Optional[str] = None, kind: Optional[RunKind] = None, not_kind: Optional[RunKind] = None,
@@ -169,15 +208,27 @@ class Tracker:
             if not token or len(found) >= max_results:
                 return found
 
-    def finished(self, cfgs: Collection[RunConfig], sweep_id: Optional[str], kind: RunKind) -> dict[str, RunRecord]:
-        """FINISHED runs of these configs with this code (within the sweep, if given), by config hash: what
-        resume reuses. Inside a sweep one query covers all of it; outside, one query per config (the experiment
-        may hold many other runs)."""
-        hashes = {config_hash(cfg) for cfg in cfgs}
-        batches = [hashes] if sweep_id and len(hashes) > 1 else [{h} for h in hashes]
-        runs = [run for batch in batches for run in self.runs(sweep_id=sweep_id, kind=kind, this_code=True,
-                                                               status=RunStatus.finished, config_hashes=batch)]
-        return {r.config_hash: r for r in reversed(runs) if r.config_hash in hashes}
+    def finished(self, cfgs: Collection[RunConfig], sweep_id: Optional[str], kind: RunKind) -> Resumable:
+        """FINISHED runs of these configs (within the sweep, if given) made by the same code from the same inputs,
+        by config hash: what resume reuses; for a config whose FINISHED run has other code or inputs, what changed.
+        Inside a sweep one query covers all of it; outside, one query per config (the experiment may hold many
+        other runs)."""
+        by_hash = {config_hash(cfg): cfg for cfg in cfgs}
+        batches = [set(by_hash)] if sweep_id and len(by_hash) > 1 else [{h} for h in by_hash]
+        runs = [run for batch in batches for run in self.runs(sweep_id=sweep_id, kind=kind, status=RunStatus.finished,
+                                                               config_hashes=batch)]
+        found, identities = Resumable(), {}
+        for run in sorted(runs, key=lambda r: r.start_time):  # the newest run of a config decides
+            if run.config_hash not in by_hash:
+                continue
+            now = identities.setdefault(run.config_hash, identity_tags(by_hash[run.config_hash]))
+            changed = what_changed(run.tags, now)
+            if changed:
+                found.stale.setdefault(run.config_hash, changed)
+            else:
+                found.reuse[run.config_hash] = run
+        found.stale = {h: why for h, why in found.stale.items() if h not in found.reuse}
+        return found
 
     def live(self, **where) -> list[RunRecord]:
         """RUNNING runs whose worker is alive; those of dead workers (kill -9, a lost node) are marked KILLED."""
@@ -195,13 +246,14 @@ class Tracker:
 
     def leased_elsewhere(self, sweep_id: Optional[str], kind: RunKind, finished_since_ms: Optional[int] = None,
                          ours: Collection[str] = ()) -> set[str]:
-        """Config hashes another worker holds (runs in ``ours`` are this worker's): a live RUNNING run of the same
-        code, and, given ``finished_since_ms``, a run FINISHED since then. One or two queries, however large."""
+        """Lease keys (``lease_key``) another worker holds (runs in ``ours`` are this worker's): a live RUNNING run
+        of the same code, and, given ``finished_since_ms``, a run FINISHED since then. One or two queries, however
+        large."""
         runs = self.live(sweep_id=sweep_id, kind=kind, this_code=True)
         if finished_since_ms is not None:
             runs += self.runs(sweep_id=sweep_id, kind=kind, this_code=True, status=RunStatus.finished,
                               ended_since_ms=finished_since_ms)
-        return {r.config_hash for r in runs if r.run_id not in ours}
+        return {f"{r.config_hash}/{r.tags.get(TAG_INPUTS)}" for r in runs if r.run_id not in ours}
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of a metric logged per epoch."""
@@ -214,9 +266,9 @@ class Tracker:
     # ------------------------------------------------------------------------------------------ writing
     def start_run(self, name: str, tags: dict[str, str], parent_id: Optional[str] = None) -> "RecordedRun":
         """A new RUNNING run of this process, kept alive by its heartbeat until it ends."""
-        tags = {TAG_HOST: HOST, TAG_PID: str(os.getpid()), TAG_CODE: code_version(),
-                "mlflow.source.git.commit": code_version().split("+")[0], "mlflow.source.name": "ablate",
-                "git.dirty": str("+dirty" in code_version()).lower(), **tags, TAG_HEARTBEAT: f"{time.time():.3f}"}
+        tags = {TAG_HOST: HOST, TAG_PID: str(os.getpid()), TAG_CODE: code_version(), "mlflow.source.name": "ablate",
+                **({"mlflow.source.git.commit": git_commit()} if git_commit() else {}), **tags,
+                TAG_HEARTBEAT: f"{time.time():.3f}"}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
         info = self._client.create_run(self.experiment_id, tags=tags, run_name=name).info
@@ -237,10 +289,12 @@ class Tracker:
     def _keep_alive(self, run_id: str) -> None:
         self.heartbeat.keep_alive(run_id, lambda now: self._client.set_tag(run_id, TAG_HEARTBEAT, f"{now:.3f}"))
 
-    def terminate(self, run_id: str, status: RunStatus, error: str) -> None:
-        """End another process's run (it cannot end its own any more), saying why; this process stops stamping
-        it if it ever did."""
+    def terminate(self, run_id: str, status: RunStatus, error: str, details: Optional[str] = None) -> None:
+        """End another process's run (it cannot end its own any more), saying why (``details``: a traceback, as
+        the artifact ``error.txt``); this process stops stamping it if it ever did."""
         self.heartbeat.forget(run_id)
+        if details:
+            self.run(run_id).log_texts({"error.txt": details})
         self._client.set_tag(run_id, TAG_ERROR, error)
         self._client.set_terminated(run_id, status.value)
 
@@ -253,8 +307,8 @@ class Tracker:
         params and metrics in one batch when it ends, where one run would send them as they come."""
         import yaml
 
-        tags = {TAG_HASH: config_hash(cfg), TAG_KIND: kind.value, "device": device, **package_versions(),
-                **(extra_tags or {})}
+        tags = {TAG_HASH: config_hash(cfg), **identity_tags(cfg), TAG_KIND: kind.value, "device": device,
+                **package_versions(), **(extra_tags or {})}
         if sweep is not None:
             tags[TAG_SWEEP] = sweep.sweep_id
         if cfg.experiment_name:
@@ -352,16 +406,23 @@ class RecordedRun:
 
     @contextlib.contextmanager
     def lifecycle(self) -> Iterator["RecordedRun"]:
-        """FINISHED on success, KILLED on Ctrl-C, FAILED with the error otherwise; the error propagates."""
+        """FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED with the error otherwise; the error propagates."""
         try:
             yield self
-        except KeyboardInterrupt:
-            self.end(RunStatus.killed, "interrupted (Ctrl-C)")
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (cli.Terminated: its str names the signal)
+            self.end(RunStatus.killed, str(err) or "interrupted (Ctrl-C)")
             raise
         except BaseException as err:
-            self.end(RunStatus.failed, f"{type(err).__name__}: {err}")
+            self.fail(err)
             raise
         self.end(RunStatus.finished)
+
+    def fail(self, err: BaseException) -> None:
+        """FAILED with the error's one line in the tag and its whole traceback as the artifact ``error.txt``."""
+        if self.status is None:
+            with contextlib.suppress(Exception):  # the store's own trouble must not hide the error being recorded
+                self.log_texts({"error.txt": "".join(traceback.format_exception(err))})
+        self.end(RunStatus.failed, f"{type(err).__name__}: {err}")
 
 
 def _tag(key: str, value: str):

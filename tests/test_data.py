@@ -247,7 +247,9 @@ def test_a_function_returning_arrays_tensors_or_datasets_is_materialised_once(tm
 def test_a_function_that_fails_or_is_missing_names_the_target(tmp_path):
     write_module(tmp_path, "def data():\n    raise IOError('no network')\ndef words():\n    return 'x'\n")
     try:
-        for target, message in [("user_data.data", "raised OSError: no network"), ("user_data.nothing", "cannot find"),
+        for target, message in [("user_data.data", r"raised OSError: no network \(at user_data.py:2: raise "
+                                                    r"IOError\('no network'\)\); fix the function"),
+                                ("user_data.nothing", "cannot find"),
                                 ("user_data.words", "returned str")]:
             with pytest.raises(DataError, match=message):
                 load_splits(DataConfig(name="m", source=DataSource.callable, target=target, n_classes=3))

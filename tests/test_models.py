@@ -133,7 +133,8 @@ def test_the_contract_is_checked_before_any_data_is_read(cfg, message):
 
 @pytest.mark.parametrize("cfg, message", [
     (custom("Raises", bn=BN.pre), "tests.user_models.Raises(in_shape=(1, 8, 8), n_classes=10, bn='pre') raised "
-                                  "ValueError: needs at least 3 channels"),
+                                  "ValueError: needs at least 3 channels (at user_models.py:70: raise ValueError(\"needs "
+                                  "at least 3 channels\")); fix the constructor"),
     (custom("WrongOutput"), "returns [2, 11] for a batch of [2, 1, 8, 8]: its forward must return [batch, n_classes] "
                             "= [2, 10]."),
     (custom("Tiny"), None),

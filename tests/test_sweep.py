@@ -213,7 +213,10 @@ def test_ctrl_c_mid_sweep_keeps_finished_runs_and_leaves_nothing_running(trackin
     assert any(r.data.tags.get("ablate.kind") == "sweep" for r in killed)
 
 
-def test_ctrl_c_during_a_population_marks_every_member_and_the_sweep_killed(tracking_uri, tmp_path):
+@pytest.mark.parametrize("sent, code, reason", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")])  # SLURM's, timeout's
+def test_ctrl_c_or_sigterm_during_a_population_marks_every_member_and_the_sweep_killed(sent, code, reason, tracking_uri,
+                                                                                      tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", WITH_CTRL_C, "-m", "seed=0,1,2", "trainer.epochs=1000", *FAST,
                              "hydra/launcher=population"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -224,12 +227,12 @@ def test_ctrl_c_during_a_population_marks_every_member_and_the_sweep_killed(trac
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
         time.sleep(1.0)  # inside the population's training loop
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sent)
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted:" in err and "Traceback" not in err
+    assert proc.returncode == code and reason.split(" (")[0] in err and "Traceback" not in err
     members = train_runs(tracking_uri)
     assert len(members) == 3 and all(r.info.status == "KILLED" for r in members)
-    assert all(r.data.tags["ablate.error"] == "interrupted (Ctrl-C)" for r in members)
+    assert all(r.data.tags["ablate.error"] == reason for r in members)
     client = MlflowClient(tracking_uri)
     everything = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert {r.info.status for r in everything} == {"KILLED"}  # the sweep's parent too

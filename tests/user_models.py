@@ -95,6 +95,24 @@ class TorchDropout(nn.Module):
         return self.body(x)
 
 
+class OutOfMemoryUnderVmap(nn.Module):
+    """The contract's check (the first forward on a batch of two in the process) passes; the next such forward,
+    vmap's probe, runs out of memory, as a large population on a GPU would. Tests reset ``forwards``."""
+
+    forwards = 0  # of the class: the check's instance and the population's template are different objects
+
+    def __init__(self, in_shape, n_classes):
+        super().__init__()
+        self.head = nn.Linear(int(torch.tensor(in_shape).prod()), n_classes)
+
+    def forward(self, x):
+        if x.shape[0] == 2:
+            OutOfMemoryUnderVmap.forwards += 1
+            if OutOfMemoryUnderVmap.forwards > 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.head(x.flatten(1))
+
+
 class KillsItself(nn.Module):
     """After ``kill_after`` training steps its process dies as a lost node's would (SIGKILL: nothing cleaned up);
     0 never."""
