@@ -3,13 +3,16 @@
 Composing a config costs Hydra a few hundred milliseconds, far more than training a member's share of a
 population. Configs that choose the same config groups differ only in values, so each distinct set of group
 choices is composed once; each value override (``model.dropout=0.3``) is checked once against the typed schema,
-by OmegaConf as a single composition would, and set on the composed config with ``config.with_values``.
+by OmegaConf as a single composition would, and set on the composed config with ``config.with_values``. A job
+whose config refers to its own keys (``data.split_seed=${seed}``) is composed whole instead, so that every launcher
+and the claims resolve it as a single composition does.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import re
 from typing import Any, Callable, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -19,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ablate.config import ConfigValueError, RunConfig, to_run_config, typed_node, with_values
 
 _parser = OverridesParser.create()
+_KEY_REFERENCE = re.compile(r"\$\{\s*\.*[A-Za-z_][\w.\[\]]*\s*\}")  # ${seed}, ${..model.bn}: not ${oc.env:...}
 
 
 class ComposeCache:
@@ -32,6 +36,7 @@ class ComposeCache:
         self._templates: dict[tuple, RunConfig] = {}
         self._jobs: dict[tuple[str, ...], RunConfig] = {}
         self._checked: dict[tuple[tuple[str, ...], str, str], Any] = {}
+        self._interpolating: dict[tuple[str, ...], bool] = {}
 
     @classmethod
     def for_sweep(cls, loader: Any, config: DictConfig) -> "ComposeCache":
@@ -78,6 +83,14 @@ class ComposeCache:
     def _run_config(self, overrides: Sequence[str]) -> RunConfig:
         groups, values = self.split(overrides)
         node = self.composed(groups)[1]
+        if self._interpolates(groups) or any(isinstance(v, str) and "${" in v for v in values.values()):
+            # a key that refers to another (data.split_seed=${seed}) resolves only once every value is set: the
+            # job composed whole, as Hydra would, not set on a template resolved with another seed
+            filled = copy.deepcopy(node)
+            for key, value in values.items():
+                self._typed(groups, key, value)  # a wrong value fails as composition would
+                OmegaConf.update(filled, key, value, merge=True)
+            return to_run_config(filled)
         # a value the composition leaves mandatory (model.target of model=custom) is part of the template
         required = {k: v for k, v in values.items() if _is_missing(node, k)}
         template_key = (groups, repr(sorted(required.items())))
@@ -88,6 +101,14 @@ class ComposeCache:
             self._templates[template_key] = to_run_config(filled)
         rest = {k: self._typed(groups, k, v) for k, v in values.items() if k not in required}
         return with_values(self._templates[template_key], rest)
+
+    def _interpolates(self, groups: tuple[str, ...]) -> bool:
+        """Whether the composed config refers to one of its own keys (``${seed}``; resolvers such as ``${oc.env:..}``
+        alone do not)."""
+        if groups not in self._interpolating:
+            raw = OmegaConf.to_container(self.composed(groups)[1], resolve=False)
+            self._interpolating[groups] = bool(_KEY_REFERENCE.search(repr(raw)))
+        return self._interpolating[groups]
 
     def job(self, overrides: Sequence[str]) -> tuple[DictConfig, RunConfig]:
         """The composed config (with Hydra's node, for the job's record) and the run config of one job."""

@@ -148,9 +148,11 @@ def resume(tracker: Tracker, cfgs: Sequence[RunConfig], sweep_id: Optional[str],
         if done is None:
             todo.append(cfg)
             continue
+        log.info(f"skipped: run {done.run_id} already FINISHED this config with this code and data (force=true "
+                 f"re-runs)")
         record(cfg, RunResult(done.run_id, Outcome.skipped, done.metrics))
     stale = [(cfg, found.stale[config_hash(cfg)]) for cfg in todo if config_hash(cfg) in found.stale]
-    if summarise and (len(todo) < len(cfgs) or stale):
+    if summarise and (len(cfgs) > 1 and len(todo) < len(cfgs) or stale):
         why: dict[str, list[str]] = {}
         for cfg, changed in stale:
             why.setdefault(" and ".join(changed), []).append(run_name(cfg))

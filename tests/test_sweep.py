@@ -141,7 +141,9 @@ def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running
 def test_population_launcher_records_runs_exactly_like_sequential_runs(migrated_store, tmp_path, monkeypatch):
     import shutil
 
-    grid = ["model.bn=pre,none", "model.dropout=0,0.3", "seed=0,1", "trainer.epochs=1", *FAST]
+    # data.split_seed refers to the swept seed: each launcher must resolve it per job, as one composition would
+    grid = ["model.bn=pre,none", "model.dropout=0,0.3", "seed=0,1", "data.split_seed=${seed}", "trainer.epochs=1",
+            *FAST]
     stores = {}
     for launcher in ("basic", "population"):
         folder = tmp_path / launcher
@@ -160,12 +162,12 @@ def test_population_launcher_records_runs_exactly_like_sequential_runs(migrated_
         assert set(run.data.tags) == set(twin.data.tags)
         differing = {k for k in run.data.params if run.data.params[k] != twin.data.params[k]}
         assert differing == {"tracking.uri"}  # the two stores, nothing else
-        if run.data.params["model.dropout"] == "0.0":  # no dropout masks: a member computes its single run
-            for metric, value in run.data.metrics.items():
-                if not metric.endswith("_seconds"):
-                    assert value == pytest.approx(twin.data.metrics[metric], abs=1e-5), metric
-            compared += 1
-    assert compared == 4
+        assert run.data.params["data.split_seed"] == run.data.params["seed"]
+        for metric, value in run.data.metrics.items():  # a member, dropout masks included, computes its single run
+            if not metric.endswith("_seconds"):
+                assert value == pytest.approx(twin.data.metrics[metric], abs=1e-5), metric
+        compared += 1
+    assert compared == 8
     assert len({r.data.tags["mlflow.parentRunId"] for r in population.values()}) == 1
     uri = f"sqlite:///{tmp_path / 'population' / 'mlflow.db'}"
     again = multirun(*grid, "hydra/launcher=population", cwd=tmp_path / "population",
