@@ -11,23 +11,25 @@ corrected for multiplicity (Holm by default). Verdicts:
 - INCONCLUSIVE otherwise, with the effect these seeds could detect and the seeds the minimal effect would need.
 
 Beside each: the effect size d_z, the share of seeds where A beats B, a paired bootstrap bound and a Wilcoxon
-signed-rank p as second opinions. Nothing here knows which way an outcome "should" go.
+signed-rank p as second opinions; the failed runs per arm (a failure is scored, never dropped); and how firm the
+verdict is (the share of seed subsamples that reach it). Nothing here knows which way an outcome "should" go.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
 
 from ablate.config import RunConfig, config_hash, typed_object
-from ablate.schemas import ClaimSpec, Direction, JudgeConfig, JudgeSettings
+from ablate.schemas import WORST, ClaimSpec, Direction, JudgeConfig, JudgeSettings
 from ablate.stats import (adjust, bootstrap_bound, detectable_effect, seeds_needed, t_bound, t_pvalue,
                           wilcoxon_pvalue)
 
@@ -77,7 +79,16 @@ class Judged:
     verdict: Verdict = Verdict.inconclusive
     detectable: float = math.nan  # the effect these seeds detect with the configured power
     needed: Optional[int] = None  # seeds that would detect the minimal effect
+    failed: tuple[int, int] = (0, 0)  # seeds with a failed run, per arm (scored as the claim says)
+    firmness: float = math.nan  # share of seed subsamples that reach the same verdict
+    settle: Optional[int] = None  # seeds that would make a fragile verdict firm (power at the observed effect)
     note: str = ""
+
+    @property
+    def fragile(self) -> bool:
+        return self.firmness < self.threshold
+
+    threshold: float = 0.9
 
 
 @dataclass
@@ -88,30 +99,58 @@ class ClaimVariants:
     hashes: dict[tuple[str, Any, int], str] = field(default_factory=dict)
 
 
-def paired_values(claim: ClaimSpec, runs: dict[str, dict[str, Any]],
-                  variants: ClaimVariants) -> tuple[np.ndarray, np.ndarray]:
-    """Per seed, A's and B's metric (the spread over levels for a spread claim), seeds present in both arms."""
-    def metric(config: str) -> float:
+@dataclass
+class Paired:
+    """A claim's per-seed values in one context, both arms over every seed: a failed run scored as the claim says
+    (``failed_as``, else its metric's worst value), so no verdict rests on the survivors alone."""
+
+    a: np.ndarray
+    b: np.ndarray
+    failed: tuple[int, int] = (0, 0)  # seeds with a failed run, per arm
+    unjudgeable: str = ""  # why no verdict can be reached (runs missing, failures without a worst value)
+
+
+def paired_values(claim: ClaimSpec, runs: dict[str, dict[str, Any]], variants: ClaimVariants) -> Paired:
+    """Per seed, A's and B's metric (the spread over levels for a spread claim)."""
+    worst = claim.failed_as if claim.failed_as is not None else WORST.get(claim.metric)
+    missing = 0
+
+    def metric(config: str) -> tuple[float, bool]:
+        nonlocal missing
         run = runs.get(config)
         if run is None:
-            return math.nan
+            missing += 1
+            return math.nan, False
         if run["status"] != "FINISHED":
-            return math.nan if claim.failed_as is None else claim.failed_as
-        return run.get(claim.metric, math.nan)
+            return (math.nan if worst is None else worst), True
+        return run.get(claim.metric, math.nan), False
 
     levels = claim.spread_over.levels if claim.spread_over else [None]
-    a, b = (np.array([[metric(variants.hashes[arm, level, seed]) for level in levels] for seed in variants.seeds],
-                     dtype=float) for arm in ("a", "b"))
-    a, b = (a.max(1) - a.min(1), b.max(1) - b.min(1)) if claim.spread_over else (a[:, 0], b[:, 0])
-    both = np.isfinite(a) & np.isfinite(b)
-    return a[both], b[both]
+    values, failed = {}, {}
+    for arm in ("a", "b"):
+        cells = [[metric(variants.hashes[arm, level, seed]) for level in levels] for seed in variants.seeds]
+        v = np.array([[value for value, _ in row] for row in cells], dtype=float)
+        values[arm] = v.max(1) - v.min(1) if claim.spread_over else v[:, 0]
+        failed[arm] = sum(any(f for _, f in row) for row in cells)
+    paired = Paired(values["a"], values["b"], (failed["a"], failed["b"]))
+    if missing:
+        paired.unjudgeable = f"{missing} run(s) missing (a context or worker that did not finish): run it again"
+    elif any(paired.failed) and worst is None:
+        paired.unjudgeable = (f"runs failed (A {paired.failed[0]}, B {paired.failed[1]}) and {claim.metric} has no "
+                              f"worst value to score them: set failed_as")
+    elif not (np.isfinite(paired.a).all() and np.isfinite(paired.b).all()):
+        paired.unjudgeable = f"{claim.metric} is not finite on every seed"
+    return paired
 
 
-def compare(name: str, claim: ClaimSpec, context: str, a: np.ndarray, b: np.ndarray) -> Judged:
-    """The tests of one claim in one context (before the family's correction)."""
-    judged = Judged(name, claim, context, len(a))
-    if len(a) < 3:
-        judged.note = "fewer than 3 paired seeds"
+def compare(name: str, claim: ClaimSpec, context: str, a: np.ndarray, b: np.ndarray, failed: tuple[int, int] = (0, 0),
+            unjudgeable: str = "") -> Judged:
+    """The tests of one claim in one context (before the family's correction); ``unjudgeable`` (a reason) leaves
+    it INCONCLUSIVE."""
+    judged = Judged(name, claim, context, len(a), failed=failed)
+    if unjudgeable or len(a) < 3:
+        judged.note = unjudgeable or "fewer than 3 paired seeds"
+        judged.n = 0  # untested: outside the family
         return judged
     d = a - b
     judged.a_mean, judged.b_mean, judged.diff, judged.sd = float(a.mean()), float(b.mean()), float(d.mean()), float(d.std(ddof=1))
@@ -129,8 +168,10 @@ def compare(name: str, claim: ClaimSpec, context: str, a: np.ndarray, b: np.ndar
     return judged
 
 
-def judge(judged: list[Judged], settings: JudgeSettings, differences: dict[tuple[str, str], np.ndarray]) -> None:
-    """The family's correction and each verdict, in place: the claimed way and the other way each form a family."""
+def judge(judged: list[Judged], settings: JudgeSettings, differences: dict[tuple[str, str], np.ndarray],
+          details: bool = True) -> None:
+    """The family's correction and each verdict, in place: the claimed way and the other way each form a family.
+    ``details``: also the bootstrap and the effects the seeds could detect (the verdict does not depend on them)."""
     testable = [j for j in judged if j.n >= 3]
     method, alpha = settings.correction.value, settings.alpha
     adjusted, levels = adjust([j.p for j in testable], method, alpha)
@@ -139,7 +180,9 @@ def judge(judged: list[Judged], settings: JudgeSettings, differences: dict[tuple
         d = differences[j.name, j.context]
         j.p_adjusted, j.level = p_adj, level
         confidence = 1 - level
-        j.bound, j.bootstrap = _interval(j, d, confidence, settings.bootstrap)
+        j.bound = _interval(j, d, confidence, t_bound)
+        j.bootstrap = _interval(j, d, confidence, functools.partial(bootstrap_bound, resamples=settings.bootstrap)) \
+            if details else j.bound
         if j.claim.direction == Direction.equal:
             t_holds = -j.margin < j.bound[0] and j.bound[1] < j.margin
             boot_holds = -j.margin < j.bootstrap[0] and j.bootstrap[1] < j.margin
@@ -153,20 +196,45 @@ def judge(judged: list[Judged], settings: JudgeSettings, differences: dict[tuple
             j.verdict = Verdict.contradicted
         else:
             j.verdict = Verdict.inconclusive
-            j.detectable = detectable_effect(j.sd, j.n, level, settings.power)
-            j.needed = seeds_needed(j.margin, j.sd, level, settings.power)
+            if details:
+                j.detectable = detectable_effect(j.sd, j.n, level, settings.power)
+                j.needed = seeds_needed(j.margin, j.sd, level, settings.power)
         if t_holds != boot_holds:
             j.note = "the t interval and the bootstrap disagree"
 
 
-def _interval(j: Judged, d: np.ndarray, confidence: float, resamples: int):
-    """The t interval and the bootstrap's: one-sided the claimed way, two one-sided bounds for an equivalence."""
+def _interval(j: Judged, d: np.ndarray, confidence: float, bound: Callable[[np.ndarray, float, str], float]):
+    """One-sided the claimed way, two one-sided bounds for an equivalence (``bound``: t or bootstrap)."""
     if j.claim.direction == Direction.equal:
-        return ((t_bound(d, confidence, "greater"), t_bound(d, confidence, "less")),
-                (bootstrap_bound(d, confidence, "greater", resamples), bootstrap_bound(d, confidence, "less", resamples)))
+        return bound(d, confidence, "greater"), bound(d, confidence, "less")
     if j.claim.direction == Direction.greater:
-        return (t_bound(d, confidence, "greater"), math.inf), (bootstrap_bound(d, confidence, "greater", resamples), math.inf)
-    return (-math.inf, t_bound(d, confidence, "less")), (-math.inf, bootstrap_bound(d, confidence, "less", resamples))
+        return bound(d, confidence, "greater"), math.inf
+    return -math.inf, bound(d, confidence, "less")
+
+
+def firmness(judged: list[Judged], settings: JudgeSettings, pairs: dict[tuple[str, str], Paired]) -> None:
+    """How firm each verdict is, in place: the whole family judged again on ``settings.subsamples`` seeded subsamples
+    of the seeds (the same seeds for every claim), each keeping ``settings.subsample_share`` of them; the share
+    that reaches the verdict of all seeds. A verdict below ``settings.firm`` is fragile: beside it, the seeds whose
+    test would detect its observed effect (or, inconclusive, the minimal one) with power 0.9."""
+    n_seeds = len(next(iter(pairs.values())).a) if pairs else 0
+    keep = max(3, round(settings.subsample_share * n_seeds))
+    if not settings.subsamples or keep >= n_seeds:
+        return
+    rng = np.random.default_rng(0)
+    same = np.zeros(len(judged))
+    for _ in range(settings.subsamples):
+        rows = np.sort(rng.choice(n_seeds, keep, replace=False))
+        picked = {key: (pair.a[rows], pair.b[rows]) for key, pair in pairs.items()}
+        sub = [compare(j.name, j.claim, j.context, *picked[j.name, j.context], j.failed,
+                       pairs[j.name, j.context].unjudgeable) for j in judged]
+        judge(sub, settings, {key: a - b for key, (a, b) in picked.items()}, details=False)
+        same += [s.verdict == j.verdict for s, j in zip(sub, judged)]
+    for j, count in zip(judged, same):
+        j.firmness, j.threshold = count / settings.subsamples, settings.firm
+        if j.fragile and j.n >= 3:
+            effect = abs(j.diff) if j.verdict != Verdict.inconclusive else j.margin
+            j.settle = seeds_needed(effect, j.sd, j.level, 0.9)
 
 
 # -------------------------------------------------------------------------------------------- tables
@@ -198,7 +266,8 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
         row = {"claim": next(iter(mine.values())).claim.text}
         for context in contexts:
             j = mine.get(context)
-            row[context] = "–" if j is None else f"{j.verdict.value} ({j.diff:+.3g})"
+            row[context] = "–" if j is None else f"{j.verdict.value} ({j.diff:+.3g})" + (
+                f", fragile ({j.firmness:.0%})" if j.fragile else "")
         held = sum(j.verdict == Verdict.supported for j in mine.values())
         row["holds in"] = f"{held} of {len(mine)} contexts"
         rows.append(row)
@@ -207,7 +276,9 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
                "interval (1 − level)": _interval_text(j.bound) if j.n >= 3 else "–",
                "bootstrap": _interval_text(j.bootstrap) if j.n >= 3 else "–",
                "p": _number(j.p), "p adj": _number(j.p_adjusted), "level": _number(j.level), "d_z": _number(j.d_z),
-               "P(A better)": _number(j.improved), "Wilcoxon p": _number(j.wilcoxon), "verdict": j.verdict.value,
+               "P(A better)": _number(j.improved), "Wilcoxon p": _number(j.wilcoxon), "failed A/B": "%d/%d" % j.failed,
+               "verdict": j.verdict.value, "firmness": _number(j.firmness),
+               "seeds to settle": j.settle if j.settle else "–",
                "detectable / seeds needed": (f"{_number(j.detectable)} / {j.needed}" if j.needed else "–"),
                "note": j.note} for j in judged]
     tests = "\n".join(f"- {j.claim.text}: {_test_text(j.claim)}" for j in
@@ -216,7 +287,12 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
             f"\n\nFamily: {len(judged)} tests (claims x contexts), {settings.correction.value} correction at alpha "
             f"{settings.alpha}; each interval is one-sided at confidence 1 − level, the level its corrected test "
             f"uses, so it excludes 0 exactly when that test rejects. Detectable: the true effect {settings.seeds} "
-            f"seeds find with power {settings.power}; seeds needed: for the claim's minimal effect.\n\nTests:\n{tests}")
+            f"seeds find with power {settings.power}; seeds needed: for the claim's minimal effect. Firmness: the "
+            f"share of {settings.subsamples} seeded subsamples of {settings.subsample_share:.0%} of the seeds whose "
+            f"whole family reaches the same verdict; below {settings.firm:.0%} a verdict is fragile (one CPU's "
+            f"float32 rounding may flip it), and seeds to settle is what would detect its observed effect with power "
+            f"0.9. A failed run scores its metric's worst value (an accuracy's 0) unless the claim sets failed_as; "
+            f"where the metric has none, a claim with failures is INCONCLUSIVE.\n\nTests:\n{tests}")
 
 
 def _test_text(claim: ClaimSpec) -> str:
@@ -225,7 +301,8 @@ def _test_text(claim: ClaimSpec) -> str:
     spread = f", of the per-seed spread (max − min) over {claim.spread_over.key} in {claim.spread_over.levels}" \
         if claim.spread_over else ""
     effect = f"{claim.minimal_effect:g}" + (" of B's mean" if claim.relative else "")
-    failed = f"; a diverged run scores {claim.failed_as:g}" if claim.failed_as is not None else ""
+    worst = claim.failed_as if claim.failed_as is not None else WORST.get(claim.metric)
+    failed = f"; a failed run scores {worst:g}" if worst is not None else "; failures leave it INCONCLUSIVE"
     return f"paired t-test over seeds of {claim.metric}{spread}, {what}; minimal effect {effect}{failed}"
 
 
@@ -237,11 +314,10 @@ def main(cfg: JudgeConfig, command_overrides: list[str]) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     from ablate.compose import ComposeCache
-    from ablate.config import PopulationSettings
     from ablate.data import DataError, cached_splits
-    from ablate.runner import train_and_log_all
+    from ablate.runner import Outcome, train_and_log_all
     from ablate.sweep import Sweep, announce
-    from ablate.tracking import RunKind, RunStatus, Tracker
+    from ablate.tracking import Tracker
 
     began = time.perf_counter()
     settings = cfg.judge
@@ -273,19 +349,18 @@ def main(cfg: JudgeConfig, command_overrides: list[str]) -> None:
         announce(line)
     tracker = Tracker(cfg.tracking)
     sweep = Sweep(tracker, ["claims", *sorted(command_overrides)], len(variants), ["claims", "seed"])
-    train_and_log_all(list(variants.values()), PopulationSettings(), sweep=sweep.ref,
-                      on_result=lambda c, r: sweep.job_done())
+    cfgs = list(variants.values())
+    results = train_and_log_all(cfgs, settings.population, sweep=sweep.ref, on_result=lambda c, r: sweep.job_done())
     sweep.close("(the verdicts: reports/claims.md)")
-    runs = {r.config_hash: {"status": r.status.value, **r.metrics,
-                            "gap": r.metrics.get("train_eval_acc", math.nan) - r.metrics.get("val_acc", math.nan)}
-            for status in (RunStatus.finished, RunStatus.failed)
-            for r in tracker.runs(sweep_id=sweep.sweep_id, kind=RunKind.train, status=status)}
-    judged, differences = [], {}
+    runs = {config_hash(c): {"status": "FAILED" if r.outcome == Outcome.failed else "FINISHED", **r.metrics,
+                             "gap": r.metrics.get("train_eval_acc", math.nan) - r.metrics.get("val_acc", math.nan)}
+            for c, r in zip(cfgs, results) if r.outcome in (Outcome.finished, Outcome.skipped, Outcome.failed)}
+    judged, pairs = [], {}
     for (name, context), table in needed.items():
-        a, b = paired_values(cfg.claims[name], runs, table)
-        differences[name, context] = a - b
-        judged.append(compare(name, cfg.claims[name], context, a, b))
-    judge(judged, settings, differences)
+        pairs[name, context] = paired = paired_values(cfg.claims[name], runs, table)
+        judged.append(compare(name, cfg.claims[name], context, paired.a, paired.b, paired.failed, paired.unjudgeable))
+    judge(judged, settings, {key: pair.a - pair.b for key, pair in pairs.items()})
+    firmness(judged, settings, pairs)
     text = verdict_tables(judged, settings)
     seconds = time.perf_counter() - began
     contexts = ", ".join(dict.fromkeys(context for _, context in needed))

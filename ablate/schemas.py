@@ -10,7 +10,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from ablate.config import CNNConfig, CustomConfig, MLPConfig, RunConfig, TrackingConfig, is_config_key, require
+from ablate.config import (CNNConfig, CustomConfig, MLPConfig, PopulationSettings, RunConfig, TrackingConfig,
+                           is_config_key, require)
 
 
 class Direction(str, Enum):
@@ -25,6 +26,7 @@ class Correction(str, Enum):
     none = "none"
 
 
+WORST = {"val_acc": 0.0, "test_acc": 0.0, "val_acc_auc": 0.0, "train_eval_acc": 0.0}  # what a failed run scores
 CLAIM_METRICS = ("val_acc", "test_acc", "val_acc_auc", "train_eval_acc", "gap", "weight_norm", "train_loss",
                  "test_loss", "val_loss", "epochs_to_target")
 
@@ -47,7 +49,8 @@ class ClaimSpec:
     minimal_effect: float = 0.01  # the smallest difference that matters, stated in advance (equal: the margin)
     relative: bool = False  # minimal_effect as a fraction of arm B's mean
     spread_over: Optional[Spread] = None  # compare the spread of the metric over these levels instead
-    failed_as: Optional[float] = None  # a diverged run's metric (0.1: chance on 10 classes); None drops its seed
+    failed_as: Optional[float] = None  # a failed run's metric (0.1: chance on 10 classes); None: the metric's worst
+    # (an accuracy's 0); a metric without one (gap, weight_norm, a loss) makes a claim with failures INCONCLUSIVE
 
     def check(self, name: str) -> None:
         require(self.metric in CLAIM_METRICS, f"claims.{name}.metric", self.metric, f"one of {', '.join(CLAIM_METRICS)}")
@@ -64,12 +67,19 @@ class JudgeSettings:
     power: float = 0.8  # for the minimal detectable effect and the seeds an inconclusive claim would need
     bootstrap: int = 10_000  # resamples of the paired bootstrap interval (seeded: the same table every time)
     contexts: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides, like an arm's
+    subsamples: int = 200  # seeded subsamples of the seeds that re-judge every claim: how firm each verdict is
+    subsample_share: float = 0.83  # of the seeds each subsample keeps (25 of 30)
+    firm: float = 0.9  # a verdict that fewer subsamples reach than this share is marked fragile
+    population: PopulationSettings = field(default_factory=PopulationSettings)  # how the runs train together
 
     def __post_init__(self) -> None:
         require(self.seeds >= 3, "judge.seeds", self.seeds, "at least 3")
         require(0 < self.alpha < 0.5, "judge.alpha", self.alpha, "in (0, 0.5)")
         require(0 < self.power < 1, "judge.power", self.power, "in (0, 1)")
         require(self.bootstrap >= 100, "judge.bootstrap", self.bootstrap, "at least 100")
+        require(self.subsamples >= 0, "judge.subsamples", self.subsamples, "0 or more")
+        require(0 < self.subsample_share < 1, "judge.subsample_share", self.subsample_share, "in (0, 1)")
+        require(0 < self.firm <= 1, "judge.firm", self.firm, "in (0, 1]")
 
 
 @dataclass

@@ -13,7 +13,8 @@ from hydra.errors import ConfigCompositionException
 from mlflow import MlflowClient
 from scipy import stats
 
-from ablate.claims import ClaimVariants, Verdict, arms, compare, judge, paired_values
+from ablate.claims import (ClaimVariants, Paired, Verdict, arms, compare, firmness, judge, paired_values,
+                           verdict_tables)
 from ablate.config import CNNConfig, ConfigValueError, MLPConfig, typed_object
 from ablate.schemas import ClaimSpec, Correction, Direction, JudgeSettings, Spread
 from tests.conftest import REPO
@@ -134,10 +135,63 @@ def test_runs_are_paired_by_seed_failed_runs_score_as_declared_and_spreads_are_r
                 variants.hashes[arm, level, seed] = key
                 runs[key] = {"status": "FINISHED", "val_acc": value + seed / 100}
     runs["b0.22"]["status"] = "FAILED"  # seed 2 of arm b diverged at init 0.2: scores 0.1
-    a, b = paired_values(spec, runs, variants)
-    assert a == pytest.approx([0.02] * 3) and b == pytest.approx([0.4, 0.4, 0.92 - 0.1])
-    del runs["a1.01"]  # a missing run drops its seed from both arms
-    assert len(paired_values(spec, runs, variants)[0]) == 2
+    paired = paired_values(spec, runs, variants)
+    assert paired.a == pytest.approx([0.02] * 3) and paired.b == pytest.approx([0.4, 0.4, 0.92 - 0.1])
+    assert paired.failed == (0, 1) and not paired.unjudgeable
+    del runs["a1.01"]  # a missing run: no verdict on the seeds that are left
+    assert "1 run(s) missing" in paired_values(spec, runs, variants).unjudgeable
+
+
+def seeds_of(values_a, values_b, failed_a=(), metric="val_acc", **fields):
+    """A claim's runs over len(values_a) seeds, arm A's ``failed_a`` seeds FAILED; returns (claim, Paired)."""
+    spec = ClaimSpec(text="t", a={"model.bn": "pre"}, b={"model.bn": "none"}, metric=metric, **fields)
+    variants, runs = ClaimVariants(list(range(len(values_a)))), {}
+    for arm, values in (("a", values_a), ("b", values_b)):
+        for seed, value in enumerate(values):
+            variants.hashes[arm, None, seed] = key = f"{arm}{seed}"
+            runs[key] = {"status": "FAILED" if arm == "a" and seed in failed_a else "FINISHED", metric: value}
+    return spec, paired_values(spec, runs, variants)
+
+
+def test_a_treatment_that_diverges_on_some_seeds_is_not_judged_on_its_survivors():
+    """A beats B by 0.05 on the 20 seeds where it trains; it diverges on 10. On survivors alone that is SUPPORTED;
+    scored at an accuracy's worst (0), the claim is not."""
+    rng = np.random.default_rng(1)
+    b = 0.80 + rng.normal(0, 0.01, 30)
+    a = b + 0.05 + rng.normal(0, 0.01, 30)
+    spec, paired = seeds_of(a, b, failed_a=range(0, 30, 3))
+    assert paired.failed == (10, 0) and (paired.a[::3] == 0).all()
+    survivors = np.setdiff1d(np.arange(30), np.arange(0, 30, 3))
+    assert judged(spec, a[survivors], b[survivors]).verdict == Verdict.supported
+    result = family([(spec, paired.a, paired.b)])[0]
+    result.failed = paired.failed
+    assert result.verdict == Verdict.contradicted and "failed A/B" in verdict_tables([result], SETTINGS)
+    assert "| 10/0 |" in verdict_tables([result], SETTINGS)
+    spec, paired = seeds_of(a, b, failed_a=range(0, 30, 3), failed_as=0.79)  # the claim's own score for a failure
+    assert paired.a[::3] == pytest.approx([0.79] * 10)
+
+
+def test_failures_in_a_metric_without_a_worst_value_leave_the_claim_inconclusive_with_the_reason():
+    spec, paired = seeds_of(np.full(8, 0.1) + NOISE8, np.full(8, 0.3), failed_a=[2], metric="gap", direction="less")
+    result = compare("c", spec, "here", paired.a, paired.b, paired.failed, paired.unjudgeable)
+    judge([result], SETTINGS, {("c", "here"): paired.a - paired.b})
+    assert result.verdict == Verdict.inconclusive and "gap has no worst value to score them: set failed_as" in result.note
+
+
+def test_a_clear_verdict_is_firm_and_one_at_its_margin_is_fragile_with_the_seeds_that_would_settle_it():
+    rng = np.random.default_rng(3)
+    b, z = 0.80 + rng.normal(0, 0.01, 30), rng.normal(0, 0.01, 30)
+    z -= z.mean()
+    at_margin = stats.t.ppf(1 - 0.05, 29) * z.std(ddof=1) / np.sqrt(30) * 1.02  # Holm: alpha for the larger p of 2
+    cases = [(claim(), b + 0.05 + z, b),  # +0.05 with sd 0.01: every subsample agrees
+             (claim(), b + at_margin + z, b)]  # t just past its critical value (p adj 0.047): subsamples split
+    settings = JudgeSettings(seeds=30, bootstrap=200, contexts={"here": {}})
+    results = family(cases, settings)
+    firmness(results, settings, {(r.name, "here"): Paired(a, b) for r, (_, a, b) in zip(results, cases)})
+    clear, marginal = results
+    assert clear.firmness == 1.0 and not clear.fragile and clear.settle is None
+    assert marginal.fragile and 0.1 < marginal.firmness < 0.9 and marginal.settle > 30
+    assert "fragile (" in verdict_tables(results, settings)
 
 
 # ------------------------------------------------------------------------------ claim files, composed
@@ -187,30 +241,50 @@ def test_a_bad_claim_file_fails_at_composition_naming_the_key(tmp_path, body, ke
     assert key in str(err.value) + str(err.value.__cause__)
 
 
-def test_the_claims_command_end_to_end_gives_seven_verdicts_recorded_in_mlflow(tracking_uri, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-m", "ablate.claims", "judge.seeds=3", "trainer.epochs=1", "trainer.device=cpu",
-                          "judge.bootstrap=200", "~judge.contexts.fmnist_small"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    table = out.stdout[out.stdout.index("| claim |"):].split("\n\n")[0].splitlines()
-    rows = table[2:]  # after the header and its rule
+def claims_command(*args, cwd, store):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": store}
+    return subprocess.run([sys.executable, "-m", "ablate.claims", "judge.seeds=3", "trainer.epochs=1",
+                           "trainer.device=cpu", "judge.bootstrap=200", "~judge.contexts.fmnist_small", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_claims_command_end_to_end_gives_the_same_table_whatever_its_population_size(migrated_store, tmp_path):
+    """The notes' seven claims and one built to diverge (A at lr 1e6 fails on every seed), judged twice in two stores:
+    in populations of up to 1,000 and of 4 (the variants cut differently), the tables are the same, digit for digit."""
+    import shutil
+
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "diverges.yaml").write_text(
+        "diverges:\n  text: A diverges\n  a: {model.bn: none, optim.lr: 1e6}\n  b: {model.bn: none}\n")
+    tables = []
+    for size in (1000, 4):
+        folder = tmp_path / f"size{size}"
+        folder.mkdir()
+        shutil.copy(migrated_store, folder / "mlflow.db")
+        store = f"sqlite:///{folder / 'mlflow.db'}"
+        out = claims_command(f"judge.population.max_size={size}", "claims=[notes,diverges]",
+                             f"hydra.searchpath=[file://{tmp_path}]", cwd=folder, store=store)
+        assert out.returncode == 0, out.stderr[-3000:]
+        tables.append(out.stdout[out.stdout.index("| claim |"):out.stdout.index("judged in")])
+        client = MlflowClient(store)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        train = client.search_runs(experiments, "tags.`ablate.kind` = 'train'")
+        assert len(train) == 14 * 3  # 14 distinct variants (the new claim shares arm B) over 3 seeds
+        assert sum(r.info.status == "FAILED" for r in train) == 3  # the diverging arm, on every seed
+        [parent] = client.search_runs(experiments, "tags.`ablate.kind` = 'sweep'")
+        report = client.download_artifacts(parent.info.run_id, "report/claims.md")
+        assert tables[-1].split("\n\n")[0] in open(report).read()
+    assert tables[0] == tables[1]
+    rows = tables[0].split("\n\n")[0].splitlines()[2:]  # after the header and its rule
     cfg = judge_config()
-    assert len(rows) == 7 and [row.split(" | ")[0][2:] for row in rows] == [c.text for c in cfg.claims.values()]
+    assert len(rows) == 8 and [row.split(" | ")[0][2:] for row in rows[:7]] == [c.text for c in cfg.claims.values()]
     assert all(any(v.value in row for v in Verdict) and "of 1 contexts" in row for row in rows)
-    assert "judged in" in out.stdout
-    client = MlflowClient(tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    train = client.search_runs(experiments, "tags.`ablate.kind` = 'train' and attributes.status = 'FINISHED'")
-    assert len(train) == 13 * 3  # 13 distinct variants over 3 seeds
-    [parent] = client.search_runs(experiments, "tags.`ablate.kind` = 'sweep'")
-    report = client.download_artifacts(parent.info.run_id, "report/claims.md")
-    assert all(row in open(report).read() for row in rows)
+    detail = tables[0].split("\n\n")[1]
+    [diverging] = [row for row in detail.splitlines() if row.startswith("| A diverges |")]
+    assert "| 3/0 |" in diverging and "| CONTRADICTED |" in diverging  # scored 0: the failures count against A
 
 
 def test_the_same_data_gives_the_same_table_every_time():
-    from ablate.claims import verdict_tables
-
     cases = [(claim(), 0.8 + NOISE8, 0.79 - NOISE8[::-1]), (claim("less"), 0.5 + NOISE8, 0.52 + NOISE8 * 2)]
     first, second = (verdict_tables(family(cases), SETTINGS) for _ in range(2))
     assert first == second and "bootstrap" in first  # the bootstrap is seeded
