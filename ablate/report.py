@@ -31,7 +31,8 @@ def best_variant(runs: pd.DataFrame, factors: list[str]) -> Optional[pd.Series]:
 
 
 def distinguishable(runs: pd.DataFrame, factors: list[str], alpha: float = 0.05) -> list[str]:
-    """Whether the data can tell the best variant from the runner-up (and from the rest): a sentence and a table."""
+    """Whether the data can tell the best variant from the runner-up (and from the rest), chosen on half the seeds
+    and tested on the other half (``stats.best_against_others``): a sentence and a table."""
     if not factors:
         return []
     others = best_against_others(runs, factors, "val_acc", alpha)
@@ -39,9 +40,14 @@ def distinguishable(runs: pd.DataFrame, factors: list[str], alpha: float = 0.05)
         return []
     runner_up = others.iloc[0]
     name = ", ".join(f"{f} = {fmt(runner_up[f])}" for f in factors)
+    best = ", ".join(f"{f} = {fmt(v)}" for f, v in others.attrs["best"].items())
+    halves = (f" (chosen on seeds {', '.join(fmt(s) for s in others.attrs['chosen_on'])}, tested on seeds "
+              f"{', '.join(fmt(s) for s in others.attrs['tested_on'])})") if others.attrs["chosen_on"] else \
+        " (chosen on half of each variant's runs, tested on the other half)"
     within = int((others["p adj (Holm)"].isna() | (others["p adj (Holm)"] >= alpha)).sum())
     if math.isnan(runner_up["p adj (Holm)"]):
-        verdict = f"cannot be told from the runner-up ({name}): one run each, no test is possible; add seeds."
+        verdict = (f"cannot be told from the runner-up ({name}): too few runs to choose on half and test on the "
+                   f"other (at least 4 seeds; 6 for a paired test); add seeds.")
     elif runner_up["p adj (Holm)"] < alpha:
         verdict = (f"is distinguishable from the runner-up ({name}): +{runner_up['best − it']:.4f} validation accuracy "
                    f"over {runner_up['n']} seeds, {runner_up['test']}, Holm-adjusted p = {runner_up['p adj (Holm)']:.3g}.")
@@ -49,7 +55,7 @@ def distinguishable(runs: pd.DataFrame, factors: list[str], alpha: float = 0.05)
         verdict = (f"is not distinguishable from the runner-up ({name}): +{runner_up['best − it']:.4f} over "
                    f"{runner_up['n']} seeds, {runner_up['test']}, Holm-adjusted p = {runner_up['p adj (Holm)']:.3g}; "
                    f"{within} of {len(others)} other variants lie within noise of it. More seeds would tell.")
-    return [f"The best variant {verdict}", "", markdown_table(others), ""]
+    return [f"The best variant, {best}{halves}, {verdict}", "", markdown_table(others), ""]
 
 
 # ---------------------------------------------------------------------------------------------- output
