@@ -201,6 +201,8 @@ class TrainerConfig:
     dtype: DType = DType.float32
     eval_batch_size: int = 4096  # evaluation only; any size gives the same numbers
     target_val_acc: float = 0.8  # "epochs to reach" this validation accuracy is reported per run
+    # TF32 for float32 matmuls and convolutions on CUDA: off, so numbers compare across devices; on for speed
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "trainer.epochs", self.epochs, "at least 1")

@@ -28,8 +28,8 @@ def population_key(cfg: RunConfig) -> tuple:
     its mode) is per member.
     """
     t = cfg.trainer
-    key = (architecture(cfg.model), repr(cfg.data), t.epochs, t.batch_size, t.device, t.dtype, t.eval_batch_size,
-           t.target_val_acc, cfg.optim.name)
+    key = (architecture(cfg.model), repr(cfg.data), t.epochs, t.batch_size, t.device, t.dtype, t.tf32,
+           t.eval_batch_size, t.target_val_acc, cfg.optim.name)
     return key + (plain_sgd(cfg.optim),) if isinstance(cfg.model, MLPConfig) else key
 
 

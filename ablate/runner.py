@@ -20,7 +20,7 @@ from ablate.config import PopulationSettings, RunConfig, config_hash
 from ablate.data import Splits, cached_splits
 from ablate.population import populations, require_memory
 from ablate.tracking import RecordedRun, RunKind, RunStatus, SweepRef, Tracker, lease_key, run_name
-from ablate.train import fit_population, resolve_device
+from ablate.train import fit_population, numeric_mode, resolve_device
 
 log = logging.getLogger("ablate")
 
@@ -191,13 +191,15 @@ class PopulationRuns:
     def _lease_and_fit(self, splits: Splits, checked_ms: int,
                        settings: PopulationSettings) -> list[tuple[RunConfig, RunResult]]:
         rec, cfgs = self.recording, self.cfgs
-        device = str(resolve_device(cfgs[0].trainer.device))
+        where = resolve_device(cfgs[0].trainer.device)
+        device, mode = str(where), numeric_mode(cfgs[0], where)
         summaries = {key: models.summary(model, splits.in_shape, splits.n_classes)
                      for key, model in {repr(c.model): c.model for c in cfgs}.items()}
         with contextlib.ExitStack() as stack:
             for cfg in cfgs:
                 self.opened.append((cfg, stack.enter_context(rec.tracker.training_run(
-                    cfg, device, rec.sweep, rec.kind, rec.tags_of(cfg), {"model_summary.txt": summaries[repr(cfg.model)]},
+                    cfg, device, rec.sweep, rec.kind, {"numeric_mode": mode, **rec.tags_of(cfg)},
+                    {"model_summary.txt": summaries[repr(cfg.model)]},
                     batched=len(cfgs) > 1))))
             # The lease: a rival that opened the same variant meanwhile sees ours too, and both withdraw (and retry
             # later) rather than both train; one that looked before we opened ours withdraws when it sees ours.

@@ -69,6 +69,19 @@ def resolve_device(device: Device) -> torch.device:
     return torch.device(device.value)
 
 
+def numeric_mode(cfg: RunConfig, device: torch.device) -> str:
+    """What decides a run's rounding besides its config's numbers, as recorded with it: dtype, device, TF32."""
+    tf32 = f", tf32 {'on' if cfg.trainer.tf32 else 'off'}" if device.type == "cuda" else ""
+    return f"{cfg.trainer.dtype.value} on {device.type}{tf32}"
+
+
+def set_numeric_mode(cfg: RunConfig) -> None:
+    """TF32 chosen explicitly for matmuls and cuDNN convolutions, never left to PyTorch's defaults (which differ:
+    batched matmuls in FP32, cuDNN convolutions in TF32)."""
+    torch.backends.cuda.matmul.allow_tf32 = cfg.trainer.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.trainer.tf32
+
+
 def torch_dtype(dtype: DType) -> torch.dtype:
     return {DType.float32: torch.float32, DType.float64: torch.float64}[dtype]
 
@@ -195,6 +208,7 @@ def fit_population(cfgs: Sequence[RunConfig], splits: Splits, on_epoch: Optional
 def start(cfgs: Sequence[RunConfig], splits: Splits, device: torch.device, build: Callable[..., Population]) -> Training:
     """The members built, their optimiser with every member's hyperparameters, the data moved to the device."""
     began = time.perf_counter()
+    set_numeric_mode(cfgs[0])
     dtype = torch_dtype(cfgs[0].trainer.dtype)
     data = splits.to(device, dtype)
     population = build(cfgs, splits.in_shape, splits.n_classes, device, dtype)

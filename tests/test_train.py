@@ -115,3 +115,10 @@ def test_the_cnn_learns_the_shipped_images_in_two_epochs():
     cfg = make_config("model=cnn", "trainer.epochs=2", "trainer.device=cpu")
     history = fit(cfg, cached_splits(cfg.data))
     assert 0.70 <= history.final["test_acc"] <= 0.85
+
+
+def test_tf32_is_set_explicitly_by_every_fit_never_left_to_pytorchs_defaults():
+    for tf32 in (True, False):
+        fit(make_config(*QUICK, "trainer.epochs=1", "data.limit=200", f"trainer.tf32={tf32}"),
+            cached_splits(make_config(*QUICK, "data.limit=200").data))
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
