@@ -216,7 +216,7 @@ def firmness(judged: list[Judged], settings: JudgeSettings, pairs: dict[tuple[st
     """How firm each verdict is, in place: the whole family judged again on ``settings.subsamples`` seeded subsamples
     of the seeds (the same seeds for every claim), each keeping ``settings.subsample_share`` of them; the share
     that reaches the verdict of all seeds. A verdict below ``settings.firm`` is fragile: beside it, the seeds whose
-    test would detect its observed effect (or, inconclusive, the minimal one) with power 0.9."""
+    test would detect its observed effect (the minimal one where the observed is smaller) with power 0.9."""
     n_seeds = len(next(iter(pairs.values())).a) if pairs else 0
     keep = max(3, round(settings.subsample_share * n_seeds))
     if not settings.subsamples or keep >= n_seeds:
@@ -232,9 +232,8 @@ def firmness(judged: list[Judged], settings: JudgeSettings, pairs: dict[tuple[st
         same += [s.verdict == j.verdict for s, j in zip(sub, judged)]
     for j, count in zip(judged, same):
         j.firmness, j.threshold = count / settings.subsamples, settings.firm
-        if j.fragile and j.n >= 3:
-            effect = abs(j.diff) if j.verdict != Verdict.inconclusive else j.margin
-            j.settle = seeds_needed(effect, j.sd, j.level, 0.9)
+        if j.fragile and j.n >= 3:  # the observed effect, or the minimal one where the observed is smaller
+            j.settle = seeds_needed(max(abs(j.diff), j.margin), j.sd, j.level, 0.9)
 
 
 # -------------------------------------------------------------------------------------------- tables
@@ -316,7 +315,7 @@ def main(cfg: JudgeConfig, command_overrides: list[str]) -> None:
     from ablate.compose import ComposeCache
     from ablate.data import DataError, cached_splits
     from ablate.runner import Outcome, train_and_log_all
-    from ablate.sweep import Sweep, announce
+    from ablate.sweeps import Sweep, announce
     from ablate.tracking import Tracker
 
     began = time.perf_counter()
@@ -380,14 +379,14 @@ def command(argv: list[str]) -> None:
 
     from ablate import UserError
     from ablate.schemas import register_configs
-    from ablate.provenance import REPO
+    from ablate.paths import CONF
 
     if {"-h", "--help"} & set(argv):
         print(__doc__ + "\nUsage: python -m ablate.claims [key=value ...]   e.g. judge.seeds=10 'claims=[notes]' "
               "model=cnn\nSettings: conf/judge.yaml (JudgeSettings); claims: conf/claims/ (ClaimSpec).")
         return
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         try:
             config = compose("judge", overrides=argv)
         except ConfigCompositionException as err:  # a bad override: say which and why, as python -m ablate does

@@ -5,10 +5,10 @@ import contextlib
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ablate import UserError
+from ablate.paths import CONF
 
 
 @contextlib.contextmanager
@@ -55,8 +55,7 @@ def hydra_command(config_name: str, main: Callable[[Any], None], on_interrupt: s
 
     register_configs()
 
-    @hydra.main(config_path=str(Path(__file__).resolve().parent.parent / "conf"), config_name=config_name,
-                version_base="1.3")
+    @hydra.main(config_path=str(CONF), config_name=config_name, version_base="1.3")
     def command(config: DictConfig) -> None:
         with user_errors_end_the_command():
             main(typed_object(config))

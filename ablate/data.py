@@ -27,7 +27,7 @@ import torch
 from ablate import UserError
 from ablate.config import DataConfig, DataSource
 from ablate.errors import user_frame
-from ablate.provenance import REPO
+from ablate.paths import SHIPPED
 
 
 class DataError(UserError, ValueError):
@@ -324,10 +324,10 @@ _splits_cache: dict[str, Splits] = {}
 
 
 def located(cfg: DataConfig) -> DataConfig:
-    """A relative path that does not exist here is looked up in the checkout (its data/), so any working directory
-    works."""
-    if cfg.path and not Path(cfg.path).is_absolute() and not Path(cfg.path).exists() and (REPO / cfg.path).exists():
-        return replace(cfg, path=str(REPO / cfg.path))
+    """A relative path that does not exist here is looked up among ablate's shipped files (``data/`` of the checkout
+    or of the installed package), so any working directory works."""
+    if cfg.path and not Path(cfg.path).is_absolute() and not Path(cfg.path).exists() and (SHIPPED / cfg.path).exists():
+        return replace(cfg, path=str(SHIPPED / cfg.path))
     return cfg
 
 

@@ -13,8 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-PACKAGE = Path(__file__).resolve().parent  # ablate's own sources
-REPO = PACKAGE.parent  # the checkout the code runs from (its data/, conf/)
+from ablate.paths import PACKAGE
+
 PACKAGES = ("torch", "mlflow", "optuna", "hydra-core", "numpy")  # recorded as tags beside every run
 
 
@@ -39,7 +39,7 @@ def code_version() -> str:
 def git_commit() -> Optional[str]:
     """The checkout's commit, for display beside a run (None where ablate is installed, not checked out)."""
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+        return subprocess.run(["git", "-C", str(PACKAGE.parent), "rev-parse", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()[:12] or None
     except (OSError, subprocess.CalledProcessError):
         return None

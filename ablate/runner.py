@@ -275,4 +275,4 @@ def _report(tracker: Tracker, run_id: str, metrics: dict[str, float], brief: boo
     if brief:
         return log.info(f"run {run_id} {line}")
     log.info(f"{line}\n  recorded in {tracker.uri}, experiment {tracker.experiment_id}, run {run_id}\n"
-             f"  look at it: make ui, then open {tracker.runs_url(run_id)}")
+             f"  look at it: ablate ui, then open {tracker.runs_url(run_id)}")

@@ -33,7 +33,7 @@ from ablate.store import connection_failure, mask_url
 from ablate.tracking import RunKind, Tracker
 
 if TYPE_CHECKING:
-    from ablate.sweep import Sweep
+    from ablate.sweeps import Sweep
 
 log = logging.getLogger("ablate")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what the budget counts
@@ -146,7 +146,7 @@ def ask_within_budget(study: optuna.Study, cfg: SearchConfig) -> list[Trial]:
 def run_search(cfg: RunConfig) -> Optional[FrozenTrial]:
     """Work on the study until its budget is spent, then (if ``search.finalize``) report, export and retrain."""
     from ablate.runner import Outcome, train_and_log_all
-    from ablate.sweep import Sweep, announce
+    from ablate.sweeps import Sweep, announce
 
     s, space = cfg.search, searched_keys(cfg.search.space)
     if cfg.data.val_fraction <= 0:

@@ -61,7 +61,7 @@ def sweep(launcher: str, epochs: int) -> tuple[float, int, float]:
 def start_up_seconds() -> float:
     """A sweep process's fixed cost: importing what a population sweep imports and opening its store, less an
     empty interpreter's start."""
-    code = ("import hydra, ablate.runner, ablate.sweep; from ablate.config import TrackingConfig; "
+    code = ("import hydra, ablate.runner, ablate.sweeps; from ablate.config import TrackingConfig; "
             "from ablate.tracking import Tracker; Tracker(TrackingConfig(uri=sys.argv[1]))")
     with tempfile.TemporaryDirectory() as folder:
         uri = fresh_store(folder)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from ablate.config import MLPConfig, RunConfig
 from ablate.data import cached_splits
 from ablate.stacked_mlp import member_matmul
-from ablate.provenance import REPO
+from ablate.paths import CONF
 from ablate.train import batch_starts, fit_population
 
 
@@ -106,7 +106,7 @@ def compose_config(*overrides: str) -> RunConfig:
     from ablate.schemas import register_configs
 
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return to_run_config(compose("config", overrides=list(overrides)))
 
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ablate.data import cached_splits
-from ablate.sweep import grid_shape
+from ablate.sweeps import grid_shape
 from ablate.train import fit
 from tests.conftest import REPO, make_config, stopped_at_exit
 

@@ -2,7 +2,7 @@
 
 Before Hydra writes its run folder (``.hydra/config.yaml``, ``overrides.yaml``, ``hydra.yaml``), a password given in
 clear on the command line is refused with the fix (``ablate.store.refuse_clear_passwords``). Each multirun is an
-``ablate.sweep.Sweep``: jobs that run in other processes (joblib, Ray, submitit) get the sweep's identity in their
+``ablate.sweeps.Sweep``: jobs that run in other processes (joblib, Ray, submitit) get the sweep's identity in their
 environment, where ``python -m ablate`` reads it; the population launcher asks this callback for it directly.
 """
 
@@ -48,7 +48,7 @@ class AblateCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from ablate.cli import user_errors_end_the_command
         from ablate.config import to_run_config
-        from ablate.sweep import Sweep, grid_shape, sweep_definition
+        from ablate.sweeps import Sweep, grid_shape, sweep_definition
         from ablate.tracking import Tracker
 
         self._refuse_clear_passwords(config)
@@ -61,7 +61,7 @@ class AblateCallback(Callback):
         self.ref = self.sweep.ref
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        from ablate.sweep import announce
+        from ablate.sweeps import announce
 
         if self.sweep is not None:  # None in a launcher's worker process: the bar lives in the sweep's process
             self.sweep.job_done()

@@ -3,7 +3,7 @@
 ``population_submitit_local``) each population is one Ray task or one submitit job instead.
 
 Hydra finds launchers only under the ``hydra_plugins`` package, so this adapter lives here; the work is
-``ablate.sweep.launch_populations``, and each job's config comes from ``ablate.compose.ComposeCache``. Each
+``ablate.sweeps.launch_populations``, and each job's config comes from ``ablate.compose.ComposeCache``. Each
 member is reported to Hydra's callbacks as a finished job (progress bar, summary).
 """
 
@@ -48,7 +48,7 @@ class PopulationLauncher(Launcher):
         from pathlib import Path
 
         from ablate.cli import user_errors_end_the_command
-        from ablate.sweep import launch_populations
+        from ablate.sweeps import launch_populations
         from hydra_plugins.ablate_launchers.callback import AblateCallback
 
         with user_errors_end_the_command():
