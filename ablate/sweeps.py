@@ -132,14 +132,16 @@ def launch_populations(cfgs: Sequence[RunConfig], settings: dict[str, Any], swee
     require(dispatch in ("local", "ray", "submitit"), "hydra.launcher.dispatch", dispatch,
             "one of local, ray, submitit")
     population = PopulationSettings(settings["max_size"], settings["memory_fraction"], settings["vectorise"])
-    announce(how_populations_train(cfgs, population, dispatch))
     if dispatch == "local":
+        announce(how_populations_train(cfgs, population, dispatch))
         train_and_log_all(cfgs, population, sweep=sweep, on_result=on_result)
         return
     from ablate.population import by_population_key
-    from ablate.scale import dispatch as send
+    from ablate.scale import dispatch as send, task_resources
 
-    send(by_population_key(cfgs, population.max_size), dispatch, settings.get(dispatch) or {}, population, sweep,
+    options = task_resources(dispatch, settings.get(dispatch) or {}, cfgs[0].trainer.device, settings["gpus_per_task"])
+    announce(how_populations_train(cfgs, population, dispatch, options))
+    send(by_population_key(cfgs, population.max_size), dispatch, options, population, sweep,
          lambda members, results: [on_result(cfg, result) for cfg, result in zip(members, results)])
 
 
@@ -148,11 +150,19 @@ def job_value(result: Any) -> float:
     return result.metrics.get("val_acc", math.nan)
 
 
-def how_populations_train(cfgs: Sequence[RunConfig], population: PopulationSettings, dispatch: str) -> str:
-    """The sweep's first line: how many variants, which families, where, and whether members train at once."""
+def how_populations_train(cfgs: Sequence[RunConfig], population: PopulationSettings, dispatch: str,
+                          options: Optional[dict[str, Any]] = None) -> str:
+    """The sweep's first line: how many variants, which families, where, whether members train at once, and what
+    each remote task asks for."""
+    import torch
+
+    from ablate.scale import asks_for_gpu, resources_text
     from ablate.train import resolve_device, vectorised_by_default
 
-    device = resolve_device(cfgs[0].trainer.device)
+    if dispatch == "local":
+        device = resolve_device(cfgs[0].trainer.device)
+    else:  # a worker's device, not this machine's: as the task asks for it
+        device = torch.device("cuda" if asks_for_gpu(options or {}) else cfgs[0].trainer.device.value.replace("auto", "cpu"))
     lines = []
     for family in dict.fromkeys(type(c.model).family for c in cfgs):
         cfg = next(c for c in cfgs if type(c.model).family == family)
@@ -160,6 +170,6 @@ def how_populations_train(cfgs: Sequence[RunConfig], population: PopulationSetti
         why = ("hydra.launcher.vectorise=" + str(population.vectorise).lower() if population.vectorised is not None
                else f"auto: measured faster {'vectorised' if at_once else 'one by one'} for {family} on {device.type}")
         lines.append(f"{family} {'vectorised' if at_once else 'one member at a time'} ({why})")
-    where = "in this process" if dispatch == "local" else f"as {dispatch} tasks"
+    where = "in this process" if dispatch == "local" else f"as {dispatch} tasks, {resources_text(options or {})}"
     return (f"{len(cfgs)} variants as populations of up to {population.max_size} on {device} {where}: "
             + "; ".join(lines))

@@ -231,3 +231,32 @@ def test_a_dead_tasks_run_already_found_dead_by_another_worker_is_still_counted_
     ended = MlflowClient(tracking_uri).get_run(run.run_id)
     assert (result.run_id, result.outcome.value, ended.info.status) == (run.run_id, "failed", "FAILED")
     assert ended.data.tags["ablate.error"] == "its worker task failed: RuntimeError: the node was lost"
+
+
+def test_runs_on_cuda_ask_each_remote_task_for_a_gpu_and_runs_on_a_cpu_do_not():
+    from ablate.config import Device
+    from ablate.scale import task_resources
+
+    ray = {"remote": {"num_cpus": 1, "num_gpus": None}}
+    assert task_resources("ray", ray, Device.cuda, 1.0)["remote"] == {"num_cpus": 1, "num_gpus": 1.0}
+    assert task_resources("ray", ray, Device.cuda, 0.25)["remote"]["num_gpus"] == 0.25  # four populations a GPU
+    assert task_resources("ray", ray, Device.cpu, 1.0)["remote"]["num_gpus"] == 0
+    assert task_resources("ray", {"remote": {"num_gpus": 2}}, Device.cpu, 1.0)["remote"]["num_gpus"] == 2  # as set
+    slurm = {"parameters": {"gpus_per_node": None, "cpus_per_task": 4}}
+    assert task_resources("submitit", slurm, Device.cuda, 0.5)["parameters"]["gpus_per_node"] == 1
+    assert task_resources("submitit", slurm, Device.cpu, 1.0)["parameters"]["gpus_per_node"] is None
+    assert ray["remote"]["num_gpus"] is None  # the launcher's own settings are left as they were
+
+
+def test_a_worker_without_the_gpu_its_task_asked_for_fails_its_runs_rather_than_train_on_a_cpu(tracking_uri, tmp_path):
+    """Local Ray told it has a GPU (so the task is scheduled) on a machine whose torch sees no CUDA device."""
+    out = ablate("seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cuda", "hydra/launcher=population_ray",
+                 "hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.num_gpus=1", cwd=tmp_path)
+    first = next(line for line in out.output.splitlines() if "variants as populations" in line)
+    assert first.startswith("2 variants as populations of up to 144 on cuda as ray tasks, each asking for 1 GPU(s) "
+                            "and 1 CPU(s)"), first
+    assert out.returncode != 0 and "2 run(s) of sweep" in out.output
+    runs = train_runs(tracking_uri)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
+    assert all("NoGPU: its task asked for a GPU (trainer.device=cuda), but this worker has no CUDA device"
+               in r.data.tags["ablate.error"] for r in runs)

@@ -23,6 +23,9 @@ from ablate.config import PopulationSettings
 class PopulationLauncherConf(PopulationSettings):
     _target_: str = "hydra_plugins.ablate_launchers.population_launcher.PopulationLauncher"
     dispatch: str = "local"  # local (this process), ray (a Ray task per population), submitit (a job per population)
+    # GPUs a remote task asks for when its runs are on CUDA (trainer.device=cuda, or auto where this machine has one):
+    # Ray takes fractions (0.25: four populations share a GPU); a SLURM job asks for ceil(gpus_per_task) GPUs
+    gpus_per_task: float = 1.0
     ray: Dict[str, Any] = field(default_factory=lambda: {"init": {"address": None}, "remote": {"num_cpus": 1}})
     submitit: Dict[str, Any] = field(default_factory=lambda: {"folder": "${hydra.sweep.dir}/.submitit/%j",
                                                               "cluster": "local", "parameters": {}})
