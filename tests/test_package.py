@@ -3,6 +3,7 @@ one's packages (no download), and used from an empty folder as a user would: the
 init`` and a run of its model, the claims, a report and the Python API."""
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -24,7 +25,11 @@ def installed(tmp_path_factory):
     """(the fresh environment's bin folder, an environment for subprocesses that finds only what it installed)."""
     root = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI", "VIRTUAL_ENV")}
-    sh(sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w",
+    source = root / "source"  # a copy: the build writes its build/ folder beside the sources, not into the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                                "mlflow.db", "mlartifacts", "outputs", "multirun",
+                                                                "reports", "fashion-mnist"))
+    sh(sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w",
        str(root / "dist"), cwd=root, env=env)
     [wheel] = (root / "dist").glob("ablate-*.whl")
     sh(getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(root / "venv"), cwd=root,
