@@ -216,7 +216,7 @@ def firmness(judged: list[Judged], settings: JudgeSettings, pairs: dict[tuple[st
     """How firm each verdict is, in place: the whole family judged again on ``settings.subsamples`` seeded subsamples
     of the seeds (the same seeds for every claim), each keeping ``settings.subsample_share`` of them; the share
     that reaches the verdict of all seeds. A verdict below ``settings.firm`` is fragile: beside it, the seeds whose
-    test would detect its observed effect (the minimal one where the observed is smaller) with power 0.9."""
+    test would detect its observed effect (the minimal one where none was observed) with power 0.9."""
     n_seeds = len(next(iter(pairs.values())).a) if pairs else 0
     keep = max(3, round(settings.subsample_share * n_seeds))
     if not settings.subsamples or keep >= n_seeds:
@@ -232,8 +232,8 @@ def firmness(judged: list[Judged], settings: JudgeSettings, pairs: dict[tuple[st
         same += [s.verdict == j.verdict for s, j in zip(sub, judged)]
     for j, count in zip(judged, same):
         j.firmness, j.threshold = count / settings.subsamples, settings.firm
-        if j.fragile and j.n >= 3:  # the observed effect, or the minimal one where the observed is smaller
-            j.settle = seeds_needed(max(abs(j.diff), j.margin), j.sd, j.level, 0.9)
+        if j.fragile and j.n >= 3:  # the effect observed (the minimal one where none was)
+            j.settle = seeds_needed(abs(j.diff) or j.margin, j.sd, j.level, 0.9)
 
 
 # -------------------------------------------------------------------------------------------- tables
