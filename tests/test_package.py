@@ -68,8 +68,9 @@ def test_ablate_init_makes_a_project_whose_model_claims_and_grid_run_and_the_pyt
     out = sh("ablate", "init", "study", cwd=tmp_path, env=env)
     assert "wrote models.py" in out
     study = tmp_path / "study"
-    out = sh("ablate", "-m", "model=my_net", "model.bn=pre,none", "trainer.epochs=1", "data=digits", cwd=study, env=env)
-    assert "2 FINISHED runs" in out
+    out = sh("ablate", "-m", "model=my_net", "model.bn=pre,none", "trainer.epochs=1", "data=digits",
+             "hydra/launcher=population_ray", "hydra.launcher.ray.init.num_cpus=2", cwd=study, env=env)
+    assert "2 FINISHED runs" in out and "as ray tasks, each asking for 0 GPU(s)" in out  # workers import models.py
     out = sh("ablate", "-m", "+experiment=my_grid", "seed=0", "model.dropout=0", "trainer.epochs=1", "data=digits",
              "hydra/launcher=population", cwd=study, env=env)
     assert "3 FINISHED runs" in out
