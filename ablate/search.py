@@ -327,12 +327,13 @@ def main() -> None:
 
     from ablate.cli import run_interruptible, user_errors_end_the_command
     from ablate.config import to_run_config
+    from ablate.paths import CONF
     from ablate.schemas import register_configs
 
     register_configs()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+    @hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")
     def search(config: DictConfig) -> None:
         with user_errors_end_the_command():
             run_search(to_run_config(config))

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import time
+import urllib.request
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, stopped_at_exit
+from tests.servers import free_port
 
 
 def sh(*args, cwd, env, timeout=300):
@@ -61,6 +64,22 @@ def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
     assert "written: reports/" in out and list((tmp_path / "reports").glob("sweep-*/report.md"))
     out = sh(bin_dir / "python", "-m", "ablate", "trainer.epochs=1", cwd=tmp_path, env=env)  # the shipped default data
     assert "4200 train / 600 val / 1200 test samples of shape [1, 28, 28]" in out
+    out = sh("ablate", "search", "search.n_trials=2", "search.batch=2", "search.final_seeds=1", "data=digits",
+             "trainer.epochs=1", cwd=tmp_path, env=env)
+    assert "best config retrained with 1 seeds" in out and (tmp_path / "studies").is_dir()
+    port = free_port()
+    ui = subprocess.Popen(["ablate", "ui", f"port={port}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    with stopped_at_exit(ui):
+        deadline = time.time() + 60
+        while True:  # the MLflow UI answers on the port it was given
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    assert page.status == 200
+                    break
+            except OSError:
+                assert time.time() < deadline and ui.poll() is None, ui.stdout.read() if ui.poll() is not None else ""
+                time.sleep(0.5)
 
 
 def test_ablate_init_makes_a_project_whose_model_claims_and_grid_run_and_the_python_api_works(installed, tmp_path):
