@@ -3,7 +3,6 @@ runs, member by member."""
 
 import logging
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
