@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import pandas as pd
 
@@ -57,19 +57,20 @@ def grid(overrides: Sequence[str]) -> tuple[list[list[str]], list[str], list[str
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]
     params = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper.get("params") or {}
-    definition = sorted([f"{k}={v}" for k, v in params.items()] + list(overrides))
+    swept = [f"{k}={v}" for k, v in params.items()] + list(overrides)
+    definition = sorted(swept)
     axes = []
-    for override in parser.parse_overrides([*[f"{k}={v}" for k, v in params.items()], *overrides]):
+    for override in parser.parse_overrides(swept):
         key = override.get_key_element()
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
         axes.append([f"{key}={value}" for value in values])
     return [list(job) for job in itertools.product(*axes)], definition, grid_shape(definition)[0]
 
 
-def sweep(overrides: Sequence[str], max_size: int = 144, memory_fraction: float = 0.5,
-          vectorise: bool | str = "auto") -> str:
-    """Train and record a grid as populations (``max_size``, ``memory_fraction``, ``vectorise``: the population
-    launcher's settings) under one MLflow parent run; returns the sweep's id. Finished variants are reused."""
+def sweep(overrides: Sequence[str], **population: Any) -> str:
+    """Train and record a grid as populations under one MLflow parent run; returns the sweep's id. Finished
+    variants are reused. ``population``: the population launcher's settings (``max_size``, ``memory_fraction``,
+    ``vectorise``; ``config.PopulationSettings``)."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
@@ -79,7 +80,7 @@ def sweep(overrides: Sequence[str], max_size: int = 144, memory_fraction: float 
     from ablate.sweeps import Sweep, announce, how_populations_train
     from ablate.tracking import Tracker
 
-    settings = PopulationSettings(max_size, memory_fraction, vectorise)
+    settings = PopulationSettings(**population)
     with _composing():
         jobs, definition, factors = grid(overrides)
         cache = ComposeCache(lambda groups: compose("config", overrides=list(groups)),

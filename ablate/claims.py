@@ -81,14 +81,9 @@ class Judged:
     needed: Optional[int] = None  # seeds that would detect the minimal effect
     failed: tuple[int, int] = (0, 0)  # seeds with a failed run, per arm (scored as the claim says)
     firmness: float = math.nan  # share of seed subsamples that reach the same verdict
+    fragile: bool = False  # firmness below judge.firm
     settle: Optional[int] = None  # seeds that would make a fragile verdict firm (power at the observed effect)
     note: str = ""
-
-    @property
-    def fragile(self) -> bool:
-        return self.firmness < self.threshold
-
-    threshold: float = 0.9
 
 
 @dataclass
@@ -231,7 +226,8 @@ def firmness(judged: list[Judged], settings: JudgeSettings, pairs: dict[tuple[st
         judge(sub, settings, {key: a - b for key, (a, b) in picked.items()}, details=False)
         same += [s.verdict == j.verdict for s, j in zip(sub, judged)]
     for j, count in zip(judged, same):
-        j.firmness, j.threshold = count / settings.subsamples, settings.firm
+        j.firmness = count / settings.subsamples
+        j.fragile = j.firmness < settings.firm
         if j.fragile and j.n >= 3:  # the effect observed (the minimal one where none was)
             j.settle = seeds_needed(abs(j.diff) or j.margin, j.sd, j.level, 0.9)
 
