@@ -209,6 +209,8 @@ class TrainerConfig:
         require(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "at least 2 (BatchNorm needs 2 rows)")
         require(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "at least 1")
         require(0 < self.target_val_acc <= 1, "trainer.target_val_acc", self.target_val_acc, "in (0, 1]")
+        require(not (self.device == Device.mps and self.dtype == DType.float64), "trainer.dtype", self.dtype.value,
+                "float32 on trainer.device=mps (Apple's MPS has no float64); use trainer.device=cpu for float64")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU figures in one command (under 4 minutes on a current GPU): the trainer and the model families on CUDA,
-# each beside the notebook loop timed in the same sitting. On a machine without CUDA it prints this CPU's
-# families table (a short one), says so, and exits 0.
+# The GPU figures in one command (under 5 minutes on a current GPU): the trainer and the model families on CUDA,
+# each beside the notebook loop timed in the same sitting, then the CUDA tests (pytest -m cuda). On a machine
+# without CUDA it prints this CPU's families table (a short one), says so, and exits 0.
 #   bash bench/device.sh            (uses .venv/bin/python if present; PY=... to choose another)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
   "$PY" bench/trainer.py --device cuda --epochs 10 --sizes 144 1024 --repeats 1
   echo; echo "## Model families: one by one vs one population (2 epochs)"
   "$PY" bench/families.py --device cuda --epochs 2 --sizes 32 144 --singles 4
+  echo; echo "## The equivalence tests on CUDA (a member = its single run; the generic path = the hand-written MLP)"
+  "$PY" -m pytest -q -m cuda -p no:cacheprovider
 else
   "$PY" bench/families.py --device cpu --epochs 1 --sizes 8 --singles 2
   echo

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from ablate.config import RunConfig, to_run_config
@@ -114,3 +115,13 @@ def stopped_at_exit(*processes) -> Iterator[None]:
 
 
 QUICK = ("data=digits", "trainer.epochs=2", "trainer.device=cpu")
+
+# The equivalence tests run on every device this machine has: a CUDA path is checked the day a GPU is there
+# (pytest -m cuda runs only those), and skipped with the reason where it is not.
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device on this machine (torch.cuda.is_available() is False)")])]
+
+
+def on(device: str, overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """``overrides`` with ``trainer.device`` set to ``device`` (instead of the one they name)."""
+    return (*[o for o in overrides if not o.startswith("trainer.device=")], f"trainer.device={device}")

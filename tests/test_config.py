@@ -161,3 +161,11 @@ def test_config_hash_is_stable_and_tracks_what_changes_results():
     assert base != config_hash(make_config("model.bn=post"))
     assert base != config_hash(make_config("seed=1"))
     assert base == config_hash(make_config("tracking.uri=sqlite:///elsewhere.db"))  # where it goes is not what it is
+
+
+def test_float64_on_mps_is_refused_at_composition_with_the_fix():
+    """Apple's MPS has no float64: refused before anything runs, not a crash inside the first step."""
+    with pytest.raises(ConfigValueError, match=r"trainer.dtype='float64' is not allowed: .*float32 on trainer.device=mps "
+                                               r".*use trainer.device=cpu for float64"):
+        make_config("trainer.device=mps", "trainer.dtype=float64")
+    assert make_config("trainer.device=mps").trainer.dtype.value == "float32"  # composing does not need the device

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ablate.data import cached_splits
 from ablate.models import build, decayed_weights
 from ablate.train import batch_starts, fit, fit_population, generic_population
-from tests.conftest import make_config
+from tests.conftest import DEVICES, make_config, on
 from tests.test_population import NEIGHBOURS, member_differs
 
 SMALL = ("data=digits", "data.limit=600", "trainer.device=cpu", "trainer.dtype=float64", "model.dropout=0")
@@ -61,10 +61,11 @@ def test_a_cnn_run_is_a_plain_pytorch_loop_with_torch_optim(overrides, make_opti
     assert states_differ(trained.member(0), plain_loop(cfg, splits, make_optimizer)) <= 1e-9
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bn", ["pre", "post", "none"])
 @pytest.mark.parametrize("l2", ["penalty", "decoupled"])
-def test_the_generic_path_on_the_mlp_is_the_hand_written_path(bn, l2):
-    cfgs = [make_config(*SMALL, "trainer.epochs=3", f"model.bn={bn}", "model.hidden=[32,16]", f"optim.l2={l2}",
+def test_the_generic_path_on_the_mlp_is_the_hand_written_path(bn, l2, device):
+    cfgs = [make_config(*on(device, SMALL), "trainer.epochs=3", f"model.bn={bn}", "model.hidden=[32,16]", f"optim.l2={l2}",
                         f"seed={s}", f"optim.lr={lr}", "optim.weight_decay=1e-3") for s, lr in [(1, 0.1), (2, 0.05)]]
     splits = cached_splits(cfgs[0].data)
     by_hand, stacked = fit_population(cfgs, splits)
@@ -98,10 +99,11 @@ def test_members_of_a_users_model_are_their_single_runs():
         assert history_differs(members[k].history, fit(cfg, splits)) <= 1e-9
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("neighbours", NEIGHBOURS, ids=["alone", "other-seeds", "other-p-and-lr"])
-def test_a_cnn_member_with_dropout_is_its_single_run_whatever_trains_beside_it(neighbours):
+def test_a_cnn_member_with_dropout_is_its_single_run_whatever_trains_beside_it(neighbours, device):
     """Each Dropout layer draws from the member's own keyed stream, under vmap as alone: float64 to 1e-9."""
-    base = (*CNN, "trainer.epochs=2", "model.dropout=0.3")
+    base = on(device, (*CNN, "trainer.epochs=2", "model.dropout=0.3"))
     assert member_differs(base, ["seed=3"], neighbours, vectorise=True) <= 1e-9
 
 

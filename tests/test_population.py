@@ -12,7 +12,7 @@ from ablate.config import PopulationSettings
 from ablate.data import cached_splits
 from ablate.runner import Outcome, train_and_log_all
 from ablate.train import fit, fit_population
-from tests.conftest import make_config
+from tests.conftest import DEVICES, make_config, on
 
 DIGITS = ("data=digits", "trainer.device=cpu")
 VARIED = [["seed=1"], ["seed=2", "optim.lr=0.05", "optim.weight_decay=1e-3"],
@@ -91,15 +91,17 @@ def history_difference(a, b):
                if m not in ("epoch_seconds", "train_seconds") and not np.isnan(x[m]))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("neighbours", NEIGHBOURS, ids=["alone", "other-seeds", "other-p-and-lr"])
-def test_a_member_with_dropout_is_its_single_run_whatever_trains_beside_it(neighbours):
+def test_a_member_with_dropout_is_its_single_run_whatever_trains_beside_it(neighbours, device):
     """Dropout masks, batch order and initialisation come from the member's own seed: float64 to 1e-9."""
-    base = (*DIGITS, "trainer.epochs=3", "trainer.dtype=float64", "model.dropout=0.3")
+    base = on(device, (*DIGITS, "trainer.epochs=3", "trainer.dtype=float64", "model.dropout=0.3"))
     assert member_differs(base, ["seed=3"], neighbours) <= 1e-9
 
 
-def test_in_float32_a_member_draws_its_single_runs_masks_and_differs_only_by_rounding():
-    base = (*DIGITS, "trainer.epochs=3", "model.dropout=0.3")
+@pytest.mark.parametrize("device", DEVICES)
+def test_in_float32_a_member_draws_its_single_runs_masks_and_differs_only_by_rounding(device):
+    base = on(device, (*DIGITS, "trainer.epochs=3", "model.dropout=0.3"))
     assert member_differs(base, ["seed=3"], NEIGHBOURS[2]) <= 1e-5  # batched vs single matmuls may round apart
 
 
