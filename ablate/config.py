@@ -63,6 +63,12 @@ class DType(str, Enum):
     float64 = "float64"
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """``module.name`` or ``module:name`` (``model.target``, ``data.target``) -> (module, name); module may be empty."""
+    module, _, name = target.rpartition(":") if ":" in target else target.rpartition(".")
+    return module, name
+
+
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}.")

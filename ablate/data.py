@@ -25,9 +25,10 @@ import pandas as pd
 import torch
 
 from ablate import UserError
-from ablate.config import DataConfig, DataSource
+from ablate.config import DataConfig, DataSource, split_target
 from ablate.errors import user_frame
 from ablate.paths import SHIPPED
+from ablate.provenance import file_digest
 
 
 class DataError(UserError, ValueError):
@@ -188,7 +189,7 @@ def call_target(target: str) -> tuple[np.ndarray, ...]:
     or (train Dataset, test Dataset); tensors or arrays; materialised once into arrays."""
     import importlib
 
-    module_name, _, name = target.rpartition(":") if ":" in target else target.rpartition(".")
+    module_name, name = split_target(target)
     try:
         function = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as err:
@@ -340,20 +341,13 @@ def data_files(cfg: DataConfig) -> list[Path]:
 
 
 def cached_splits(cfg: DataConfig) -> Splits:
-    """``load_splits``, once per process for each data config and state of its files: the jobs of a sweep share it."""
+    """``load_splits``, once per process for each data config and content of its files (their digests, cached by
+    path, size and mtime): the jobs of a sweep share it."""
     cfg = located(cfg)
-    key = json.dumps([asdict(cfg), [(str(p), *_stamp(p)) for p in data_files(cfg)]], sort_keys=True, default=str)
+    key = json.dumps([asdict(cfg), [file_digest(p) for p in data_files(cfg)]], sort_keys=True, default=str)
     if key not in _splits_cache:
         _splits_cache[key] = load_splits(cfg)
     return _splits_cache[key]
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return -1, -1
-    return stat.st_size, stat.st_mtime_ns
 
 
 def read_source(cfg: DataConfig) -> tuple[np.ndarray, ...]:

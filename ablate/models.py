@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ablate.config import CNNConfig, ConfigValueError, CustomConfig, MLPConfig, ModelConfig
+from ablate.config import CNNConfig, ConfigValueError, CustomConfig, MLPConfig, ModelConfig, split_target
 from ablate.errors import user_frame
 from ablate.nn import Dropout, block
 
@@ -69,7 +69,7 @@ def build_cnn(cfg: CNNConfig, in_shape: Sequence[int], n_classes: int) -> nn.Seq
 def load_class(target: str) -> type:
     """``my_models.SmallResNet`` or ``my_models:SmallResNet`` -> the class (the module importable from the working
     directory or the Python path)."""
-    module_name, _, name = target.rpartition(":") if ":" in target else target.rpartition(".")
+    module_name, name = split_target(target)
     if not module_name:
         raise ConfigValueError(f"model.target={target!r} names no module: give module.Class or module:Class.")
     try:

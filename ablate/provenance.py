@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
+from ablate.config import split_target
 from ablate.paths import PACKAGE
 
 PACKAGES = ("torch", "mlflow", "optuna", "hydra-core", "numpy")  # recorded as tags beside every run
@@ -65,9 +66,8 @@ def source_digest(target: Optional[str]) -> str:
     its module's file, where the code a run executes lives. Empty for no target."""
     if not target:
         return ""
-    module_name = target.rpartition(":")[0] if ":" in target else target.rpartition(".")[0]
     try:
-        source = inspect.getsourcefile(importlib.import_module(module_name))
+        source = inspect.getsourcefile(importlib.import_module(split_target(target)[0]))
     except (ImportError, TypeError, ValueError):
         return "unreadable"
     return f"{Path(source).name}:{file_digest(Path(source))}" if source else "unreadable"

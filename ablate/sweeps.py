@@ -2,8 +2,8 @@
 how the population launcher turns a sweep's jobs into populations.
 
 A sweep is identified by its definition (the multirun's overrides and the experiment's grid), so starting the
-same command again continues the same MLflow parent run: variants with a FINISHED run of the same config and
-code are reused (``runner.train_and_log_all``), runs whose process died are marked KILLED, the rest are trained.
+same command again continues the same MLflow parent run: variants with a FINISHED run of the same config, code
+and data are reused (``runner.train_and_log_all``), runs whose process died are marked KILLED, the rest are trained.
 The Hydra-facing adapters (launcher, sweeper, callback) live in ``hydra_plugins/ablate_launchers``.
 """
 
