@@ -33,6 +33,30 @@ class BN(str, Enum):
     post = "post"  # Linear -> ReLU -> BN (the notes' "case 2")
 
 
+class Activation(str, Enum):
+    relu = "relu"
+    sigmoid = "sigmoid"  # Ioffe & Szegedy's 2015 MNIST network
+    tanh = "tanh"
+    gelu = "gelu"
+
+
+class BNStats(str, Enum):
+    """Which statistics BatchNorm normalises with at evaluation; training always uses the batch's own."""
+
+    running = "running"  # the exponential running averages updated in training (the notes', PyTorch's default)
+    precise = "precise"  # re-estimated over the training split with dropout off before each evaluation (PreciseBN)
+
+
+class Probe(str, Enum):
+    """What ``trainer.probes`` can measure during training (``ablate/probes.py`` says how)."""
+
+    activations = "activations"  # percentiles, mean and std of each nonlinearity's input (Ioffe & Szegedy 2015)
+    covariate_shift = "covariate_shift"  # each layer's gradient before and after earlier layers update (Santurkar 2018)
+    landscape = "landscape"  # loss, gradient change and beta-smoothness along the gradient (Santurkar 2018)
+    variance_shift = "variance_shift"  # each BN input's validation variance against its running variance (Li 2019)
+    norms = "norms"  # each weight matrix's norm and its gradient's
+
+
 class DataSource(str, Enum):
     csv = "csv"  # label column first, then pixels 0-255 (the seed notebook's format)
     digits = "digits"  # scikit-learn's bundled 8x8 digits, as 1x8x8 images
@@ -114,7 +138,9 @@ class ModelConfig:
     family: ClassVar[str] = ""
     bn: Optional[BN] = None  # BatchNorm placement: none | pre (layer, BN, ReLU) | post (layer, ReLU, BN)
     dropout: Optional[float] = None  # p of the dropout after each activation
+    activation: Optional[Activation] = None  # the nonlinearity: relu | sigmoid | tanh | gelu
     init_scale: float = 1.0  # multiplies every weight of dimension >= 2 after initialisation (init sensitivity)
+    bn_stats: BNStats = BNStats.running  # what BatchNorm evaluates with: running averages or precise re-estimates
 
     def __post_init__(self) -> None:
         require(self.dropout is None or 0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
@@ -127,6 +153,7 @@ class BuiltinModelConfig(ModelConfig):
 
     bn: Optional[BN] = BN.pre
     dropout: Optional[float] = 0.3  # 0 = none
+    activation: Optional[Activation] = Activation.relu
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1  # weight of the current batch in BN's running averages (the notes' 1 - alpha)
 
@@ -134,6 +161,8 @@ class BuiltinModelConfig(ModelConfig):
         super().__post_init__()
         require(self.bn is not None, "model.bn", self.bn, f"one of none, pre, post for model={self.family}")
         require(self.dropout is not None, "model.dropout", self.dropout, f"a number in [0, 1) for model={self.family}")
+        require(self.activation is not None, "model.activation", self.activation,
+                f"one of {', '.join(a.value for a in Activation)} for model={self.family}")
         require(self.bn_eps > 0, "model.bn_eps", self.bn_eps, "positive")
         require(0 < self.bn_momentum <= 1, "model.bn_momentum", self.bn_momentum, "in (0, 1]")
 
@@ -209,12 +238,22 @@ class TrainerConfig:
     target_val_acc: float = 0.8  # "epochs to reach" this validation accuracy is reported per run
     # TF32 for float32 matmuls and convolutions on CUDA: off, so numbers compare across devices; on for speed
     tf32: bool = False
+    # Mechanisms measured during training, off by default (trainer.probes=[activations,landscape]): each member
+    # every probe_every steps on a fixed batch of the training split's first probe_rows rows; variance_shift over
+    # the validation split.
+    probes: list[Probe] = field(default_factory=list)
+    probe_every: int = 50
+    probe_rows: int = 256
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "trainer.epochs", self.epochs, "at least 1")
         require(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "at least 2 (BatchNorm needs 2 rows)")
         require(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "at least 1")
         require(0 < self.target_val_acc <= 1, "trainer.target_val_acc", self.target_val_acc, "in (0, 1]")
+        require(self.probe_every >= 1, "trainer.probe_every", self.probe_every, "at least 1 (steps)")
+        require(self.probe_rows >= 2, "trainer.probe_rows", self.probe_rows, "at least 2 (BatchNorm needs 2 rows)")
+        require(len(set(self.probes)) == len(self.probes), "trainer.probes", [p.value for p in self.probes],
+                "a list without repeats")
         require(not (self.device == Device.mps and self.dtype == DType.float64), "trainer.dtype", self.dtype.value,
                 "float32 on trainer.device=mps (Apple's MPS has no float64); use trainer.device=cpu for float64")
 

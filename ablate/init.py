@@ -21,10 +21,11 @@ from ablate.nn import block
 
 
 class MyNet(nn.Module):
-    def __init__(self, in_shape, n_classes, bn="pre", dropout=0.0, width=64):
+    def __init__(self, in_shape, n_classes, bn="pre", dropout=0.0, activation="relu", width=64):
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), block(nn.Linear(math.prod(in_shape), width), bn, dropout),
-                                  block(nn.Linear(width, width), bn, dropout), nn.Linear(width, n_classes))
+        self.body = nn.Sequential(
+            nn.Flatten(), block(nn.Linear(math.prod(in_shape), width), bn, dropout, activation=activation),
+            block(nn.Linear(width, width), bn, dropout, activation=activation), nn.Linear(width, n_classes))
 
     def forward(self, x):
         return self.body(x)
@@ -36,6 +37,7 @@ defaults:
 target: models.MyNet
 bn: pre
 dropout: 0.3
+activation: relu
 kwargs:
   width: 64
 ''',

@@ -29,8 +29,8 @@ from ablate.nn import Dropout, block
 
 # ------------------------------------------------------------------------------------------ the MLP
 def build_mlp(cfg: MLPConfig, in_features: int, n_classes: int) -> nn.Sequential:
-    """Flatten, then Linear blocks with BN ``pre`` (Linear, BN, ReLU), ``post`` (Linear, ReLU, BN) or ``none``,
-    then dropout (left out at p = 0, as the notebook has none then).
+    """Flatten, then Linear blocks with BN ``pre`` (Linear, BN, activation), ``post`` (Linear, activation, BN) or
+    ``none``, then dropout (left out at p = 0, as the notebook has none then).
 
     The seed's 784-128-64-10 with bn=pre and dropout 0.3 has 109,770 trainable parameters, as in the notebook.
     Call ``torch.manual_seed`` first: the initialisation draws from the global generator.
@@ -39,7 +39,7 @@ def build_mlp(cfg: MLPConfig, in_features: int, n_classes: int) -> nn.Sequential
     width = in_features
     for hidden in cfg.hidden:
         layers += block(nn.Linear(width, hidden), cfg.bn, cfg.dropout or None, eps=cfg.bn_eps,
-                        momentum=cfg.bn_momentum)
+                        momentum=cfg.bn_momentum, activation=cfg.activation)
         width = hidden
     layers.append(nn.Linear(width, n_classes))
     return scale_init(nn.Sequential(*layers), cfg.init_scale)
@@ -47,8 +47,8 @@ def build_mlp(cfg: MLPConfig, in_features: int, n_classes: int) -> nn.Sequential
 
 # ------------------------------------------------------------------------------------------ the CNN
 def build_cnn(cfg: CNNConfig, in_shape: Sequence[int], n_classes: int) -> nn.Sequential:
-    """Blocks of a 3x3 Conv2d (``model.kernel_size``), BatchNorm placed by ``model.bn`` as for the MLP, 2x2
-    max-pooling and dropout after the activation, one block per ``model.channels`` entry; then a Linear head."""
+    """Blocks of a 3x3 Conv2d (``model.kernel_size``), BatchNorm and ``model.activation`` placed by ``model.bn`` as
+    for the MLP, 2x2 max-pooling and dropout after the activation, one block per ``model.channels`` entry; then a Linear head."""
     if len(in_shape) != 3:
         raise ConfigValueError(f"model=cnn needs images [channels, height, width]; the data gives samples of shape "
                                f"{list(in_shape)}. Use model=mlp, or data whose source declares an image shape.")
@@ -59,7 +59,7 @@ def build_cnn(cfg: CNNConfig, in_shape: Sequence[int], n_classes: int) -> nn.Seq
             raise ConfigValueError(f"model.channels={cfg.channels} halves a {in_shape[1]}x{in_shape[2]} image "
                                    f"{len(cfg.channels)} times, to nothing: give fewer channel entries.")
         conv = nn.Conv2d(channels, out, cfg.kernel_size, padding=cfg.kernel_size // 2)
-        layers.append(block(conv, cfg.bn, cfg.dropout, nn.MaxPool2d(2), cfg.bn_eps, cfg.bn_momentum))
+        layers.append(block(conv, cfg.bn, cfg.dropout, nn.MaxPool2d(2), cfg.bn_eps, cfg.bn_momentum, cfg.activation))
         channels, height, width = out, height // 2, width // 2
     layers += [nn.Flatten(), nn.Linear(channels * height * width, n_classes)]
     return scale_init(nn.Sequential(*layers), cfg.init_scale)
@@ -83,9 +83,12 @@ def load_class(target: str) -> type:
     return cls
 
 
+FACTORS = ("bn", "dropout", "activation")  # the switches a custom model receives when they are set
+
+
 def declared_factors(cfg: CustomConfig) -> dict[str, Any]:
     """The ablation factors set for a custom model, as its constructor receives them."""
-    factors = {name: getattr(getattr(cfg, name), "value", getattr(cfg, name)) for name in ("bn", "dropout")
+    factors = {name: getattr(getattr(cfg, name), "value", getattr(cfg, name)) for name in FACTORS
                if getattr(cfg, name) is not None}
     return {**factors, **cfg.kwargs}
 
@@ -102,7 +105,7 @@ def check_custom(cfg: CustomConfig) -> None:
                                    f"(the sample shape, e.g. (1, 28, 28)) and n_classes.")
     for name in declared_factors(cfg):
         if name not in params and not takes_any:
-            where = f"model.{name}" if name in ("bn", "dropout") else f"model.kwargs.{name}"
+            where = f"model.{name}" if name in FACTORS else f"model.kwargs.{name}"
             raise ConfigValueError(f"{cfg.target} does not take `{name}`: add a `{name}` parameter, or drop `{where}`.")
 
 
@@ -191,7 +194,7 @@ def describe(cfg: ModelConfig) -> str:
         factors = ", ".join(f"{k}={v}" for k, v in declared_factors(cfg).items())
         return f"{cfg.target}({factors})"
     shape = f"hidden {cfg.hidden}" if isinstance(cfg, MLPConfig) else f"channels {cfg.channels}"
-    return f"{family(cfg).upper()} {shape}, bn={cfg.bn.value}, dropout={cfg.dropout:g}"
+    return f"{family(cfg).upper()} {shape}, bn={cfg.bn.value}, {cfg.activation.value}, dropout={cfg.dropout:g}"
 
 
 def scale_init(model: nn.Module, scale: float) -> nn.Module:

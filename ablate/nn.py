@@ -1,9 +1,9 @@
 """Building blocks that give an ablation factor the same meaning in every model.
 
-``block(layer, bn, dropout)`` wraps a Linear or Conv layer with BatchNorm placed ``pre`` (layer, BN, ReLU), ``post``
-(layer, ReLU, BN) or ``none`` (layer, ReLU), then optional pooling, then dropout after the activation: the seed
-notes' placements, for any layer. ``Dropout`` keeps its p in a buffer, so a population of K members can give
-each its own p (``torch.func`` stacks buffers per member). A model of your own that uses these takes the same
+``block(layer, bn, dropout, activation=...)`` wraps a Linear or Conv layer with BatchNorm placed ``pre`` (layer, BN,
+activation), ``post`` (layer, activation, BN) or ``none`` (layer, activation), then optional pooling, then dropout
+after the activation: the seed notes' placements, for any layer and any of ``ACTIVATIONS`` (ReLU by default).
+``Dropout`` keeps its p in a buffer, so a population of K members can give each its own p (``torch.func`` stacks buffers per member). A model of your own that uses these takes the same
 switches as ablate's MLP and CNN::
 
     from torch import nn
@@ -26,6 +26,7 @@ from torch import nn
 from ablate.streams import DROPOUT, counter_uniform, stream_key
 
 _NORMS = {nn.Linear: nn.BatchNorm1d, nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}  # model.activation
 
 
 class Dropout(nn.Module):
@@ -74,28 +75,33 @@ def key_streams(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def norm_act(bn: str, layer: nn.Module, eps: float = 1e-5, momentum: float = 0.1) -> list[nn.Module]:
-    """What follows ``layer`` (a Linear or Conv): BN then ReLU (``pre``), ReLU then BN (``post``), or ReLU."""
+def norm_act(bn: str, layer: nn.Module, eps: float = 1e-5, momentum: float = 0.1,
+             activation: str = "relu") -> list[nn.Module]:
+    """What follows ``layer`` (a Linear or Conv): BN then the activation (``pre``), the activation then BN
+    (``post``), or the activation alone (``none``)."""
     kind = next((norm for cls, norm in _NORMS.items() if isinstance(layer, cls)), None)
     if kind is None:
         raise TypeError(f"norm_act places BatchNorm after Linear or Conv layers, not {type(layer).__name__}")
     channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-    bn = getattr(bn, "value", bn)
+    bn, activation = getattr(bn, "value", bn), getattr(activation, "value", activation)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} must be one of {', '.join(ACTIVATIONS)}")
+    act = ACTIVATIONS[activation]()
     if bn == "none":
-        return [nn.ReLU()]
+        return [act]
     norm = kind(channels, eps=eps, momentum=momentum)
     if bn == "pre":
-        return [norm, nn.ReLU()]
+        return [norm, act]
     if bn == "post":
-        return [nn.ReLU(), norm]
+        return [act, norm]
     raise ValueError(f"bn={bn!r} must be one of none, pre, post")
 
 
 def block(layer: nn.Module, bn: str, dropout: Optional[float] = None, pool: Optional[nn.Module] = None,
-          eps: float = 1e-5, momentum: float = 0.1) -> nn.Sequential:
-    """``layer``, its BatchNorm and ReLU in the placement ``bn``, then ``pool``, then ``Dropout(dropout)`` (left
-    out when ``dropout`` is None)."""
-    parts = [layer, *norm_act(bn, layer, eps, momentum)]
+          eps: float = 1e-5, momentum: float = 0.1, activation: str = "relu") -> nn.Sequential:
+    """``layer``, its BatchNorm and activation in the placement ``bn``, then ``pool``, then ``Dropout(dropout)``
+    (left out when ``dropout`` is None)."""
+    parts = [layer, *norm_act(bn, layer, eps, momentum, activation)]
     if pool is not None:
         parts.append(pool)
     if dropout is not None:

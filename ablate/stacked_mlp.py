@@ -1,7 +1,7 @@
 """The MLP family's fast path: K copies of ``models.build_mlp``'s network as [K, ...] tensors, trained by hand.
 
 ``StackedMLP`` computes the same layers as the readable ``nn.Sequential`` with batched matmuls and ATen's own
-BatchNorm and ReLU kernels, forward and backward, without autograd: a sweep of small MLPs is dominated by
+BatchNorm and activation kernels, forward and backward, without autograd: a sweep of small MLPs is dominated by
 per-step overhead, and this path trains K members for little more than the cost of one. K = 1 is a single run,
 so a single run and a population member share every line of maths. A test checks the gradients against
 autograd on ``build_mlp``.
@@ -26,7 +26,7 @@ class StackedMLP:
     """K copies of ``build_mlp``'s network as [K, ...] tensors; the layer order comes from a template model.
 
     Training needs no autograd: ``forward`` records on a tape what each layer's gradient needs, and ``backward``
-    walks the layers back by hand with ATen's own backward kernels (BatchNorm, ReLU). That saves autograd's
+    walks the layers back by hand with ATen's own backward kernels (BatchNorm, the activations). That saves autograd's
     bookkeeping on every one of a sweep's many small steps, and lets each weight be updated the moment its
     gradient is known (see ``FactoredGradient``).
     """
@@ -72,6 +72,15 @@ class StackedMLP:
         """Evaluation mode (running averages, no dropout) on one batch for all: x [b, ...] -> [K, b, classes]."""
         return self.forward(x, train=False)
 
+    def running_stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each BatchNorm layer's (running mean, running variance), [K, C], in place."""
+        return list(zip(self.buffers[::2], self.buffers[1::2]))
+
+    def bn_forward(self, x: torch.Tensor, momentum: float) -> None:
+        """One batch for all (x [b, ...]) through the members with BatchNorm on batch statistics, updating the
+        running ones with ``momentum``, and dropout off: one step of re-estimating them (``train.precise_bn``)."""
+        self.forward(x, train=False, bn_momentum=momentum)
+
     def member(self, k: int) -> nn.Sequential:
         """Member k as the plain ``build_mlp`` module, trained weights and running averages included."""
         model = build_mlp(self.cfgs[k], self.n_features, self.n_classes).to(self.params[0].dtype)
@@ -82,10 +91,11 @@ class StackedMLP:
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, train: bool, masks: Optional[MemberUniform] = None,
-                tape: Optional[list] = None) -> torch.Tensor:
-        """x: [K, B, ...] (each member its own batch) or [B, ...] (one batch for all, evaluation) -> [K, B, classes].
+                tape: Optional[list] = None, bn_momentum: Optional[float] = None) -> torch.Tensor:
+        """x: [K, B, ...] (``train``: each member its own batch) or [B, ...] (one batch for all) -> [K, B, classes].
 
-        With a ``tape``, each layer appends what ``backward`` needs from it.
+        BatchNorm normalises with the batch's statistics in training or with a ``bn_momentum`` (which updates the
+        running ones), else with the running ones. With a ``tape``, each layer appends what ``backward`` needs.
         """
         params, buffers = iter(self.params), iter(self.buffers)
         h = x
@@ -96,10 +106,15 @@ class StackedMLP:
             elif isinstance(layer, nn.Linear):
                 saved, h = h, _linear(h, next(params), next(params))
             elif isinstance(layer, nn.BatchNorm1d):
-                h, saved = _batch_norm(h, next(params), next(params), next(buffers), next(buffers), train,
-                                       layer.momentum, layer.eps)
+                h, saved = _batch_norm(h, next(params), next(params), next(buffers), next(buffers),
+                                       train or bn_momentum is not None,
+                                       layer.momentum if bn_momentum is None else bn_momentum, layer.eps)
             elif isinstance(layer, nn.ReLU):
                 h = saved = torch.relu(h)
+            elif isinstance(layer, (nn.Sigmoid, nn.Tanh)):
+                h = saved = torch.sigmoid(h) if isinstance(layer, nn.Sigmoid) else torch.tanh(h)
+            elif isinstance(layer, nn.GELU):
+                saved, h = h, torch.nn.functional.gelu(h)
             elif isinstance(layer, Dropout) and train:  # each unit kept with probability 1 - p, rescaled
                 saved = masks.uniform(h.shape[1:]).lt_(self.keep).mul_(self.rescale)
                 h = h * saved
@@ -127,6 +142,12 @@ class StackedMLP:
                 update(first + 1, grad_beta)
             elif isinstance(layer, nn.ReLU):
                 grad = torch.ops.aten.threshold_backward(grad, saved, 0)
+            elif isinstance(layer, nn.Sigmoid):
+                grad = torch.ops.aten.sigmoid_backward(grad, saved)
+            elif isinstance(layer, nn.Tanh):
+                grad = torch.ops.aten.tanh_backward(grad, saved)
+            elif isinstance(layer, nn.GELU):
+                grad = torch.ops.aten.gelu_backward(grad, saved)
             elif isinstance(layer, Dropout):
                 grad = grad * saved
 

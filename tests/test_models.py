@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ablate.config import BN, MLPConfig
+from ablate.config import BN, Activation, MLPConfig
 from ablate.models import build_mlp, decayed_weights, summary
 from tests.conftest import REPO
 
@@ -20,6 +20,14 @@ def kinds(model):
 ])
 def test_bn_placement_per_mode(bn, block):
     assert kinds(build_mlp(MLPConfig(bn=bn), 784, 10)) == ["Flatten"] + block * 2 + ["Linear"]  # flattens images itself
+
+
+@pytest.mark.parametrize("activation, kind", [(Activation.sigmoid, "Sigmoid"), (Activation.tanh, "Tanh"),
+                                              (Activation.gelu, "GELU")])
+def test_the_activation_takes_relus_place_in_every_placement_and_family(activation, kind):
+    assert kinds(build_mlp(MLPConfig(bn=BN.post, activation=activation), 784, 10))[2] == kind
+    cnn = build_cnn(CNNConfig(bn=BN.pre, channels=[4], activation=activation), (1, 8, 8), 10)
+    assert kinds(cnn[0])[2] == kind
 
 
 def test_seed_model_has_109770_parameters_like_the_notebook():
@@ -110,6 +118,7 @@ def custom(target, **fields):
 def test_a_custom_model_is_built_with_its_shape_classes_and_only_the_factors_that_are_set():
     model = build(custom("Tiny", bn=BN.post, dropout=0.25), (1, 8, 8), 10)
     assert kinds(model.body[0]) == ["Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d", "Dropout"]
+    assert kinds(build(custom("Tiny", activation=Activation.tanh), (1, 8, 8), 10).body[0])[2] == "Tanh"
     assert model.body[0][4].p.item() == pytest.approx(0.25)
     check(custom("NoDropout", bn=BN.none))  # dropout not set: not passed, no error
     assert build(custom("WithCustomLayer", kwargs={"width": 3}), (1, 8, 8), 10).body[1].weight.shape == (3, 64)
@@ -119,6 +128,9 @@ def test_a_custom_model_is_built_with_its_shape_classes_and_only_the_factors_tha
 @pytest.mark.parametrize("cfg, message", [
     (custom("NoDropout", dropout=0.2),
      "tests.user_models.NoDropout does not take `dropout`: add a `dropout` parameter, or drop `model.dropout`."),
+    (custom("NoDropout", activation=Activation.gelu),
+     "tests.user_models.NoDropout does not take `activation`: add a `activation` parameter, or drop "
+     "`model.activation`."),
     (custom("Tiny", kwargs={"width": 8}),
      "tests.user_models.Tiny does not take `width`: add a `width` parameter, or drop `model.kwargs.width`."),
     (CustomConfig(target="no_such_module.Net"), "model.target=no_such_module.Net: cannot import no_such_module"),
@@ -133,7 +145,7 @@ def test_the_contract_is_checked_before_any_data_is_read(cfg, message):
 
 @pytest.mark.parametrize("cfg, message", [
     (custom("Raises", bn=BN.pre), "tests.user_models.Raises(in_shape=(1, 8, 8), n_classes=10, bn='pre') raised "
-                                  "ValueError: needs at least 3 channels (at user_models.py:70: raise ValueError(\"needs "
+                                  "ValueError: needs at least 3 channels (at user_models.py:71: raise ValueError(\"needs "
                                   "at least 3 channels\")); fix the constructor"),
     (custom("WrongOutput"), "returns [2, 11] for a batch of [2, 1, 8, 8]: its forward must return [batch, n_classes] "
                             "= [2, 10]."),

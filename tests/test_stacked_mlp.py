@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.config import BN, MLPConfig
+from ablate.config import BN, Activation, MLPConfig
 from ablate.models import build_mlp
 from ablate.nn import Dropout
 from ablate.stacked_mlp import FactoredGradient, StackedMLP, cross_entropy
@@ -54,9 +54,10 @@ def test_the_trainers_decay_mask_is_the_linear_weights_only(bn):
 
 
 @pytest.mark.parametrize("bn", list(BN))
-def test_the_stacked_network_computes_what_build_mlp_computes(bn):
+@pytest.mark.parametrize("activation", list(Activation))
+def test_the_stacked_network_computes_what_build_mlp_computes(bn, activation):
     """The trainer's [K, ...] network vs the readable nn.Sequential, in train mode (dropout 0) and eval mode."""
-    cfgs = [MLPConfig(bn=bn, dropout=0.0), MLPConfig(bn=bn, dropout=0.0)]
+    cfgs = [MLPConfig(bn=bn, dropout=0.0, activation=activation), MLPConfig(bn=bn, dropout=0.0, activation=activation)]
     net = StackedMLP(cfgs, [3, 4], 8, 3, torch.device("cpu"), torch.float64)
     x = torch.randn(2, 16, 8, dtype=torch.float64)
     out = net.forward(x, train=True)
@@ -83,10 +84,11 @@ def test_stacked_eval_uses_running_averages_and_no_dropout():
 
 
 @pytest.mark.parametrize("bn", list(BN))
-def test_backward_by_hand_is_autograds_gradient(bn):
+@pytest.mark.parametrize("activation", list(Activation))
+def test_backward_by_hand_is_autograds_gradient(bn, activation):
     """StackedMLP.backward vs autograd on build_mlp's network, member by member, with the same dropout masks;
     member 1 has p = 0 (it keeps every unit of the template's Dropout layers)."""
-    cfgs = [MLPConfig(bn=bn, dropout=0.3), MLPConfig(bn=bn, dropout=0.0)]
+    cfgs = [MLPConfig(bn=bn, dropout=0.3, activation=activation), MLPConfig(bn=bn, dropout=0.0, activation=activation)]
     cpu = torch.device("cpu")
     net = StackedMLP(cfgs, [3, 4], 8, 3, cpu, torch.float64)
     x, y = torch.randn(2, 16, 8, dtype=torch.float64), torch.randint(0, 3, (2, 16))

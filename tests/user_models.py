@@ -10,11 +10,12 @@ from ablate.nn import Dropout, block
 
 
 class Tiny(nn.Module):
-    """Takes bn and dropout: a conv block and a head."""
+    """Takes bn, dropout and activation: a conv block and a head."""
 
-    def __init__(self, in_shape, n_classes, bn="pre", dropout=0.0):
+    def __init__(self, in_shape, n_classes, bn="pre", dropout=0.0, activation="relu"):
         super().__init__()
-        self.body = nn.Sequential(block(nn.Conv2d(in_shape[0], 4, 3, padding=1), bn, dropout, nn.MaxPool2d(2)),
+        self.body = nn.Sequential(block(nn.Conv2d(in_shape[0], 4, 3, padding=1), bn, dropout, nn.MaxPool2d(2),
+                                        activation=activation),
                                   nn.Flatten(), nn.Linear(4 * (in_shape[1] // 2) * (in_shape[2] // 2), n_classes))
 
     def forward(self, x):
