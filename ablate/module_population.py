@@ -26,6 +26,14 @@ from ablate.errors import vmap_refuses
 from ablate.models import is_decayed
 
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def batch_norms(module: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers that keep running statistics, in module order."""
+    return [m for m in module.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+
+
 class NotVectorisable(RuntimeError):
     """``vmap`` refused the model (the message says why): its members train one at a time instead."""
 
@@ -95,6 +103,43 @@ class ModulePopulation:
             return self.module.eval()(x).unsqueeze(0)
         self.template.eval()
         return self._logits(dict(zip(self.names, self.params)), self.buffers, x)
+
+    # ------------------------------------------------------------------------- BatchNorm's statistics
+    def _module(self) -> nn.Module:
+        return self.module if self.k == 1 else self.template
+
+    def running_stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each BatchNorm layer's (running mean, running variance) as [K, C] tensors, in place."""
+        if self.k == 1:
+            return [(m.running_mean.unsqueeze(0), m.running_var.unsqueeze(0)) for m in batch_norms(self.module)]
+        names = [name for name, m in self.template.named_modules() if isinstance(m, BATCH_NORMS) and
+                 m.track_running_stats]
+        return [(self.buffers[f"{name}.running_mean"], self.buffers[f"{name}.running_var"]) for name in names]
+
+    @torch.no_grad()
+    def bn_forward(self, x: torch.Tensor, momentum: float) -> None:
+        """One batch for all (x [b, ...]) through the members with BatchNorm on batch statistics, updating the
+        running ones with ``momentum``, and everything else in evaluation mode (dropout off): one step of
+        re-estimating them (``train.precise_bn``). The layers' own momentum and batch counts are left as they were."""
+        module = self._module()
+        module.eval()
+        norms = batch_norms(module)
+        kept = [m.momentum for m in norms]
+        for norm in norms:
+            norm.train()
+            norm.momentum = momentum
+        try:
+            if self.k == 1:
+                module(x)
+            else:
+                self._logits(dict(zip(self.names, self.params)), self.buffers, x)
+        finally:
+            for norm, value in zip(norms, kept):
+                norm.momentum = value
+        counts = [m.num_batches_tracked for m in norms] if self.k == 1 else \
+            [b for name, b in self.buffers.items() if name.endswith("num_batches_tracked")]
+        for count in counts:
+            count.sub_(1)
 
     def member(self, k: int) -> nn.Module:
         """Member k as its plain module, trained weights and running statistics included."""

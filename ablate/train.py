@@ -13,6 +13,7 @@ MLflow or Optuna: it calls ``on_epoch`` with each member's metrics, and the call
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -23,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.config import ConfigValueError, Device, DType, MLPConfig, RunConfig
-from ablate.data import Splits
+from ablate.config import BNStats, ConfigValueError, Device, DType, MLPConfig, RunConfig
+from ablate.data import Split, Splits
 from ablate.models import build
 from ablate.nn import key_streams
 from ablate.module_population import ModulePopulation, NotVectorisable
@@ -54,6 +55,13 @@ class Population(Protocol):
 
     def member(self, k: int) -> nn.Module:
         """Member k as its plain module, trained state included."""
+
+    def running_stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each BatchNorm layer's (running mean, running variance), [K, C], in place."""
+
+    def bn_forward(self, x: torch.Tensor, momentum: float) -> None:
+        """x [b, ...] through all with BatchNorm on batch statistics (running ones updated by ``momentum``),
+        dropout off."""
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -145,6 +153,54 @@ def evaluate(population: Population, x: torch.Tensor, y: torch.Tensor, batch_siz
         loss += F.cross_entropy(logits.transpose(1, 2), target.expand(k, -1), reduction="none").sum(1)
         correct += (logits.argmax(2) == target).sum(1)
     return loss / len(y), correct / len(y)
+
+
+@contextlib.contextmanager
+def precise_bn(population: Population, x: torch.Tensor, batch_size: int):
+    """Within the block, every member's BatchNorm statistics re-estimated over ``x`` with dropout off (PreciseBN,
+    Wu & Johnson 2021); the running averages are back afterwards, so training is untouched. The estimate is
+    ``torch.optim.swa_utils.update_bn``'s: statistics reset, then the cumulative average of each batch's mean and
+    unbiased variance, here over the batches of ``batch_size`` training takes (a last batch of one row dropped)."""
+    stats = population.running_stats()
+    saved = [(mean.clone(), var.clone()) for mean, var in stats]
+    for mean, var in stats:
+        mean.zero_()
+        var.fill_(1.0)
+    for i, begin in enumerate(batch_starts(len(x), batch_size)):
+        population.bn_forward(x[begin:begin + batch_size], momentum=1 / (i + 1))
+    try:
+        yield
+    finally:
+        for (mean, var), (old_mean, old_var) in zip(stats, saved):
+            mean.copy_(old_mean)
+            var.copy_(old_var)
+
+
+def evaluations(t: "Training", parts: dict[str, Split]) -> dict[str, torch.Tensor]:
+    """Per member [K], ``<part>_loss`` and ``<part>_acc`` on each named split, with the statistics ``model.bn_stats``
+    chooses; with ``precise`` also the running averages' twins, ``running_<part>_loss`` and ``running_<part>_acc``
+    (the same weights evaluated both ways: the estimator's own effect, seed by seed)."""
+    size = t.cfgs[0].trainer.eval_batch_size
+
+    def measured(prefix: str = "") -> dict[str, torch.Tensor]:
+        out = {}
+        for name, split in parts.items():
+            out[f"{prefix}{name}_loss"], out[f"{prefix}{name}_acc"] = evaluate(t.population, split.x, split.y, size)
+        return out
+
+    if t.cfgs[0].model.bn_stats != BNStats.precise:
+        return measured()
+    running = measured("running_")
+    with precise_bn(t.population, t.data.train.x, t.cfgs[0].trainer.batch_size):
+        return {**measured(), **running}
+
+
+def per_member(values: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """[K] tensors on the device -> lists, in one transfer (one host synchronisation, not one per member)."""
+    if not values:
+        return {}
+    columns = torch.stack([v.to(torch.float64) for v in values.values()]).tolist()
+    return dict(zip(values, columns))
 
 
 def weight_norms(population: Population) -> torch.Tensor:
@@ -241,23 +297,21 @@ def end_epoch(t: Training, epoch: int, loss_sum: torch.Tensor, correct: torch.Te
     stops, recorded as diverged."""
     batch, n = t.cfgs[0].trainer.batch_size, len(t.data.train)
     seen = sum(min(batch, n - s) for s in batch_starts(n, batch))
-    train_loss, train_acc = (loss_sum / seen).tolist(), (correct / seen).tolist()
-    val = evaluate(t.population, t.data.val.x, t.data.val.y, t.cfgs[0].trainer.eval_batch_size) \
-        if t.data.val is not None else None
-    norms = weight_norms(t.population).tolist()
+    values = per_member({"train_loss": loss_sum / seen, "train_acc": correct / seen,
+                         **(evaluations(t, {"val": t.data.val}) if t.data.val is not None else {}),
+                         "weight_norm": weight_norms(t.population)})
+    norms = values.pop("weight_norm")
     seconds = (time.perf_counter() - epoch_began) / t.k  # amortised: the population's epoch shared by K
     for i, (cfg, result) in enumerate(zip(t.cfgs, t.results)):
         if not t.active[i]:
             continue
-        if not math.isfinite(train_loss[i]):
-            result.error = Diverged(f"the training loss became {train_loss[i]} in epoch {epoch} "
+        if not math.isfinite(values["train_loss"][i]):
+            result.error = Diverged(f"the training loss became {values['train_loss'][i]} in epoch {epoch} "
                                     f"(optim.lr={cfg.optim.lr}); lower optim.lr or add BatchNorm (model.bn=pre).")
             t.active[i] = False
             continue
-        metrics = {"epoch": float(epoch), "train_loss": train_loss[i], "train_acc": train_acc[i]}
-        if val is not None:
-            metrics["val_loss"], metrics["val_acc"] = val[0][i].item(), val[1][i].item()
-        metrics.update(lr=cfg.optim.lr, weight_norm=norms[i], epoch_seconds=seconds)
+        metrics = {"epoch": float(epoch), **{name: column[i] for name, column in values.items()},
+                   "lr": cfg.optim.lr, "weight_norm": norms[i], "epoch_seconds": seconds}
         result.history.epochs.append(metrics)
         if on_epoch is not None and on_epoch(i, metrics):
             result.stopped, t.active[i] = True, False
@@ -265,18 +319,15 @@ def end_epoch(t: Training, epoch: int, loss_sum: torch.Tensor, correct: torch.Te
 
 def finish(t: Training) -> None:
     """The final metrics of the members still in: test, train accuracy in eval mode, time, training speed."""
-    size = t.cfgs[0].trainer.eval_batch_size
     # Train accuracy in eval mode (dropout off): the running one is measured under dropout, which would make a
     # train-minus-validation gap shrink with p for no reason but the measurement.
-    train_eval = evaluate(t.population, t.data.train.x, t.data.train.y, size)
-    test = evaluate(t.population, t.data.test.x, t.data.test.y, size)
+    values = per_member(evaluations(t, {"test": t.data.test, "train_eval": t.data.train}))
     seconds = (time.perf_counter() - t.began) / t.k
     for i, (cfg, result) in enumerate(zip(t.cfgs, t.results)):
         if result.error is None and not result.stopped:
             epochs = result.history.epochs
             result.history.final = {
-                "test_loss": test[0][i].item(), "test_acc": test[1][i].item(),
-                "train_eval_loss": train_eval[0][i].item(), "train_eval_acc": train_eval[1][i].item(),
+                **{name: column[i] for name, column in values.items()},
                 "train_seconds": seconds, "epochs_to_target": epochs_to_reach(epochs, cfg.trainer.target_val_acc),
                 # mean validation accuracy over the epochs (area under the learning curve): training speed
                 "val_acc_auc": sum(m.get("val_acc", math.nan) for m in epochs) / len(epochs)}

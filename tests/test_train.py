@@ -1,5 +1,6 @@
 """One run and a population through the trainer: modes, seeds, metrics, divergence."""
 
+import copy
 import math
 from dataclasses import replace
 
@@ -7,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from ablate.config import BN, MLPConfig
+from torch.optim.swa_utils import update_bn
+
+from ablate.config import BN, BNStats, MLPConfig
 from ablate.data import cached_splits
 from ablate.models import build_mlp, decayed_weights
-from ablate.train import Diverged, batch_starts, epochs_to_reach, fit, fit_population
+from ablate.module_population import BATCH_NORMS
+from ablate.nn import Dropout
+from ablate.train import (Diverged, batch_starts, build_population, epochs_to_reach, fit, fit_population, precise_bn,
+                          start, train_epoch)
 from tests.conftest import QUICK, make_config
 
 
@@ -122,3 +128,59 @@ def test_tf32_is_set_explicitly_by_every_fit_never_left_to_pytorchs_defaults():
         fit(make_config(*QUICK, "trainer.epochs=1", "data.limit=200", f"trainer.tf32={tf32}"),
             cached_splits(make_config(*QUICK, "data.limit=200").data))
         assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+
+
+# ------------------------------------------------------------------------ BatchNorm's test-time statistics
+def _update_bn_by_torch(member: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.nn.Module:
+    """torch.optim.swa_utils.update_bn on a copy of a member with its dropout layers taken out (PreciseBN's
+    "dropout off"), over the batches the trainer uses."""
+    model = copy.deepcopy(member)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, Dropout):
+                setattr(parent, name, torch.nn.Identity())
+    update_bn([x[s:s + batch_size] for s in batch_starts(len(x), batch_size)], model)
+    return model
+
+
+@pytest.mark.parametrize("family, k", [("mlp", 1), ("mlp", 3), ("cnn", 1), ("cnn", 3)])
+def test_precise_statistics_are_update_bns_member_by_member_and_training_keeps_the_running_ones(family, k):
+    cfg = make_config(*QUICK, f"model={family}", "trainer.dtype=float64", "model.dropout=0.3",
+                      *(["model.channels=[4]"] if family == "cnn" else []))
+    splits = cached_splits(cfg.data)
+    cfgs = [replace(cfg, seed=s) for s in range(k)]
+    training = start(cfgs, splits, torch.device("cpu"), build_population)
+    train_epoch(training)  # running averages that differ from the precise ones
+    x = training.data.train.x
+    running = [(m.clone(), v.clone()) for m, v in training.population.running_stats()]
+    expected = [_update_bn_by_torch(training.population.member(i), x, cfg.trainer.batch_size) for i in range(k)]
+    with precise_bn(training.population, x, cfg.trainer.batch_size):
+        for i in range(k):
+            ours = training.population.member(i)
+            pairs = [(a, b) for a, b in zip(ours.modules(), expected[i].modules()) if isinstance(a, BATCH_NORMS)]
+            assert len(pairs) == (2 if family == "mlp" else 1)
+            for a, b in pairs:
+                assert torch.allclose(a.running_mean, b.running_mean, atol=1e-12)
+                assert torch.allclose(a.running_var, b.running_var, atol=1e-12)
+            assert not torch.allclose(running[0][0][i], training.population.running_stats()[0][0][i])
+    for (mean, var), (old_mean, old_var) in zip(training.population.running_stats(), running):
+        assert torch.equal(mean, old_mean) and torch.equal(var, old_var)  # training goes on from its own
+
+
+def test_precise_evaluation_measures_the_same_weights_and_keeps_the_running_twin():
+    """bn_stats changes what evaluation normalises with, never training: the precise run's running_* metrics are
+    the running run's own, and its val_acc is the same weights' accuracy under update_bn's statistics."""
+    cfg = make_config(*QUICK, "trainer.dtype=float64", "model.dropout=0.3")
+    splits = cached_splits(cfg.data)
+    running = fit(cfg, splits)
+    precise = fit(replace(cfg, model=replace(cfg.model, bn_stats=BNStats.precise)), splits)
+    for r, p in zip(running.epochs, precise.epochs):
+        assert p["train_loss"] == r["train_loss"] and p["running_val_acc"] == r["val_acc"]
+        assert p["running_val_loss"] == r["val_loss"] and p["val_loss"] != r["val_loss"]
+    assert precise.final["running_test_acc"] == running.final["test_acc"]
+    assert "running_val_acc" not in running.epochs[0]
+    [_], members = fit_population([replace(cfg, model=replace(cfg.model, bn_stats=BNStats.precise))], splits)
+    model = _update_bn_by_torch(members.member(0), splits.train.x.double(), cfg.trainer.batch_size).eval()
+    with torch.no_grad():
+        accuracy = (model(splits.test.x.double()).argmax(1) == splits.test.y).double().mean().item()
+    assert precise.final["test_acc"] == pytest.approx(accuracy, abs=1e-12)
