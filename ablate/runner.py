@@ -248,6 +248,8 @@ class PopulationRuns:
                 run.end(RunStatus.killed, f"pruned after epoch {int(last['epoch'])}")
                 results.append(RunResult(run.run_id, Outcome.pruned, dict(last)))
                 continue
+            for step, probed in member.history.probes:
+                run.log_metrics(probed, step=step)
             final = {k: v for k, v in member.history.final.items() if not math.isnan(v)}
             run.log_metrics(final, step=cfg.trainer.epochs)
             metrics = {**{k: v for k, v in last.items() if k != "epoch"}, **final}  # what resume reads back

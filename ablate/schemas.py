@@ -12,6 +12,7 @@ from omegaconf import MISSING
 
 from ablate.config import (CNNConfig, CustomConfig, MLPConfig, PopulationSettings, RunConfig, TrackingConfig,
                            is_config_key, require)
+from ablate.probes import SUMMARIES
 
 
 class Direction(str, Enum):
@@ -28,7 +29,8 @@ class Correction(str, Enum):
 
 WORST = {"val_acc": 0.0, "test_acc": 0.0, "val_acc_auc": 0.0, "train_eval_acc": 0.0}  # what a failed run scores
 CLAIM_METRICS = ("val_acc", "test_acc", "val_acc_auc", "train_eval_acc", "gap", "weight_norm", "train_loss",
-                 "test_loss", "val_loss", "epochs_to_target")
+                 "test_loss", "val_loss", "epochs_to_target", "running_val_acc", "running_test_acc",
+                 *SUMMARIES)  # the last: what trainer.probes measured, condensed (probes.SUMMARIES)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from ablate.models import build
 from ablate.nn import key_streams
 from ablate.module_population import ModulePopulation, NotVectorisable
 from ablate.optim import Optimizer, member_hyperparameters
+from ablate.probes import measure, summary
 from ablate.stacked_mlp import StackedMLP
 
 log = logging.getLogger("ablate")
@@ -132,6 +133,7 @@ def epochs_to_reach(history: list[dict[str, float]], target: float) -> float:
 class History:
     epochs: list[dict[str, float]] = field(default_factory=list)  # one dict of metrics per epoch
     final: dict[str, float] = field(default_factory=dict)  # test metrics, timing, epochs to target
+    probes: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, metrics) of trainer.probes
 
 
 @dataclass
@@ -220,6 +222,26 @@ class Training:
     results: list[MemberResult]
     active: list[bool]
     began: float
+    steps: int = 0  # optimisation steps taken so far
+
+    def probe(self, last: bool = False) -> None:
+        """``trainer.probes`` on every active member (``probes.measure``), every ``trainer.probe_every`` steps from
+        step 0 and once more at the ``last``, on the first ``trainer.probe_rows`` rows of the training split. Off the
+        training path: the probes see copies, and torch's generator is left as it was."""
+        trainer = self.cfgs[0].trainer
+        if not trainer.probes or (self.steps % trainer.probe_every if not last else
+                                  self.steps % trainer.probe_every == 0):
+            return
+        train, val = self.data.train, self.data.val
+        x, y = train.x[:trainer.probe_rows], train.y[:trainer.probe_rows]
+        device = train.x.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for k, (cfg, result) in enumerate(zip(self.cfgs, self.results)):
+                if self.active[k]:
+                    model = self.population.member(k).to(device=device, dtype=train.x.dtype)
+                    result.history.probes.append((self.steps, measure(
+                        model, trainer.probes, x, y, cfg.optim.lr, None if val is None else val.x,
+                        trainer.eval_batch_size)))
 
     @property
     def k(self) -> int:
@@ -285,7 +307,9 @@ def train_epoch(t: Training) -> tuple[torch.Tensor, torch.Tensor]:
         idx = perms[:, begin:begin + batch].flatten()  # each member its own batch: x [K, B, ...], y [K, B]
         x = rows.index_select(0, idx).view(k, -1, *train.x.shape[1:])  # 8x faster than x[idx]
         y = train.y.index_select(0, idx).view(k, -1)
+        t.probe()
         losses, logits = t.population.train_step(x, y, t.optimizer)
+        t.steps += 1
         loss_sum.add_(losses, alpha=y.shape[1])
         correct += (logits.argmax(2) == y).sum(1)
     return loss_sum, correct
@@ -322,6 +346,7 @@ def finish(t: Training) -> None:
     # Train accuracy in eval mode (dropout off): the running one is measured under dropout, which would make a
     # train-minus-validation gap shrink with p for no reason but the measurement.
     values = per_member(evaluations(t, {"test": t.data.test, "train_eval": t.data.train}))
+    t.probe(last=True)
     seconds = (time.perf_counter() - t.began) / t.k
     for i, (cfg, result) in enumerate(zip(t.cfgs, t.results)):
         if result.error is None and not result.stopped:
@@ -330,7 +355,8 @@ def finish(t: Training) -> None:
                 **{name: column[i] for name, column in values.items()},
                 "train_seconds": seconds, "epochs_to_target": epochs_to_reach(epochs, cfg.trainer.target_val_acc),
                 # mean validation accuracy over the epochs (area under the learning curve): training speed
-                "val_acc_auc": sum(m.get("val_acc", math.nan) for m in epochs) / len(epochs)}
+                "val_acc_auc": sum(m.get("val_acc", math.nan) for m in epochs) / len(epochs),
+                **summary(result.history.probes)}
 
 
 def _one_by_one(cfgs: Sequence[RunConfig], splits: Splits, on_epoch: Optional[MemberCallback],

@@ -98,6 +98,9 @@ def test_adamw_is_adam_with_decoupled_decay():
     ("model.bn=foo", "model.bn", "none, pre, post"),
     ("trainer.device=tpu", "trainer.device", "auto, cpu, cuda, mps"),
     ("optim.l2=l1", "optim.l2", "penalty, decoupled"),
+    ("model.activation=swish", "model.activation", "relu, sigmoid, tanh, gelu"),
+    ("model.bn_stats=exact", "model.bn_stats", "running, precise"),
+    ("trainer.probes=[landscape,curvature]", "trainer.probes", "activations, covariate_shift, landscape"),
 ])
 def test_bad_choice_fails_at_composition_naming_key_and_choices(override, key, allowed):
     with pytest.raises((ConfigCompositionException, ValidationError)) as err:
