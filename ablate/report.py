@@ -16,7 +16,7 @@ import pandas as pd
 from ablate import UserError
 from ablate.cli import hydra_command
 from ablate.schemas import ReportConfig
-from ablate.plots import LABELS, report_plots
+from ablate.plots import LABELS, probe_keys, probe_plots, report_plots
 from ablate.stats import best_against_others, effect_table
 from ablate.tables import fmt, load_runs, markdown_table, summary_table
 from ablate.tracking import TAG_FACTORS, RunKind, Tracker
@@ -81,6 +81,10 @@ def build_report(tracker: Tracker, sweep_id: str, out_root: Path = Path("reports
                  for r in runs["run_id"]} if "val_acc" in runs else {}
     histories = {k: v for k, v in histories.items() if len(v)}
     plots = report_plots(runs, factors, histories, out)
+    if probed := probe_keys(runs.columns):  # the probes over training, per level of the first varied factor
+        probes = {r: {k: pd.DataFrame(tracker.metric_history(r, k), columns=["step", "value"]) for k in probed}
+                  for r in runs["run_id"]}
+        plots += probe_plots(runs, next((f for f in ["model.bn", *factors] if f in factors), None), probes, out)
 
     seeds = sorted(runs["seed"].unique()) if "seed" in runs else []
     lines = [f"# Ablation report: {sweep_id}", "",

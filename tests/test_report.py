@@ -47,7 +47,8 @@ def test_the_best_variant_is_chosen_on_validation_where_test_would_choose_anothe
 def test_report_on_a_small_grid_matches_the_runs_in_mlflow(tracking_uri, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-m", "ablate", "-m", "model.bn=pre,none", "model.dropout=0,0.3",
-                          "seed=0,1", "data=digits", "trainer.epochs=2", "trainer.device=cpu"],
+                          "seed=0,1", "data=digits", "trainer.epochs=2", "trainer.device=cpu",
+                          "trainer.probes=[landscape,variance_shift]", "trainer.probe_every=30"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     tracker = Tracker(TrackingConfig(uri=tracking_uri))
@@ -57,6 +58,10 @@ def test_report_on_a_small_grid_matches_the_runs_in_mlflow(tracking_uri, tmp_pat
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
     assert len(pngs) >= 3 and "learning_curves.png" in pngs and "gap_vs_dropout.png" in pngs
     assert "interaction_bn_x_dropout.png" in pngs  # two factors: their interaction, n per cell
+    assert {"probe_landscape.png", "probe_variance_shift.png"} <= set(pngs)  # the probes recorded, drawn
+    assert not {"probe_activations.png", "probe_covariate_shift.png"} & set(pngs)  # and only those
+    run_id = load_runs(tracker, sweep_id).query("`model.bn` == 'pre'")["run_id"].iloc[0]
+    assert [step for step, _ in tracker.metric_history(run_id, "variance_shift/1")] == [0, 30, 60, 74]
     assert "The best variant, " in report.read_text() and "p adj (Holm)" in report.read_text()
 
     # Recompute one cell from the raw runs: mean test accuracy of bn=none over its 4 runs.
