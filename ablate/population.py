@@ -21,7 +21,8 @@ from ablate.train import resolve_device, torch_dtype
 
 def population_key(cfg: RunConfig) -> tuple:
     """What members of one population must share: the family and its architecture (``models.architecture``: all
-    but the per-member keys), the data, the trainer, the optimiser kind; for the MLP's stacked path also plain SGD
+    but the per-member keys, so BN's evaluation statistics too), the data, the trainer (its probes too), the
+    optimiser kind; for the MLP's stacked path also plain SGD
     apart from SGD with momentum (the two round differently, see ``optim.Optimizer``).
 
     Everything else (seed, dropout p where the family stacks it, init scale, lr, momentum, betas, weight decay and
@@ -29,7 +30,7 @@ def population_key(cfg: RunConfig) -> tuple:
     """
     t = cfg.trainer
     key = (architecture(cfg.model), repr(cfg.data), t.epochs, t.batch_size, t.device, t.dtype, t.tf32,
-           t.eval_batch_size, t.target_val_acc, cfg.optim.name)
+           t.eval_batch_size, t.target_val_acc, tuple(t.probes), t.probe_every, t.probe_rows, cfg.optim.name)
     return key + (plain_sgd(cfg.optim),) if isinstance(cfg.model, MLPConfig) else key
 
 

@@ -132,6 +132,8 @@ def test_groups_share_what_must_be_shared_and_respect_the_size_limit():
     assert sorted(id(c) for g in groups for c in g) == sorted(id(c) for c in cfgs)
     momentum = [make_config(*DIGITS, f"optim.momentum={m}") for m in (0.5, 0.9)]
     assert population_key(momentum[0]) == population_key(momentum[1]) != population_key(cfgs[0])  # plain SGD trains apart
+    apart = [make_config(*DIGITS, "trainer.probes=[norms]"), make_config(*DIGITS, "model.bn_stats=precise")]
+    assert len({population_key(c) for c in [cfgs[0], *apart]}) == 3  # probes and BN's evaluation: the whole population's
 
 
 def test_memory_check_shrinks_groups_before_they_start(monkeypatch):
