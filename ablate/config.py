@@ -57,6 +57,13 @@ class Probe(str, Enum):
     norms = "norms"  # each weight matrix's norm and its gradient's
 
 
+class Augment(str, Enum):
+    """What ``data.augment`` applies to each training sample, on the device, from the member's own stream."""
+
+    crop = "crop"  # a random crop of the image padded with data.crop_padding zeros on each side (a shift)
+    flip = "flip"  # a horizontal flip with probability 1/2
+
+
 class DataSource(str, Enum):
     csv = "csv"  # label column first, then pixels 0-255 (the seed notebook's format)
     digits = "digits"  # scikit-learn's bundled 8x8 digits, as 1x8x8 images
@@ -112,6 +119,8 @@ class DataConfig:
     split_seed: int = 20  # the notebook's random_state
     stratify: bool = True
     limit: Optional[int] = None  # keep a stratified subset of this many rows (quick runs)
+    augment: list[Augment] = field(default_factory=list)  # training samples only, images only: [crop, flip]
+    crop_padding: int = 2  # pixels on each side for augment's crop
 
     def __post_init__(self) -> None:
         require(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "in [0, 1)")
@@ -128,6 +137,14 @@ class DataConfig:
                 "a function (module.function) for source callable")
         require(self.shape is None or (len(self.shape) >= 1 and all(d >= 1 for d in self.shape)), "data.shape",
                 self.shape, "null or a list of positive sizes")
+        require(len(set(self.augment)) == len(self.augment), "data.augment", [a.value for a in self.augment],
+                "a list without repeats")
+        require(self.crop_padding >= 1, "data.crop_padding", self.crop_padding, "at least 1 (pixels)")
+
+    def rows(self) -> "DataConfig":
+        """This data without what training does to its samples (augmentation): what decides the splits' rows, and
+        what members of one population share (each may augment its own way)."""
+        return replace(self, augment=[]) if self.augment else self
 
 
 @dataclass

@@ -7,13 +7,16 @@ turns a sweep's variants into such populations, each no larger than ``max_size``
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ablate.config import MLPConfig, PopulationSettings, RunConfig
+from ablate.data import Splits
 from ablate.models import activations_per_sample, architecture
 from ablate.optim import plain_sgd
 from ablate.train import resolve_device, torch_dtype
@@ -21,7 +24,8 @@ from ablate.train import resolve_device, torch_dtype
 
 def population_key(cfg: RunConfig) -> tuple:
     """What members of one population must share: the family and its architecture (``models.architecture``: all
-    but the per-member keys, so BN's evaluation statistics too), the data, the trainer (its probes too), the
+    but the per-member keys, so BN's evaluation statistics too), the data's rows (not its augmentation, which is
+    per member), the trainer (its probes too), the
     optimiser kind; for the MLP's stacked path also plain SGD
     apart from SGD with momentum (the two round differently, see ``optim.Optimizer``).
 
@@ -29,25 +33,50 @@ def population_key(cfg: RunConfig) -> tuple:
     its mode) is per member.
     """
     t = cfg.trainer
-    key = (architecture(cfg.model), repr(cfg.data), t.epochs, t.batch_size, t.device, t.dtype, t.tf32,
+    key = (architecture(cfg.model), repr(cfg.data.rows()), t.epochs, t.batch_size, t.device, t.dtype, t.tf32,
            t.eval_batch_size, t.target_val_acc, tuple(t.probes), t.probe_every, t.probe_rows, cfg.optim.name)
     return key + (plain_sgd(cfg.optim),) if isinstance(cfg.model, MLPConfig) else key
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """What the memory plan needs of the data: a sample's shape, the classes and the rows."""
+
+    in_shape: tuple[int, ...]
+    n_classes: int
+    train_rows: int  # each member draws a batch order over them every epoch
+    eval_rows: int  # the largest split evaluated at once
+    rows: int  # of every split: the data lives on the device once per population
+
+    @classmethod
+    def of(cls, splits: Splits) -> "DataSize":
+        parts = [p for p in (splits.train, splits.val, splits.test) if p is not None]
+        return cls(splits.in_shape, splits.n_classes, len(splits.train), max(len(p) for p in parts),
+                   sum(len(p) for p in parts))
 
 
 _sizes: dict[str, tuple[int, int]] = {}  # a model's (parameters, activations per sample): the same for a sweep
 
 
-def bytes_per_member(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: int, n_eval_rows: int) -> int:
+def bytes_per_member(cfg: RunConfig, data: DataSize) -> int:
     """A generous estimate of one member's working memory, from its model built on the meta device: parameters
-    with their gradients and two optimiser states, a training batch with what the backward pass keeps, and the
-    evaluation activations."""
-    in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
-    key = repr((cfg.model, in_shape, n_classes))
+    with their gradients and two optimiser states, a training batch with what the backward pass keeps, the
+    evaluation activations, and its batch order (int64 row indices)."""
+    key = repr((cfg.model, data.in_shape, data.n_classes))
     if key not in _sizes:
-        _sizes[key] = activations_per_sample(cfg.model, in_shape, n_classes)
+        _sizes[key] = activations_per_sample(cfg.model, data.in_shape, data.n_classes)
     n_params, per_sample = _sizes[key]
-    rows = cfg.trainer.batch_size * 6 + min(n_eval_rows, cfg.trainer.eval_batch_size)
-    return torch.finfo(torch_dtype(cfg.trainer.dtype)).bits // 8 * (4 * n_params + rows * per_sample)
+    rows = cfg.trainer.batch_size * 6 + min(data.eval_rows, cfg.trainer.eval_batch_size)
+    return _width(cfg) * (4 * n_params + rows * per_sample) + 8 * data.train_rows
+
+
+def shared_bytes(cfg: RunConfig, data: DataSize) -> int:
+    """What a population holds once, whatever its size: the data (samples and int64 labels) on its device."""
+    return data.rows * (_width(cfg) * math.prod(data.in_shape) + 8)
+
+
+def _width(cfg: RunConfig) -> int:
+    return torch.finfo(torch_dtype(cfg.trainer.dtype)).bits // 8
 
 
 def free_bytes(device: torch.device) -> int:
@@ -67,32 +96,30 @@ def by_population_key(cfgs: Sequence[RunConfig], max_size: int) -> list[list[Run
     return [members[i:i + max_size] for members in groups.values() for i in range(0, len(members), max_size)]
 
 
-def members_that_fit(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: int, n_eval_rows: int,
-                     memory_fraction: float) -> int:
-    """How many members like ``cfg`` fit in ``memory_fraction`` of its device's free memory now (above 1: no limit,
-    the check skipped on purpose)."""
+def members_that_fit(cfg: RunConfig, data: DataSize, memory_fraction: float) -> int:
+    """How many members like ``cfg`` fit in ``memory_fraction`` of its device's free memory now, beside the data
+    they share (above 1: no limit, the check skipped on purpose)."""
     if memory_fraction > 1:
         return sys.maxsize
-    need = bytes_per_member(cfg, in_shape, n_classes, n_eval_rows)
-    return int(memory_fraction * free_bytes(resolve_device(cfg.trainer.device)) // need)
+    room = memory_fraction * free_bytes(resolve_device(cfg.trainer.device)) - shared_bytes(cfg, data)
+    return max(0, int(room // bytes_per_member(cfg, data)))
 
 
-def require_memory(cfg: RunConfig, in_shape: Sequence[int] | int, n_classes: int, n_eval_rows: int, memory_fraction: float) -> None:
+def require_memory(cfg: RunConfig, data: DataSize, memory_fraction: float) -> None:
     """Checked before a population starts: a model that cannot fit fails its own runs with this message."""
-    if members_that_fit(cfg, in_shape, n_classes, n_eval_rows, memory_fraction) < 1:
-        need = bytes_per_member(cfg, in_shape, n_classes, n_eval_rows)
-        raise MemoryError(f"one model needs about {need / 2**20:.0f} MiB, more than {memory_fraction:.0%} of the "
-                          f"free memory on {resolve_device(cfg.trainer.device)}; lower trainer.batch_size or "
+    if members_that_fit(cfg, data, memory_fraction) < 1:
+        need = bytes_per_member(cfg, data) + shared_bytes(cfg, data)
+        raise MemoryError(f"one model and its data need about {need / 2**20:.0f} MiB, more than {memory_fraction:.0%} "
+                          f"of the free memory on {resolve_device(cfg.trainer.device)}; lower trainer.batch_size or "
                           f"the model's size (model.hidden, model.channels).")
 
 
-def populations(cfgs: Sequence[RunConfig], settings: PopulationSettings, in_shape: Sequence[int] | int, n_classes: int,
-                n_eval_rows: int) -> list[list[RunConfig]]:
+def populations(cfgs: Sequence[RunConfig], settings: PopulationSettings, data: DataSize) -> list[list[RunConfig]]:
     """``by_population_key``, each population also cut to what fits in ``settings.memory_fraction`` of the device's free
     memory (at least one member: ``require_memory`` fails a model that fits nowhere)."""
     chunks = []
     for members in by_population_key(cfgs, len(cfgs)):
-        fits = members_that_fit(members[0], in_shape, n_classes, n_eval_rows, settings.memory_fraction)
+        fits = members_that_fit(members[0], data, settings.memory_fraction)
         size = max(1, min(settings.max_size, fits))
         chunks += [members[i:i + size] for i in range(0, len(members), size)]
     return chunks

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Optional, Sequence
 
-from ablate import UserError, models
+from ablate import UserError, augment, models
 from ablate.config import PopulationSettings, RunConfig, config_hash
 from ablate.data import Splits, cached_splits
-from ablate.population import populations, require_memory
+from ablate.population import DataSize, populations, require_memory
 from ablate.tracking import RecordedRun, RunKind, RunStatus, SweepRef, Tracker, lease_key, run_name
 from ablate.train import fit_population, numeric_mode, resolve_device
 
@@ -104,14 +104,16 @@ def train_and_log_all(cfgs: Sequence[RunConfig], settings: PopulationSettings, s
         free = [c for c in todo if leases[id(c)] not in busy]
         pending = [c for c in todo if leases[id(c)] in busy]
         if free:  # a bad data file, or a model that does not fit the data's shape, fails here, before any run opens
-            splits_by_data = {key: cached_splits(data) for key, data in {repr(c.data): c.data for c in free}.items()}
-            splits_of = {id(c): splits_by_data[repr(c.data)] for c in free}
+            # data contexts by their rows: variants that only augment differently share the splits and populations
+            splits_by_data = {key: cached_splits(data) for key, data in {repr(c.data.rows()): c.data.rows()
+                                                                           for c in free}.items()}
+            splits_of = {id(c): splits_by_data[repr(c.data.rows())] for c in free}
             for cfg in {repr((c.model, c.data)): c for c in free}.values():
                 models.check_shapes(cfg.model, splits_of[id(cfg)].in_shape, splits_of[id(cfg)].n_classes)
+                augment.check(cfg.data, splits_of[id(cfg)].in_shape)
             planned = []  # memory is planned per data context: each has its own sample shape and size
             for key, data in splits_by_data.items():
-                planned += populations([c for c in free if repr(c.data) == key], settings, data.in_shape,
-                                       data.n_classes, max(len(data.train), len(data.test)))
+                planned += populations([c for c in free if repr(c.data.rows()) == key], settings, DataSize.of(data))
             start = random.randrange(len(planned))  # workers sharing a sweep start at different populations
             for i, members in enumerate(planned[start:] + planned[:start]):
                 if i and len(planned) > 1:  # what other workers opened meanwhile is theirs
@@ -214,8 +216,7 @@ class PopulationRuns:
             if not self.opened:
                 return []
             cfgs, runs = [c for c, _ in self.opened], [r for _, r in self.opened]
-            require_memory(cfgs[0], splits.in_shape, splits.n_classes, max(len(splits.train), len(splits.test)),
-                           settings.memory_fraction)
+            require_memory(cfgs[0], DataSize.of(splits), settings.memory_fraction)
             results = self._fit(cfgs, runs, splits, device, settings.vectorised)
         for run, result in zip(runs, results):
             if result.outcome == Outcome.finished:

@@ -2,7 +2,8 @@
 by the population it trains in, its position there, or the launcher.
 
 - Initialisation: ``torch.manual_seed(seed)`` before the member's model is built (``train.build_population``).
-- Batch order: a ``torch.Generator`` seeded with the seed (``train.start``).
+- Batch order: a ``torch.Generator`` seeded with the seed, on the data's device (``train.start``).
+- Augmentation: ``counter_uniform`` keyed by the seed, counting steps (``augment.Augmenter``).
 - Dropout masks, two generators with the same rule:
   - ``MemberUniform`` (the MLP's stacked path): one generator per member, each drawing its own slice of a [K, ...]
     tensor; numpy's PCG64 on the CPU (three times as fast as torch's Mersenne Twister), torch's Philox elsewhere.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 DROPOUT = 1  # the purpose a stream serves, mixed into its key: streams for different purposes never overlap
+AUGMENT = 2  # data.augment's crops and flips (ablate/augment.py)
 
 
 def stream_key(seed: int, purpose: int, index: int = 0) -> int:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ablate import augment
 from ablate.config import BNStats, ConfigValueError, Device, DType, MLPConfig, RunConfig
 from ablate.data import Split, Splits
 from ablate.models import build
@@ -218,10 +219,11 @@ class Training:
     data: Splits
     population: Population
     optimizer: Optimizer
-    orders: list[torch.Generator]  # each member's own batch order
+    orders: list[torch.Generator]  # each member's own batch order, on the data's device
     results: list[MemberResult]
     active: list[bool]
     began: float
+    augmenter: Optional[augment.Augmenter]  # None: no member augments its samples
     steps: int = 0  # optimisation steps taken so far
 
     def probe(self, last: bool = False) -> None:
@@ -286,20 +288,23 @@ def fit_population(cfgs: Sequence[RunConfig], splits: Splits, on_epoch: Optional
 def start(cfgs: Sequence[RunConfig], splits: Splits, device: torch.device, build: Callable[..., Population]) -> Training:
     """The members built, their optimiser with every member's hyperparameters, the data moved to the device."""
     began = time.perf_counter()
+    for data in {repr(c.data): c.data for c in cfgs}.values():
+        augment.check(data, splits.in_shape)
     set_numeric_mode(cfgs[0])
     dtype = torch_dtype(cfgs[0].trainer.dtype)
     data = splits.to(device, dtype)
     population = build(cfgs, splits.in_shape, splits.n_classes, device, dtype)
     optimizer = Optimizer(cfgs[0].optim.name, population.params, population.decayed,
                           member_hyperparameters(cfgs, device, dtype))
-    return Training(cfgs, data, population, optimizer, [torch.Generator().manual_seed(c.seed) for c in cfgs],
-                    [MemberResult(History()) for _ in cfgs], [True] * len(cfgs), began)
+    orders = [torch.Generator(device).manual_seed(c.seed) for c in cfgs]  # drawn where the data is: no host copy
+    return Training(cfgs, data, population, optimizer, orders,
+                    [MemberResult(History()) for _ in cfgs], [True] * len(cfgs), began, augment.Augmenter.of(cfgs, device))
 
 
 def train_epoch(t: Training) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over each member's own shuffled batches; returns each member's summed loss and correct count."""
     train, batch, k = t.data.train, t.cfgs[0].trainer.batch_size, t.k
-    perms = torch.stack([torch.randperm(len(train), generator=g) for g in t.orders]).to(train.x.device)  # [K, n]
+    perms = torch.stack([torch.randperm(len(train), generator=g, device=train.x.device) for g in t.orders])  # [K, n]
     loss_sum = torch.zeros(k, device=train.x.device, dtype=train.x.dtype)  # summed on the device: no sync per step
     correct = torch.zeros(k, device=train.x.device, dtype=train.x.dtype)
     rows = train.x.view(len(train), -1)  # gathered as flat rows: index_select's fast path, whatever the shape
@@ -307,6 +312,8 @@ def train_epoch(t: Training) -> tuple[torch.Tensor, torch.Tensor]:
         idx = perms[:, begin:begin + batch].flatten()  # each member its own batch: x [K, B, ...], y [K, B]
         x = rows.index_select(0, idx).view(k, -1, *train.x.shape[1:])  # 8x faster than x[idx]
         y = train.y.index_select(0, idx).view(k, -1)
+        if t.augmenter is not None:
+            x = t.augmenter(x, t.steps)
         t.probe()
         losses, logits = t.population.train_step(x, y, t.optimizer)
         t.steps += 1
@@ -362,6 +369,8 @@ def finish(t: Training) -> None:
 def _one_by_one(cfgs: Sequence[RunConfig], splits: Splits, on_epoch: Optional[MemberCallback],
                 build: Callable[..., Population]) -> tuple[list[MemberResult], OneByOne]:
     results, populations = [], []
+    # the data moves to the device once for all of them (each member's start finds it there: no copy)
+    splits = splits.to(resolve_device(cfgs[0].trainer.device), torch_dtype(cfgs[0].trainer.dtype))
     for k, cfg in enumerate(cfgs):
         [result], population = fit_population([cfg], splits, None if on_epoch is None else
                                               lambda _, metrics, k=k: on_epoch(k, metrics), build=build)

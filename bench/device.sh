@@ -11,9 +11,11 @@ if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   echo "## The trainer (the seed's MLP, 10 epochs)"
   "$PY" bench/trainer.py --device cuda --epochs 10 --sizes 144 1024 --repeats 1
-  echo; echo "## Model families: one by one vs one population (2 epochs)"
-  "$PY" bench/families.py --device cuda --epochs 2 --sizes 32 144 --singles 4
-  echo; echo "## The equivalence tests on CUDA (a member = its single run; the generic path = the hand-written MLP)"
+  echo; echo "## Model families: one by one vs one population (2 epochs), the CNN with and without augmentation"
+  "$PY" bench/families.py --device cuda --epochs 2 --sizes 32 144 --singles 4 --augment
+  echo; echo "## What the probes and precise BN statistics cost (the MLP, K=144)"
+  "$PY" bench/probes.py --device cuda --k 144 --repeats 1
+  echo; echo "## The CUDA tests (a member = its single run, with probes and augmentation too; the generic path = the MLP's)"
   "$PY" -m pytest -q -m cuda -p no:cacheprovider
 else
   "$PY" bench/families.py --device cpu --epochs 1 --sizes 8 --singles 2

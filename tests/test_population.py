@@ -126,7 +126,7 @@ def test_on_epoch_can_stop_one_member():
 def test_groups_share_what_must_be_shared_and_respect_the_size_limit():
     cfgs = [make_config(*DIGITS, f"model.bn={bn}", f"seed={s}", f"optim.lr={lr}")
             for bn in ("pre", "post") for s in range(3) for lr in (0.1, 0.01)]
-    groups = populations(cfgs, PopulationSettings(max_size=4), in_shape=64, n_classes=10, n_eval_rows=400)
+    groups = populations(cfgs, PopulationSettings(max_size=4), DIGITS_SIZE)
     assert sorted(len(g) for g in groups) == [2, 2, 4, 4]
     assert all(len({population_key(c) for c in g}) == 1 for g in groups)
     assert sorted(id(c) for g in groups for c in g) == sorted(id(c) for c in cfgs)
@@ -136,22 +136,34 @@ def test_groups_share_what_must_be_shared_and_respect_the_size_limit():
     assert len({population_key(c) for c in [cfgs[0], *apart]}) == 3  # probes and BN's evaluation: the whole population's
 
 
+DIGITS_SIZE = population.DataSize((1, 8, 8), 10, train_rows=1167, eval_rows=1167, rows=1797)  # data=digits' splits
+
+
+def test_the_memory_plan_reads_its_sizes_off_the_splits():
+    assert population.DataSize.of(cached_splits(make_config(*DIGITS).data)) == DIGITS_SIZE
+
+
 def test_memory_check_shrinks_groups_before_they_start(monkeypatch):
     cfg = make_config(*DIGITS)
-    need = population.bytes_per_member(cfg, 64, 10, 400)
-    monkeypatch.setattr(population, "free_bytes", lambda device: 6 * need)  # half of it: room for 3
-    groups = populations([replace(cfg, seed=s) for s in range(7)], PopulationSettings(max_size=100), 64, 10, 400)
+    need, shared = population.bytes_per_member(cfg, DIGITS_SIZE), population.shared_bytes(cfg, DIGITS_SIZE)
+    assert shared == 1797 * (64 * 4 + 8)  # the data, once: every row's float32 pixels and int64 label
+    monkeypatch.setattr(population, "free_bytes", lambda device: 2 * (shared + 3 * need))  # half: the data and 3
+    groups = populations([replace(cfg, seed=s) for s in range(7)], PopulationSettings(max_size=100), DIGITS_SIZE)
     assert [len(g) for g in groups] == [3, 3, 1]
-    monkeypatch.setattr(population, "free_bytes", lambda device: need)
+    bigger = population.DataSize((1, 8, 8), 10, train_rows=100_000, eval_rows=1167, rows=1797)
+    assert population.bytes_per_member(cfg, bigger) - need == 8 * (100_000 - 1167)  # each member's batch order
+    monkeypatch.setattr(population, "free_bytes", lambda device: 2 * (shared + need) - 1)
     with pytest.raises(MemoryError, match="trainer.batch_size"):
-        population.require_memory(cfg, 64, 10, 400, 0.5)
+        population.require_memory(cfg, DIGITS_SIZE, 0.5)
 
 
 def test_a_model_that_cannot_fit_fails_its_own_run_and_the_others_train(tracking_uri, monkeypatch):
     small = make_config(*DIGITS, "trainer.epochs=1")
     big = make_config(*DIGITS, "trainer.epochs=1", "model.hidden=[4096,4096]")
-    room = 4 * population.bytes_per_member(small, 64, 10, 10**6)  # small fits twice in half of it; big nowhere
-    assert population.bytes_per_member(big, 64, 10, 0) > room
+    data = population.DataSize((1, 8, 8), 10, train_rows=1167, eval_rows=10**6, rows=1797)
+    room = 4 * population.bytes_per_member(small, data) + 2 * population.shared_bytes(small, data)  # small fits
+    # twice in half of it, beside the data; big nowhere
+    assert population.bytes_per_member(big, data) > room
     monkeypatch.setattr(population, "free_bytes", lambda device: room)
     results = train_and_log_all([small, big], PopulationSettings(max_size=2))
     assert [r.outcome for r in results] == [Outcome.finished, Outcome.failed]

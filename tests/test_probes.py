@@ -14,7 +14,7 @@ from ablate.data import cached_splits
 from ablate.models import build_mlp
 from ablate.probes import activation_stats, landscape, measure, summary
 from ablate.train import fit, fit_population
-from tests.conftest import QUICK, make_config
+from tests.conftest import DEVICES, QUICK, make_config, on
 
 ALL = list(Probe)
 
@@ -86,14 +86,15 @@ def test_activation_percentiles_and_variance_shift_are_numpys():
     assert (stats["p15"], stats["p50"], stats["p85"]) == (15.0, 50.0, 85.0)
 
 
-def probed(*overrides):
-    return make_config(*QUICK, "trainer.dtype=float64", "trainer.probes=[" + ",".join(p.value for p in ALL) + "]",
+def probed(*overrides, device="cpu"):
+    return make_config(*on(device, QUICK), "trainer.dtype=float64", "trainer.probes=[" + ",".join(p.value for p in ALL) + "]",
                        "trainer.probe_every=25", *overrides)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
-def test_a_members_probes_are_its_single_runs(family):
-    cfg = probed(f"model={family}", *(["model.channels=[4,8]"] if family == "cnn" else []))
+def test_a_members_probes_are_its_single_runs(family, device):
+    cfg = probed(f"model={family}", *(["model.channels=[4,8]"] if family == "cnn" else []), device=device)
     splits = cached_splits(cfg.data)
     cfgs = [replace(cfg, seed=s, model=replace(cfg.model, dropout=p)) for s, p in [(0, 0.3), (1, 0.0)]]
     members, _ = fit_population(cfgs, splits, vectorise=True)
