@@ -548,7 +548,10 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     except ValueError as err:
         allowed = ", ".join(e.value for e in kind) if isinstance(kind, type) and issubclass(kind, Enum) else kind
         raise ConfigValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}.") from err
-    return list(value) if typing.get_origin(kind) is list else value
+    if typing.get_origin(kind) is list:  # each element as the list's type (trainer.probes: [landscape] -> Probe)
+        element = typing.get_args(kind)[0] if typing.get_args(kind) else None
+        return [v if element is None or element is typing.Any else _convert(v, element, key) for v in value]
+    return value
 
 
 # Keys that say where results go or how a run is launched, not what is trained.

@@ -6,9 +6,9 @@ from omegaconf.errors import ValidationError
 
 from omegaconf import OmegaConf
 
-from ablate.config import (BN, CNNConfig, ConfigValueError, CustomConfig, DataConfig, L2Mode, MLPConfig, OptimConfig,
-                           OptimName, RunConfig,
-                           SearchConfig, TrackingConfig, config_hash, flatten, with_values)
+from ablate.config import (BN, Augment, CNNConfig, ConfigValueError, CustomConfig, DataConfig, L2Mode, MLPConfig,
+                           OptimConfig, OptimName, Probe, RunConfig, SearchConfig, TrackingConfig, config_hash, flatten,
+                           with_values)
 from tests.conftest import REPO, make_config
 
 
@@ -156,6 +156,10 @@ def test_values_set_on_a_composed_config_are_typed_and_checked_together():
         with_values(cfg, {"tracking.heartbeat_s": 600})
     with pytest.raises(ConfigValueError, match="model.dropuot is not a config key"):
         with_values(cfg, {"model.dropuot": 0.1})
+    listed = with_values(cfg, {"trainer.probes": ["landscape", "norms"], "data.augment": ["flip"]})
+    assert listed.trainer.probes == [Probe.landscape, Probe.norms] and listed.data.augment == [Augment.flip]
+    with pytest.raises(ConfigValueError, match="trainer.probes"):  # each element checked as its type
+        with_values(cfg, {"trainer.probes": ["curvature"]})
 
 
 def test_config_hash_is_stable_and_tracks_what_changes_results():
