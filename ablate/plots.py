@@ -137,12 +137,13 @@ def probe_plots(runs: pd.DataFrame, by: str | None, histories: dict[str, dict[st
         if log:
             ax.set_yscale("log")
 
-    def between(ax, low: str, high: str) -> None:  # a probe's own range, each end a mean over seeds
-        for colour, (level, group) in zip(colours, levels):
+    def between(ax, low: str, high: str) -> None:  # a probe's own range, each end a mean over seeds (log: the
+        for colour, (level, group) in zip(colours, levels):  # first steps' values are orders of magnitude larger)
             lo, hi = curve(group, low), curve(group, high)
             if lo.empty:
                 continue
             ax.fill_between(lo.index, lo["mean"], hi["mean"], color=colour, alpha=0.35, label=label(level))
+        ax.set_yscale("log")
 
     def save(fig, name: str, title: str) -> None:
         fig.suptitle(title)
