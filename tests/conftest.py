@@ -115,6 +115,8 @@ def stopped_at_exit(*processes) -> Iterator[None]:
 
 
 QUICK = ("data=digits", "trainer.epochs=2", "trainer.device=cpu")
+# python -m ablate.claims in one context (digits) of conf/judge.yaml's four
+ONLY_DIGITS = ("~judge.contexts.fmnist_small", "~judge.contexts.fmnist_small_precise", "~judge.contexts.digits_precise")
 
 # The equivalence tests run on every device this machine has: a CUDA path is checked the day a GPU is there
 # (pytest -m cuda runs only those), and skipped with the reason where it is not.

@@ -16,8 +16,9 @@ from scipy import stats
 from ablate.claims import (ClaimVariants, Paired, Verdict, arms, compare, firmness, judge, paired_values,
                            verdict_tables)
 from ablate.config import CNNConfig, ConfigValueError, MLPConfig, typed_object
+from ablate.probes import SUMMARIES
 from ablate.schemas import ClaimSpec, Correction, Direction, JudgeSettings, Spread
-from tests.conftest import REPO
+from tests.conftest import ONLY_DIGITS, REPO
 
 SETTINGS = JudgeSettings(seeds=8, bootstrap=2000, contexts={"here": {}})
 NOISE8 = np.array([0.004, -0.006, 0.002, 0.007, -0.003, -0.005, 0.001, 0.0])  # per-seed noise, sd ~0.0047
@@ -204,11 +205,15 @@ def judge_config(*overrides, searchpath=None):
         return typed_object(compose("judge", overrides=[*overrides, *extra]))  # as python -m ablate.claims does
 
 
-def test_the_shipped_claims_are_the_notes_seven_each_stating_its_test_in_advance():
+def test_the_shipped_claims_are_the_notes_and_the_mechanisms_each_stating_its_test_in_advance():
     cfg = judge_config()
-    assert len(cfg.claims) == 7 and cfg.judge.seeds >= 30 and cfg.judge.correction == Correction.holm
-    assert set(cfg.judge.contexts) >= {"fmnist_small", "digits"}
+    assert len(cfg.claims) == 14 and cfg.judge.seeds >= 30 and cfg.judge.correction == Correction.holm
+    assert set(cfg.judge.contexts) == {"fmnist_small", "fmnist_small_precise", "digits", "digits_precise"}
     assert all(c.minimal_effect > 0 for c in cfg.claims.values())
+    for name, c in cfg.claims.items():  # a claim on a probe's summary probes it in both arms, the same way
+        if c.metric in SUMMARIES:
+            probe = SUMMARIES[c.metric][0].split("/")[0]
+            assert probe in c.a["trainer.probes"] and c.a["trainer.probes"] == c.b["trainer.probes"], name
 
 
 def test_the_judges_run_config_is_typed_like_a_runs_and_refuses_unknown_keys():
@@ -244,7 +249,7 @@ def test_a_bad_claim_file_fails_at_composition_naming_the_key(tmp_path, body, ke
 def claims_command(*args, cwd, store):
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": store}
     return subprocess.run([sys.executable, "-m", "ablate.claims", "judge.seeds=3", "trainer.epochs=1",
-                           "trainer.device=cpu", "judge.bootstrap=200", "~judge.contexts.fmnist_small", *args], cwd=cwd,
+                           "trainer.device=cpu", "judge.bootstrap=200", *ONLY_DIGITS, *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, stopped_at_exit
+from tests.conftest import ONLY_DIGITS, REPO, stopped_at_exit
 from tests.servers import free_port
 
 
@@ -94,7 +94,7 @@ def test_ablate_init_makes_a_project_whose_model_claims_and_grid_run_and_the_pyt
              "hydra/launcher=population", cwd=study, env=env)
     assert "3 FINISHED runs" in out
     out = sh("ablate", "claims", "model=my_net", "claims=[mine]", "judge.seeds=3", "trainer.epochs=1",
-             "judge.bootstrap=200", "~judge.contexts.fmnist_small", cwd=study, env=env)
+             "judge.bootstrap=200", *ONLY_DIGITS, cwd=study, env=env)
     assert "| A wider MyNet reaches a higher validation accuracy |" in out
     (study / "notebook.py").write_text(textwrap.dedent('''
         import ablate

@@ -259,7 +259,7 @@ def test_cli_run_prints_epochs_and_where_the_run_went(tracking_uri, tmp_path):
                   "seed=3", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr
-    assert "bn=post, dropout=0.1, sgd lr=0.05, weight_decay=0.0001" in text and "seed=3" in text
+    assert "bn=post, relu, dropout=0.1, sgd lr=0.05, weight_decay=0.0001" in text and "seed=3" in text
     assert "epoch   2/2" in text and "FINISHED" in text and "#/experiments/" in text and tracking_uri in text
 
 
