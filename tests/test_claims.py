@@ -281,7 +281,7 @@ def test_the_claims_command_end_to_end_gives_the_same_table_whatever_its_populat
         assert tables[-1].split("\n\n")[0] in open(report).read()
     assert tables[0] == tables[1]
     rows = tables[0].split("\n\n")[0].splitlines()[2:]  # after the header and its rule
-    cfg = judge_config()
+    cfg = judge_config("claims=[notes]")
     assert len(rows) == 8 and [row.split(" | ")[0][2:] for row in rows[:7]] == [c.text for c in cfg.claims.values()]
     assert all(any(v.value in row for v in Verdict) and "of 1 contexts" in row for row in rows)
     detail = tables[0].split("\n\n")[1]
