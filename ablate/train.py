@@ -227,12 +227,11 @@ class Training:
     steps: int = 0  # optimisation steps taken so far
 
     def probe(self, last: bool = False) -> None:
-        """``trainer.probes`` on every active member (``probes.measure``), every ``trainer.probe_every`` steps from
-        step 0 and once more at the ``last``, on the first ``trainer.probe_rows`` rows of the training split. Off the
+        """``trainer.probes`` on every active member (``probes.measure``) before every ``trainer.probe_every``-th
+        step from step 0, and after the ``last``, on the first ``trainer.probe_rows`` rows of the training split. Off the
         training path: the probes see copies, and torch's generator is left as it was."""
         trainer = self.cfgs[0].trainer
-        if not trainer.probes or (self.steps % trainer.probe_every if not last else
-                                  self.steps % trainer.probe_every == 0):
+        if not trainer.probes or (self.steps % trainer.probe_every and not last):
             return
         train, val = self.data.train, self.data.val
         x, y = train.x[:trainer.probe_rows], train.y[:trainer.probe_rows]
@@ -297,8 +296,8 @@ def start(cfgs: Sequence[RunConfig], splits: Splits, device: torch.device, build
     optimizer = Optimizer(cfgs[0].optim.name, population.params, population.decayed,
                           member_hyperparameters(cfgs, device, dtype))
     orders = [torch.Generator(device).manual_seed(c.seed) for c in cfgs]  # drawn where the data is: no host copy
-    return Training(cfgs, data, population, optimizer, orders,
-                    [MemberResult(History()) for _ in cfgs], [True] * len(cfgs), began, augment.Augmenter.of(cfgs, device))
+    return Training(cfgs, data, population, optimizer, orders, [MemberResult(History()) for _ in cfgs],
+                    [True] * len(cfgs), began, augment.Augmenter.of(cfgs, device))
 
 
 def train_epoch(t: Training) -> tuple[torch.Tensor, torch.Tensor]:

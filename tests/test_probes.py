@@ -122,3 +122,5 @@ def test_probing_changes_no_number_of_training_and_its_summaries_are_means_of_it
     last = on.probes[-1][1]
     assert on.final["variance_shift"] == pytest.approx(np.mean([last["variance_shift/1"], last["variance_shift/2"]]))
     assert summary([]) == {} and math.isfinite(on.final["covariate_shift_cos"])
+    every_epoch = fit(replace(cfg, trainer=replace(cfg.trainer, probes=[Probe.norms], probe_every=37)), splits)
+    assert [step for step, _ in every_epoch.probes] == [0, 37, 74]  # 37 steps an epoch: the end is probed too
