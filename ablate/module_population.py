@@ -29,9 +29,13 @@ from ablate.models import is_decayed
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+def named_batch_norms(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The BatchNorm layers that keep running statistics, with their names, in module order."""
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+
+
 def batch_norms(module: nn.Module) -> list[nn.Module]:
-    """The BatchNorm layers that keep running statistics, in module order."""
-    return [m for m in module.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+    return [m for _, m in named_batch_norms(module)]
 
 
 class NotVectorisable(RuntimeError):
@@ -105,23 +109,19 @@ class ModulePopulation:
         return self._logits(dict(zip(self.names, self.params)), self.buffers, x)
 
     # ------------------------------------------------------------------------- BatchNorm's statistics
-    def _module(self) -> nn.Module:
-        return self.module if self.k == 1 else self.template
-
     def running_stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each BatchNorm layer's (running mean, running variance) as [K, C] tensors, in place."""
         if self.k == 1:
             return [(m.running_mean.unsqueeze(0), m.running_var.unsqueeze(0)) for m in batch_norms(self.module)]
-        names = [name for name, m in self.template.named_modules() if isinstance(m, BATCH_NORMS) and
-                 m.track_running_stats]
-        return [(self.buffers[f"{name}.running_mean"], self.buffers[f"{name}.running_var"]) for name in names]
+        return [(self.buffers[f"{name}.running_mean"], self.buffers[f"{name}.running_var"])
+                for name, _ in named_batch_norms(self.template)]
 
     @torch.no_grad()
     def bn_forward(self, x: torch.Tensor, momentum: float) -> None:
         """One batch for all (x [b, ...]) through the members with BatchNorm on batch statistics, updating the
         running ones with ``momentum``, and everything else in evaluation mode (dropout off): one step of
         re-estimating them (``train.precise_bn``). The layers' own momentum and batch counts are left as they were."""
-        module = self._module()
+        module = self.module if self.k == 1 else self.template
         module.eval()
         norms = batch_norms(module)
         kept = [m.momentum for m in norms]

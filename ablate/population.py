@@ -25,9 +25,8 @@ from ablate.train import resolve_device, torch_dtype
 def population_key(cfg: RunConfig) -> tuple:
     """What members of one population must share: the family and its architecture (``models.architecture``: all
     but the per-member keys, so BN's evaluation statistics too), the data's rows (not its augmentation, which is
-    per member), the trainer (its probes too), the
-    optimiser kind; for the MLP's stacked path also plain SGD
-    apart from SGD with momentum (the two round differently, see ``optim.Optimizer``).
+    per member), the trainer (its probes too), the optimiser kind; for the MLP's stacked path also plain SGD apart
+    from SGD with momentum (the two round differently, see ``optim.Optimizer``).
 
     Everything else (seed, dropout p where the family stacks it, init scale, lr, momentum, betas, weight decay and
     its mode) is per member.
