@@ -44,8 +44,9 @@ Params = dict[str, torch.Tensor]
 
 
 def measure(model: nn.Module, probes: Sequence[Probe], x: torch.Tensor, y: torch.Tensor, lr: float,
-            val_x: Optional[torch.Tensor] = None, eval_batch_size: int = 4096) -> dict[str, float]:
-    """Every probe of ``probes`` on ``model`` (changed: its modes and BatchNorm momentum; pass a copy)."""
+            val_x: Optional[torch.Tensor], eval_batch_size: int) -> dict[str, float]:
+    """Every probe of ``probes`` on ``model`` (changed: its modes and BatchNorm momentum; pass a copy);
+    ``variance_shift`` reads ``val_x`` (none: not measured) in batches of ``eval_batch_size``."""
     out: dict[str, float] = {}
     if Probe.variance_shift in probes and val_x is not None:
         out.update(variance_shift(model, val_x, eval_batch_size))

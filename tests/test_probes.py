@@ -38,7 +38,7 @@ def test_covariate_shift_and_norms_are_the_gradients_worked_by_hand():
 
     g1, g2 = grads(w1)
     _, g2_moved = grads(w1 - lr * g1)
-    out = measure(model, [Probe.covariate_shift, Probe.norms], x, y, lr)
+    out = measure(model, [Probe.covariate_shift, Probe.norms], x, y, lr, None, len(x))
     assert out["covariate_shift/2/l2"] == pytest.approx(np.linalg.norm(g2 - g2_moved), rel=1e-9)
     cos = (g2 * g2_moved).sum() / np.linalg.norm(g2) / np.linalg.norm(g2_moved)
     assert out["covariate_shift/2/cos"] == pytest.approx(cos, rel=1e-9)
