@@ -96,46 +96,49 @@ def train_and_log_all(cfgs: Sequence[RunConfig], settings: PopulationSettings, s
 
     leases = {id(c): lease_key(c) for c in cfgs}
     pending, announced, first = list(cfgs), False, True
-    while pending:
-        checked_ms = int(time.time() * 1000)
-        todo = resume(tracker, pending, sweep_id, kind, record, summarise=first)
-        first = False
-        busy = tracker.leased_elsewhere(sweep_id, kind) if todo else set()
-        free = [c for c in todo if leases[id(c)] not in busy]
-        pending = [c for c in todo if leases[id(c)] in busy]
-        if free:  # a bad data file, or a model that does not fit the data's shape, fails here, before any run opens
-            # data contexts by their rows: variants that only augment differently share the splits and populations
-            splits_by_data = {key: cached_splits(data) for key, data in {repr(c.data.rows()): c.data.rows()
-                                                                           for c in free}.items()}
-            splits_of = {id(c): splits_by_data[repr(c.data.rows())] for c in free}
-            for cfg in {repr((c.model, c.data)): c for c in free}.values():
-                models.check_shapes(cfg.model, splits_of[id(cfg)].in_shape, splits_of[id(cfg)].n_classes)
-                augment.check(cfg.data, splits_of[id(cfg)].in_shape)
-            planned = []  # memory is planned per data context: each has its own sample shape and size
-            for key, data in splits_by_data.items():
-                planned += populations([c for c in free if repr(c.data.rows()) == key], settings, DataSize.of(data))
-            start = random.randrange(len(planned))  # workers sharing a sweep start at different populations
-            for i, members in enumerate(planned[start:] + planned[:start]):
-                if i and len(planned) > 1:  # what other workers opened meanwhile is theirs
-                    busy = tracker.leased_elsewhere(sweep_id, kind)
-                    pending += [c for c in members if leases[id(c)] in busy]
-                    members = [c for c in members if leases[id(c)] not in busy]
-                    if not members:
-                        continue
-                runs = PopulationRuns(recording, members)
-                for cfg, result in runs.train(splits_of[id(members[0])], checked_ms, settings):
-                    record(cfg, result)
-                pending += runs.taken
-        if pending and not wait_for_others:
-            for cfg in pending:
-                log.info(f"left to another worker: {run_name(cfg)} (its run is RUNNING)")
-                record(cfg, RunResult("", Outcome.elsewhere, {}))
-            break
-        if pending:
-            if not announced:
-                log.info(f"waiting for {len(pending)} variant(s) other workers are training")
-                announced = True
-            time.sleep(random.uniform(0.5, 1.0) * min(5.0, cfgs[0].tracking.heartbeat_s))
+    try:
+        while pending:
+            checked_ms = int(time.time() * 1000)
+            todo = resume(tracker, pending, sweep_id, kind, record, summarise=first)
+            first = False
+            busy = tracker.leased_elsewhere(sweep_id, kind) if todo else set()
+            free = [c for c in todo if leases[id(c)] not in busy]
+            pending = [c for c in todo if leases[id(c)] in busy]
+            if free:  # a bad data file, or a model that does not fit the data's shape, fails here, before any run opens
+                # data contexts by their rows: variants that only augment differently share the splits and populations
+                splits_by_data = {key: cached_splits(data) for key, data in {repr(c.data.rows()): c.data.rows()
+                                                                               for c in free}.items()}
+                splits_of = {id(c): splits_by_data[repr(c.data.rows())] for c in free}
+                for cfg in {repr((c.model, c.data)): c for c in free}.values():
+                    models.check_shapes(cfg.model, splits_of[id(cfg)].in_shape, splits_of[id(cfg)].n_classes)
+                    augment.check(cfg.data, splits_of[id(cfg)].in_shape)
+                planned = []  # memory is planned per data context: each has its own sample shape and size
+                for key, data in splits_by_data.items():
+                    planned += populations([c for c in free if repr(c.data.rows()) == key], settings, DataSize.of(data))
+                start = random.randrange(len(planned))  # workers sharing a sweep start at different populations
+                for i, members in enumerate(planned[start:] + planned[:start]):
+                    if i and len(planned) > 1:  # what other workers opened meanwhile is theirs
+                        busy = tracker.leased_elsewhere(sweep_id, kind)
+                        pending += [c for c in members if leases[id(c)] in busy]
+                        members = [c for c in members if leases[id(c)] not in busy]
+                        if not members:
+                            continue
+                    runs = PopulationRuns(recording, members)
+                    for cfg, result in runs.train(splits_of[id(members[0])], checked_ms, settings):
+                        record(cfg, result)
+                    pending += runs.taken
+            if pending and not wait_for_others:
+                for cfg in pending:
+                    log.info(f"left to another worker: {run_name(cfg)} (its run is RUNNING)")
+                    record(cfg, RunResult("", Outcome.elsewhere, {}))
+                break
+            if pending:
+                if not announced:
+                    log.info(f"waiting for {len(pending)} variant(s) other workers are training")
+                    announced = True
+                time.sleep(random.uniform(0.5, 1.0) * min(5.0, cfgs[0].tracking.heartbeat_s))
+    finally:  # the populations' runs are all recorded before their results are returned (or the error raised)
+        tracker.writer.drain()
     return [results[id(cfg)] for cfg in cfgs]
 
 

@@ -19,10 +19,11 @@ import os
 import tempfile
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Collection, Iterator, Mapping, Optional
+from typing import Callable, Collection, Iterator, Mapping, Optional
 
 from ablate.config import RunConfig, TrackingConfig, config_hash, flatten, to_dict
 from ablate.liveness import HOST, Heartbeat, is_dead
@@ -168,6 +169,7 @@ class Tracker:
         self.uri = mask_url(cfg.uri)  # for display; the client gets the real one
         self.dead_after_s = cfg.dead_after_s
         self.heartbeat = Heartbeat(cfg.heartbeat_s)
+        self.writer = Writer(cfg.write_behind)
         check_reachable(cfg.uri, "MLflow store", "Start the server or database (or create the database), or point "
                                                  "tracking.uri / MLFLOW_TRACKING_URI elsewhere.")
         if cfg.uri.startswith("sqlite:"):
@@ -304,7 +306,8 @@ class Tracker:
                      texts: Optional[dict[str, str]] = None, batched: bool = False) -> Iterator["RecordedRun"]:
         """One MLflow run for one trained model: params, config (and ``texts``: name -> content, more
         artifacts), versions; FINISHED, FAILED or KILLED at the end. ``batched`` (a population's member) sends its
-        params and metrics in one batch when it ends, where one run would send them as they come."""
+        params and metrics in one batch when it ends, where one run would send them as they come, through the
+        tracker's ``writer``."""
         import yaml
 
         tags = {TAG_HASH: config_hash(cfg), **identity_tags(cfg), TAG_KIND: kind.value, "device": device,
@@ -315,7 +318,7 @@ class Tracker:
             tags["ablate.experiment"] = cfg.experiment_name
         run = self.start_run(run_name(cfg), tags, sweep.parent_run_id if sweep else None)
         if batched:
-            run.flush_every_s = None
+            run.flush_every_s, run.write_behind = None, True
         with run.lifecycle():
             run.log_params(flatten(cfg))
             config = yaml.dump(to_dict(cfg), sort_keys=False, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
@@ -331,6 +334,7 @@ class RecordedRun:
         self._tracker, self._client, self.run_id = tracker, tracker._client, run_id
         self.artifact_uri = artifact_uri
         self.flush_every_s: Optional[float] = FLUSH_EVERY_S  # None: everything in one batch when the run ends
+        self.write_behind = False  # its end (that batch, its status) through the tracker's writer
         self.status = status  # set once the run has ended
         self._pending: dict[str, list] = {"metrics": [], "params": [], "tags": []}
         self._last_flush = time.monotonic()
@@ -390,17 +394,22 @@ class RecordedRun:
             self._client.log_artifact(self.run_id, str(path), folder)
 
     def end(self, status: RunStatus, error: Optional[str] = None) -> None:
+        """The run's end state; what it has pending is sent first. It stays RUNNING (and stamped) until then."""
         if self.status is not None:
             return
         self.status = status
-        self._tracker.heartbeat.forget(self.run_id)
         if error:
             self._pending["tags"].append(_tag(TAG_ERROR, error[:5000]))
+        self._tracker.writer.write(self._close, behind=self.write_behind)
+
+    def _close(self) -> None:
         self.flush()
-        self._client.set_terminated(self.run_id, status.value)
+        self._tracker.heartbeat.forget(self.run_id)
+        self._client.set_terminated(self.run_id, self.status.value)
 
     def withdraw(self) -> None:
         """Give up the lease (another worker holds the variant): the run is ended and deleted, out of every table."""
+        self.write_behind = False
         self.end(RunStatus.killed, "withdrawn: another worker holds this variant")
         self._client.delete_run(self.run_id)
 
@@ -423,6 +432,33 @@ class RecordedRun:
             with contextlib.suppress(Exception):  # the store's own trouble must not hide the error being recorded
                 self.log_texts({"error.txt": "".join(traceback.format_exception(err))})
         self.end(RunStatus.failed, f"{type(err).__name__}: {err}")
+
+
+class Writer:
+    """Writes to the store made by one thread of their own, in order, so that training goes on meanwhile (a
+    population's runs end while the next population trains). ``drain`` waits for them all: until then such a run
+    is RUNNING and stamped by the heartbeat, so a worker killed first leaves it to the dead-worker rule."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pending: list[Future] = []
+
+    def write(self, write: Callable[[], None], behind: bool) -> None:
+        """``write()`` now, or, where ``behind`` and enabled, by the writer's thread."""
+        if not (behind and self.enabled):
+            return write()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-writer")
+        self._pending.append(self._pool.submit(write))
+
+    def drain(self) -> None:
+        """Wait until every write is done; the first that failed is raised with its traceback (the others were
+        attempted all the same)."""
+        pending, self._pending = self._pending, []
+        errors = [err for err in (future.exception() for future in pending) if err is not None]
+        if errors:
+            raise errors[0]
 
 
 def _tag(key: str, value: str):

@@ -1,11 +1,14 @@
 """End to end: a 144-variant sweep through Hydra and MLflow, one variant per job vs populations.
 
-    python bench/sweep.py [--epochs 10] [--launchers basic population]
+    python bench/sweep.py [--epochs 10] [--launchers basic population] [--max-size 144] [--write-behind on off]
 
 The grid: dropout {0, 0.1, 0.3, 0.5} x lr {0.01, 0.1} x weight decay {0, 1e-4, 1e-3} x seeds 0-5 = 144 runs of
 the seed's model on the shipped data, each run recorded in a fresh SQLite MLflow store. Prints wall time, runs per
 minute, and the per-run overhead: wall time not spent training (Hydra, MLflow, data loading, process start),
-divided by the number of runs. Training time is the sum of the runs' own ``train_seconds`` metric.
+divided by the number of runs. Training time is the sum of the runs' own ``train_seconds`` metric (a population's
+time, shared among its members). The population launcher runs once per ``--write-behind`` setting
+(``tracking.write_behind``: a population's runs written while the next trains, or in turn) and trains populations of
+up to ``--max-size`` members: the grid is one population of 144 by default, several below that.
 
 Measured in the same sitting, so that the overhead can be read on any host: the notebook loop (one model, the
 same epochs: how fast this host is), a process's start-up (imports and opening the store: paid once a sweep), and
@@ -42,14 +45,14 @@ def fresh_store(folder: str) -> str:
     return uri
 
 
-def sweep(launcher: str, epochs: int) -> tuple[float, int, float]:
+def sweep(launcher: str, epochs: int, settings: list[str]) -> tuple[float, int, float]:
     """Wall seconds, FINISHED runs, summed training seconds."""
     with tempfile.TemporaryDirectory() as folder:
         uri = fresh_store(folder)
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
         began = time.perf_counter()
         subprocess.run([sys.executable, "-m", "ablate", "-m", *GRID, f"trainer.epochs={epochs}", "trainer.device=cpu",
-                        f"hydra/launcher={launcher}"], cwd=folder, env=env, check=True,
+                        f"hydra/launcher={launcher}", *settings], cwd=folder, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - began
         client = MlflowClient(uri)
@@ -103,6 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--launchers", nargs="*", default=["basic", "population"])
+    parser.add_argument("--max-size", type=int, default=RUNS, help="members of a population at most")
+    parser.add_argument("--write-behind", nargs="*", choices=["on", "off"], default=["on", "off"])
     args = parser.parse_args()
     splits = cached_splits(trainer.compose_config().data)
     reference = min(trainer.reference(splits, args.epochs, torch.device("cpu")) for _ in range(3))
@@ -112,15 +117,22 @@ def main() -> None:
           f"- a process's start-up (imports, opening the store): {start_up:.2f} s, "
           f"{1000 * start_up / RUNS:.0f} ms a run at {RUNS}\n"
           f"- recording alone ({RUNS} runs through the Tracker, no training): {1000 * recording / RUNS:.0f} ms a run\n")
-    print("| launcher | runs | wall s | runs/min | training s | overhead per run (ms) |\n|---|---|---|---|---|---|")
-    baseline = None
-    for launcher in args.launchers:
-        wall, runs, training = sweep(launcher, args.epochs)
-        baseline = baseline or wall
-        print(f"| {launcher} | {runs} | {wall:.1f} | {60 * runs / wall:.1f} | {training:.1f} | "
-              f"{1000 * (wall - training) / runs:.0f} |", flush=True)
-    if len(args.launchers) > 1:
-        print(f"\n{args.launchers[-1]} vs {args.launchers[0]}: {baseline / wall:.2f}x faster end to end")
+    print("| launcher | write behind | runs | wall s | runs/min | training s | outside training | overhead per run (ms) |"
+          "\n|---|---|---|---|---|---|---|---|")
+    rows = [(launcher, write_behind) for launcher in args.launchers
+            for write_behind in (args.write_behind if launcher.startswith("population") else ["on"])]
+    walls = []
+    for launcher, write_behind in rows:
+        settings = [f"tracking.write_behind={write_behind == 'on'}"]
+        if launcher.startswith("population"):
+            settings.append(f"hydra.launcher.max_size={args.max_size}")
+        wall, runs, training = sweep(launcher, args.epochs, settings)
+        walls.append(wall)
+        print(f"| {launcher} | {write_behind} | {runs} | {wall:.1f} | {60 * runs / wall:.1f} | {training:.1f} | "
+              f"{100 * (wall - training) / wall:.0f}% | {1000 * (wall - training) / runs:.0f} |", flush=True)
+    for (launcher, write_behind), wall in list(zip(rows, walls))[1:]:
+        print(f"{launcher} (write behind {write_behind}) vs {rows[0][0]} (write behind {rows[0][1]}): "
+              f"{walls[0] / wall:.2f}x faster end to end")
 
 
 if __name__ == "__main__":

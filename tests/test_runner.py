@@ -17,7 +17,7 @@ from ablate.runner import train_and_log, train_and_log_all
 from ablate.provenance import code_version
 from ablate.runner import Outcome
 from ablate.tracking import (TAG_CODE, TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, RunStatus, Tracker,
-                             identity_tags)
+                             Writer, identity_tags)
 from tests.conftest import QUICK, REPO, fresh_postgres_database, make_config, stopped_at_exit
 from tests.servers import free_port
 
@@ -144,6 +144,55 @@ def test_a_terminated_run_is_no_longer_stamped(tracking_uri):
     stamp = client.get_run(run.run_id).data.tags[TAG_HEARTBEAT]
     time.sleep(2.5)  # two beats' time: a stamp now would make the dead run look alive to other workers
     assert client.get_run(run.run_id).data.tags[TAG_HEARTBEAT] == stamp
+
+
+def test_the_writer_writes_in_order_on_its_own_thread_and_drain_raises_the_first_error_after_trying_all():
+    writer, gate, done, threads = Writer(enabled=True), threading.Event(), [], set()
+
+    def write(i):
+        def go():
+            gate.wait(10)
+            threads.add(threading.current_thread().name)
+            done.append(i)
+            if i == 1:
+                raise RuntimeError("the store went away")
+        return go
+
+    for i in range(3):
+        writer.write(write(i), behind=True)
+    assert done == []  # each write() returned at once: the caller goes on while they wait
+    gate.set()
+    with pytest.raises(RuntimeError, match="the store went away") as raised:
+        writer.drain()
+    assert done == [0, 1, 2] and len(threads) == 1 and threading.current_thread().name not in threads
+    assert any(entry.name == "go" for entry in raised.traceback)  # the write's own frame, not just the drain's
+    writer.drain()  # drained: nothing left to raise
+    for enabled, behind in [(True, False), (False, True)]:
+        Writer(enabled).write(lambda: done.append("now"), behind=behind)
+        assert done[-1] == "now"  # written before write() returned
+
+
+def test_ctrl_c_in_the_next_population_leaves_the_last_one_recorded_behind_it_finished(tracking_uri):
+    """A population's runs are ended by the writer while the next trains; Ctrl-C in the next still finds them
+    written FINISHED with their metrics, its own members KILLED, nothing RUNNING."""
+    cfgs = [make_config(*QUICK, f"model.bn={bn}", f"seed={seed}") for bn in ("pre", "none") for seed in (0, 1)]
+    order = []
+
+    def on_epoch(cfg, metrics):
+        if cfg.model.bn.value not in order:
+            order.append(cfg.model.bn.value)
+        if len(order) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_log_all(cfgs, PopulationSettings(), on_epoch=on_epoch)
+    _, recorded = runs(tracking_uri)
+    status = {(r.data.params["model.bn"], r.data.params["seed"]): r for r in recorded}
+    assert len(status) == 4
+    for seed in ("0", "1"):
+        first, second = status[(order[0], seed)], status[(order[1], seed)]
+        assert first.info.status == "FINISHED" and {"test_acc", "val_acc"} <= set(first.data.metrics)
+        assert second.info.status == "KILLED" and second.data.tags[TAG_ERROR] == "interrupted (Ctrl-C)"
 
 
 def test_a_finished_run_of_other_code_is_trained_again(tracking_uri):
