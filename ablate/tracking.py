@@ -403,8 +403,10 @@ class RecordedRun:
         self._tracker.writer.write(self._close, behind=self.write_behind)
 
     def _close(self) -> None:
-        self.flush()
-        self._tracker.heartbeat.forget(self.run_id)
+        try:
+            self.flush()
+        finally:  # a run that cannot be ended is not kept alive either: the dead-worker rule ends it
+            self._tracker.heartbeat.forget(self.run_id)
         self._client.set_terminated(self.run_id, self.status.value)
 
     def withdraw(self) -> None:
