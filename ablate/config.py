@@ -283,9 +283,10 @@ class TrackingConfig:
     # worker stamps it every heartbeat_s; one not stamped for dead_after_s belongs to a dead worker and is redone.
     heartbeat_s: float = 30.0
     dead_after_s: float = 120.0
-    # A population's runs are written to the store by a thread of their own once it has trained, so that the next
-    # population trains meanwhile (all written before the sweep, search or claims go on); false: written in turn.
-    write_behind: bool = True
+    # true: a population's runs are ended in the store by a thread of their own while the next population trains
+    # (all written before the sweep, search or claims go on). Off by default: on a 2-core CPU it measured no faster
+    # (the writer and the trainer share the cores and the GIL); bench/device.sh measures it on a GPU.
+    write_behind: bool = False
 
     def __post_init__(self) -> None:
         require(self.heartbeat_s > 0, "tracking.heartbeat_s", self.heartbeat_s, "positive")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures in one command (under 5 minutes on a current GPU): the trainer and the model families on CUDA,
+# The GPU figures in one command (under 5 minutes on a current GPU): the trainer, the model families and a sweep on CUDA,
 # each beside the notebook loop timed in the same sitting, then the CUDA tests (pytest -m cuda). On a machine
 # without CUDA it prints this CPU's families table (a short one), says so, and exits 0.
 #   bash bench/device.sh            (uses .venv/bin/python if present; PY=... to choose another)
@@ -15,6 +15,8 @@ if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
   "$PY" bench/families.py --device cuda --epochs 2 --sizes 32 144 --singles 4 --augment
   echo; echo "## What the probes and precise BN statistics cost (the MLP, K=144)"
   "$PY" bench/probes.py --device cuda --k 144 --repeats 1
+  echo; echo "## A 144-variant sweep through MLflow, 3 populations of 48, written behind training or in turn"
+  "$PY" bench/sweep.py --device cuda --epochs 3 --launchers population --max-size 48 --write-behind on off
   echo; echo "## The CUDA tests (a member = its single run, with probes and augmentation too; the generic path = the MLP's)"
   "$PY" -m pytest -q -m cuda -p no:cacheprovider
 else

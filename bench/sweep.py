@@ -1,6 +1,7 @@
 """End to end: a 144-variant sweep through Hydra and MLflow, one variant per job vs populations.
 
     python bench/sweep.py [--epochs 10] [--launchers basic population] [--max-size 144] [--write-behind on off]
+                          [--device cpu]
 
 The grid: dropout {0, 0.1, 0.3, 0.5} x lr {0.01, 0.1} x weight decay {0, 1e-4, 1e-3} x seeds 0-5 = 144 runs of
 the seed's model on the shipped data, each run recorded in a fresh SQLite MLflow store. Prints wall time, runs per
@@ -45,14 +46,14 @@ def fresh_store(folder: str) -> str:
     return uri
 
 
-def sweep(launcher: str, epochs: int, settings: list[str]) -> tuple[float, int, float]:
+def sweep(launcher: str, epochs: int, device: str, settings: list[str]) -> tuple[float, int, float]:
     """Wall seconds, FINISHED runs, summed training seconds."""
     with tempfile.TemporaryDirectory() as folder:
         uri = fresh_store(folder)
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ablate", "-m", *GRID, f"trainer.epochs={epochs}", "trainer.device=cpu",
-                        f"hydra/launcher={launcher}", *settings], cwd=folder, env=env, check=True,
+        subprocess.run([sys.executable, "-m", "ablate", "-m", *GRID, f"trainer.epochs={epochs}",
+                        f"trainer.device={device}", f"hydra/launcher={launcher}", *settings], cwd=folder, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - began
         client = MlflowClient(uri)
@@ -109,11 +110,13 @@ def main() -> None:
     parser.add_argument("--launchers", nargs="*", default=["basic", "population"])
     parser.add_argument("--max-size", type=int, default=RUNS, help="members of a population at most")
     parser.add_argument("--write-behind", nargs="*", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     splits = cached_splits(trainer.compose_config().data)
-    reference = min(trainer.reference(splits, args.epochs, torch.device("cpu")) for _ in range(3))
+    reference = min(trainer.reference(splits, args.epochs, torch.device(args.device)) for _ in range(3))
     start_up, recording = start_up_seconds(), recording_seconds(args.epochs)
-    print(f"{RUNS}-variant sweep, {args.epochs} epochs, batch 32, shipped data, SQLite MLflow store. In this sitting:\n"
+    print(f"{RUNS}-variant sweep, {args.epochs} epochs, batch 32, shipped data, SQLite MLflow store, {args.device}. "
+          f"In this sitting:\n"
           f"- the notebook loop, one model, {args.epochs} epochs: {reference:.2f} s (best of 3)\n"
           f"- a process's start-up (imports, opening the store): {start_up:.2f} s, "
           f"{1000 * start_up / RUNS:.0f} ms a run at {RUNS}\n"
@@ -127,7 +130,7 @@ def main() -> None:
         settings = [f"tracking.write_behind={write_behind == 'on'}"]
         if launcher.startswith("population"):
             settings.append(f"hydra.launcher.max_size={args.max_size}")
-        wall, runs, training = sweep(launcher, args.epochs, settings)
+        wall, runs, training = sweep(launcher, args.epochs, args.device, settings)
         walls.append(wall)
         print(f"| {launcher} | {write_behind} | {runs} | {wall:.1f} | {60 * runs / wall:.1f} | {training:.1f} | "
               f"{100 * (wall - training) / wall:.0f}% | {1000 * (wall - training) / runs:.0f} |", flush=True)

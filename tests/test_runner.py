@@ -175,7 +175,8 @@ def test_the_writer_writes_in_order_on_its_own_thread_and_drain_raises_the_first
 def test_ctrl_c_in_the_next_population_leaves_the_last_one_recorded_behind_it_finished(tracking_uri):
     """A population's runs are ended by the writer while the next trains; Ctrl-C in the next still finds them
     written FINISHED with their metrics, its own members KILLED, nothing RUNNING."""
-    cfgs = [make_config(*QUICK, f"model.bn={bn}", f"seed={seed}") for bn in ("pre", "none") for seed in (0, 1)]
+    cfgs = [make_config(*QUICK, "tracking.write_behind=true", f"model.bn={bn}", f"seed={seed}")
+            for bn in ("pre", "none") for seed in (0, 1)]
     order = []
 
     def on_epoch(cfg, metrics):
