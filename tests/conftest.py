@@ -7,7 +7,9 @@ A new MLflow SQLite database runs every migration (seconds), so one is migrated 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import uuid
 from pathlib import Path
 from typing import Iterator, Optional
@@ -103,15 +105,20 @@ def tracking_uri(migrated_store, tmp_path, monkeypatch) -> str:
 
 
 @contextlib.contextmanager
-def stopped_at_exit(*processes) -> Iterator[None]:
-    """Processes a test started are killed when the block ends, so a failing assertion leaves nothing running."""
+def stopped_at_exit(*processes, with_children: bool = False) -> Iterator[None]:
+    """Processes a test started are killed when the block ends, so a failing assertion leaves nothing running.
+    ``with_children``: each was started in a session of its own (``start_new_session=True``) and is killed with all
+    it started, even once it has exited itself (a server's workers would outlive it)."""
     try:
         yield
     finally:
         for process in processes:
-            if process.poll() is None:
+            if with_children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # the session's id is its first process's pid
+            elif process.poll() is None:
                 process.kill()
-                process.wait()
+            process.wait()
 
 
 QUICK = ("data=digits", "trainer.epochs=2", "trainer.device=cpu")

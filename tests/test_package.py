@@ -69,8 +69,8 @@ def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
     assert "best config retrained with 1 seeds" in out and (tmp_path / "studies").is_dir()
     port = free_port()
     ui = subprocess.Popen(["ablate", "ui", f"port={port}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    with stopped_at_exit(ui):
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    with stopped_at_exit(ui, with_children=True):  # MLflow's UI runs workers of its own
         deadline = time.time() + 60
         while True:  # the MLflow UI answers on the port it was given
             try:

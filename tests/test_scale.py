@@ -44,7 +44,12 @@ def train_runs(uri, experiment="ablate"):
 
 def assert_each_variant_finished_once(runs, variants):
     finished = Counter(r.data.tags["ablate.config_hash"] for r in runs if r.info.status == "FINISHED")
-    assert len(finished) == variants and set(finished.values()) == {1}, finished
+    story = "\n".join(  # which worker held what, when, and why it ended: enough to tell a lease's failure
+        f"{r.info.status} pid={r.data.tags.get('ablate.pid')} {r.data.tags['ablate.config_hash'][:8]} "
+        f"start={r.info.start_time} end={r.info.end_time} beat={r.data.tags.get('ablate.heartbeat')} "
+        f"code={r.data.tags.get('ablate.code_version')} sweep={r.data.tags.get('ablate.sweep_id')} "
+        f"error={r.data.tags.get('ablate.error')}" for r in sorted(runs, key=lambda r: r.info.start_time))
+    assert len(finished) == variants and set(finished.values()) == {1}, f"{finished}\n{story}"
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert len({r.data.tags["ablate.sweep_id"] for r in runs}) == 1
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
