@@ -53,8 +53,8 @@ def sweep(launcher: str, epochs: int, device: str, settings: list[str]) -> tuple
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
         began = time.perf_counter()
         subprocess.run([sys.executable, "-m", "ablate", "-m", *GRID, f"trainer.epochs={epochs}",
-                        f"trainer.device={device}", f"hydra/launcher={launcher}", *settings], cwd=folder, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        f"trainer.device={device}", f"hydra/launcher={launcher}", *settings], cwd=folder, env=env,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - began
         client = MlflowClient(uri)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
@@ -123,13 +123,13 @@ def main() -> None:
           f"- recording alone ({RUNS} runs through the Tracker, no training): {1000 * recording / RUNS:.0f} ms a run\n")
     print("| launcher | write behind | runs | wall s | runs/min | training s | outside training | overhead per run (ms) |"
           "\n|---|---|---|---|---|---|---|---|")
+    # write-behind applies to a population's runs: a one-variant-per-job launcher runs as it is ("-")
     rows = [(launcher, write_behind) for launcher in args.launchers
-            for write_behind in (args.write_behind if launcher.startswith("population") else ["on"])]
+            for write_behind in (args.write_behind if launcher.startswith("population") else ["-"])]
     walls = []
     for launcher, write_behind in rows:
-        settings = [f"tracking.write_behind={write_behind == 'on'}"]
-        if launcher.startswith("population"):
-            settings.append(f"hydra.launcher.max_size={args.max_size}")
+        settings = [] if write_behind == "-" else [f"tracking.write_behind={write_behind == 'on'}",
+                                                   f"hydra.launcher.max_size={args.max_size}"]
         wall, runs, training = sweep(launcher, args.epochs, args.device, settings)
         walls.append(wall)
         print(f"| {launcher} | {write_behind} | {runs} | {wall:.1f} | {60 * runs / wall:.1f} | {training:.1f} | "
