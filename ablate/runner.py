@@ -221,10 +221,23 @@ class PopulationRuns:
             cfgs, runs = [c for c, _ in self.opened], [r for _, r in self.opened]
             require_memory(cfgs[0], DataSize.of(splits), settings.memory_fraction)
             results = self._fit(cfgs, runs, splits, device, settings.vectorised)
-        for run, result in zip(runs, results):
+            # Fencing: a run another worker ended meanwhile (it judged this one dead and took the variant over) is
+            # left as it is, so that a variant is never FINISHED twice; its result here is dropped.
+            lost = rec.tracker.ended_by_others([run.run_id for run, result in zip(runs, results)
+                                                if result.outcome == Outcome.finished])
+            for cfg, run in zip(cfgs, runs):
+                if run.run_id in lost:
+                    run.let_go()
+                    self.taken.append(cfg)
+                    log.warning(f"run {run.run_id} ({run_name(cfg)}): another worker found its heartbeat older than "
+                                f"tracking.dead_after_s={cfg.tracking.dead_after_s:g} s, ended it and took the variant "
+                                f"over; its result here is dropped. A slow store or an overloaded host delays "
+                                f"heartbeats: raise tracking.dead_after_s.")
+        kept = [(cfg, run, result) for cfg, run, result in zip(cfgs, runs, results) if run.run_id not in lost]
+        for _, run, result in kept:
             if result.outcome == Outcome.finished:
                 _report(rec.tracker, run.run_id, result.metrics, brief=len(cfgs) > 1 or rec.sweep is not None)
-        return list(zip(cfgs, results))
+        return [(cfg, result) for cfg, _, result in kept]
 
     def _fit(self, cfgs: list[RunConfig], runs: list[RecordedRun], splits: Splits, device: str,
              vectorise: Optional[bool]) -> list[RunResult]:

@@ -140,9 +140,12 @@ class Resumable:
 def _where(*, sweep_id: Optional[str] = None, kind: Optional[RunKind] = None, not_kind: Optional[RunKind] = None,
            status: Optional[RunStatus] = None, config_hashes: Collection[str] = (), this_code: bool = False,
            tags: Optional[dict[str, str]] = None, started_since_ms: Optional[int] = None,
-           ended_since_ms: Optional[int] = None) -> str:
+           ended_since_ms: Optional[int] = None, run_ids: Collection[str] = ()) -> str:
     """An MLflow filter string from what the caller asks for (the only place one is written)."""
     parts = [f"tags.`{TAG_CODE}` = '{code_version()}'"] if this_code else []
+    if run_ids:
+        quoted = ", ".join(f"'{run_id}'" for run_id in run_ids)
+        parts.append(f"attributes.run_id IN ({quoted})")
     for key, value in {TAG_SWEEP: sweep_id, TAG_KIND: kind and kind.value, **(tags or {})}.items():
         if value is not None:
             parts.append(f"tags.`{key}` = '{value}'")
@@ -256,6 +259,13 @@ class Tracker:
             runs += self.runs(sweep_id=sweep_id, kind=kind, this_code=True, status=RunStatus.finished,
                               ended_since_ms=finished_since_ms)
         return {f"{r.config_hash}/{r.tags.get(TAG_INPUTS)}" for r in runs if r.run_id not in ours}
+
+    def ended_by_others(self, run_ids: Collection[str]) -> set[str]:
+        """Which of this process's open runs another worker has ended meanwhile: it found their heartbeat older
+        than ``dead_after_s`` (a stalled store or host) and took their variants over. One query."""
+        if not run_ids:
+            return set()
+        return {r.run_id for r in self.runs(run_ids=run_ids) if r.status != RunStatus.running}
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of a metric logged per epoch."""
@@ -408,6 +418,11 @@ class RecordedRun:
         finally:  # a run that cannot be ended is not kept alive either: the dead-worker rule ends it
             self._tracker.heartbeat.forget(self.run_id)
         self._client.set_terminated(self.run_id, self.status.value)
+
+    def let_go(self) -> None:
+        """Leave the run as another worker ended it (``Tracker.ended_by_others``): nothing more is written to it."""
+        self.status = RunStatus.killed
+        self._tracker.heartbeat.forget(self.run_id)
 
     def withdraw(self) -> None:
         """Give up the lease (another worker holds the variant): the run is ended and deleted, out of every table."""

@@ -196,6 +196,31 @@ def test_ctrl_c_in_the_next_population_leaves_the_last_one_recorded_behind_it_fi
         assert second.info.status == "KILLED" and second.data.tags[TAG_ERROR] == "interrupted (Ctrl-C)"
 
 
+def test_a_run_another_worker_ended_as_dead_is_left_killed_and_its_variant_is_not_finished_twice(tracking_uri,
+                                                                                                    caplog):
+    """Fencing: while a population trains, a rival judges one member's worker dead (its heartbeat looked stale) and
+    ends that run KILLED, as ``Tracker.live`` does. The owner must not end it FINISHED after all: it drops its result
+    and, finding no live rival, trains the variant again; each variant ends with one FINISHED run."""
+    cfgs = [make_config(*QUICK, f"seed={seed}") for seed in (0, 1)]
+    rival, ended = Tracker(cfgs[0].tracking), []
+
+    def on_epoch(cfg, metrics):
+        if cfg.seed == 0 and not ended:
+            (run,) = rival.runs(status=RunStatus.running, config_hashes=[config_hash(cfg)])
+            rival.terminate(run.run_id, RunStatus.killed, "its worker died or stopped heartbeating while RUNNING")
+            ended.append(run.run_id)
+
+    with caplog.at_level(logging.WARNING, logger="ablate"):
+        results = train_and_log_all(cfgs, PopulationSettings(), on_epoch=on_epoch)
+    _, recorded = runs(tracking_uri)
+    by_id = {r.info.run_id: r for r in recorded}
+    assert by_id[ended[0]].info.status == "KILLED"
+    assert [r.outcome for r in results] == [Outcome.finished, Outcome.finished] and results[0].run_id != ended[0]
+    finished = [r.data.params["seed"] for r in recorded if r.info.status == "FINISHED"]
+    assert sorted(finished) == ["0", "1"]
+    assert "tracking.dead_after_s" in caplog.text and ended[0] in caplog.text
+
+
 def test_a_finished_run_of_other_code_is_trained_again(tracking_uri):
     """Resume reuses a FINISHED run only for the same config *and* code version."""
     cfg = make_config(*QUICK)
