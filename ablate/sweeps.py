@@ -94,7 +94,7 @@ class Sweep:
         finished = [r for r in self.tracker.runs(sweep_id=self.sweep_id, status=RunStatus.finished)
                     if r.kind != self.kind.value]  # one query: the summary's rows and the count
         if text is None:
-            table = summary_table(runs_frame([r for r in finished if r.kind == RunKind.train.value]),
+            table = summary_table(runs_frame([r for r in finished if r.kind == RunKind.train.value], self.factors),
                                   [f for f in self.factors if f != "seed"])
             text = markdown_table(table) if len(table) else "(no FINISHED runs)"
         self.parent.log_texts({"summary.md": text})

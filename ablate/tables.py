@@ -6,28 +6,37 @@ What the end of every sweep prints, and what reports and claims start from; pand
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import pandas as pd
 
-from ablate.tracking import RunKind, RunRecord, RunStatus, Tracker
+from ablate.tracking import TAG_CODE, TAG_FACTORS, RunKind, RunRecord, RunStatus, Tracker
 
 METRICS = ["val_acc", "test_acc", "train_loss", "train_eval_acc", "weight_norm", "epochs_to_target"]
 
 
 def load_runs(tracker: Tracker, sweep_id: str, statuses: tuple[RunStatus, ...] = (RunStatus.finished,)) -> pd.DataFrame:
-    """One row per variant: its params (dotted names) and final metrics; the latest run per config."""
+    """One row per variant of the sweep: its params (dotted names), final metrics and code version, from its latest
+    run (``runs_frame``, by the factors the sweep's parent run records)."""
+    parent = tracker.runs(sweep_id=sweep_id, kind=RunKind.sweep, max_results=1)
+    factors = [f for f in parent[0].tags.get(TAG_FACTORS, "").split(",") if f] if parent else []
     return runs_frame([r for status in statuses for r in tracker.runs(sweep_id=sweep_id, kind=RunKind.train,
-                                                                      status=status)])
+                                                                      status=status)], factors)
 
 
-def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
-    """Training runs as one row per variant (see ``load_runs``)."""
+def runs_frame(runs: list[RunRecord], factors: Sequence[str] = ()) -> pd.DataFrame:
+    """Training runs as one row per variant, the latest run of each. A variant is a combination of the sweep's
+    ``factors`` (seed included) where each is a param: a run recorded before the config gained a key has another
+    config hash but is the same variant, and its successor replaces it. Otherwise (a group such as ``model=`` was
+    swept, or no factors are given) a variant is a config hash."""
     rows = [{"run_id": r.run_id, "status": r.status.value, "start_time": r.start_time, "config_hash": r.config_hash,
-             **{k: _number(v) for k, v in r.params.items()}, **r.metrics} for r in runs]
+             "code_version": r.tags.get(TAG_CODE), **{k: _number(v) for k, v in r.params.items()}, **r.metrics}
+            for r in runs]
     if not rows:
         return pd.DataFrame(columns=["run_id", "config_hash", *METRICS])
     frame = pd.DataFrame(rows).sort_values("start_time")
-    frame = frame.drop_duplicates("config_hash", keep="last").reset_index(drop=True)
+    variant = list(factors) if factors and all(f in frame for f in factors) else ["config_hash"]
+    frame = frame.drop_duplicates(variant, keep="last").reset_index(drop=True)
     if {"train_eval_acc", "val_acc"} <= set(frame):
         frame["gap"] = frame["train_eval_acc"] - frame["val_acc"]  # overfitting: train (eval mode) minus val
     return frame

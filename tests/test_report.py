@@ -2,6 +2,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from scipy import stats
 from ablate.report import best_variant, build_report, distinguishable
 from ablate.tables import load_runs, summary_table
 from ablate.stats import adjust, best_against_others, effect_table, mean_ci, t_pvalue
-from ablate.tracking import Tracker
+from ablate.tracking import RunKind, Tracker
 from tests.conftest import REPO
 
 
@@ -134,3 +135,37 @@ def test_on_equal_variants_the_best_is_called_better_than_another_at_most_at_the
           f"other ({runner_up / studies:.3f} better than the runner-up), {naive / studies:.3f} chosen and tested on "
           f"the same seeds; alpha {alpha}")
     assert rate <= bound and runner_up <= called
+
+
+def test_a_variant_rerun_after_its_config_gained_a_key_counts_once_and_the_report_names_the_mixed_code(
+        tracking_uri, tmp_path):
+    """A sweep resumed after an upgrade that added a config key: each variant's new run has another config hash
+    than its old one, yet it is the same variant (the same factor values) and replaces it. Where only some were
+    rerun, the report says that its runs come from two versions of the code."""
+    from ablate.tables import runs_frame
+    from ablate.tracking import TAG_CODE, TAG_FACTORS, TAG_HASH, TAG_KIND, TAG_SWEEP, RunStatus
+
+    tracker, sweep_id = Tracker(TrackingConfig(uri=tracking_uri)), "sweep-upgraded"
+    tracker.start_run("sweep", {TAG_SWEEP: sweep_id, TAG_KIND: "sweep", TAG_FACTORS: "model.bn,seed"}).end(
+        RunStatus.finished)
+
+    def record(bn, seed, code, val_acc):
+        run = tracker.start_run(f"{bn} {seed}", {TAG_SWEEP: sweep_id, TAG_KIND: "train", TAG_CODE: code,
+                                                 TAG_HASH: f"{code}-{bn}-{seed}"})
+        run.log_params({"model.bn": bn, "seed": seed})
+        run.log_metrics({"val_acc": val_acc, "test_acc": val_acc})
+        run.end(RunStatus.finished)
+        time.sleep(0.01)  # start times in ms: the rerun is the later one
+
+    for bn in ("pre", "none"):
+        for seed in (0, 1):
+            record(bn, seed, "0.1+old", 0.5)
+    for seed in (0, 1):  # the upgrade reran bn=pre only so far
+        record("pre", seed, "0.2+new", 0.9)
+    runs = load_runs(tracker, sweep_id)
+    assert len(runs) == 4 and set(runs.groupby("model.bn")["val_acc"].mean().items()) == {("pre", 0.9), ("none", 0.5)}
+    assert set(runs.query("`model.bn` == 'pre'")["code_version"]) == {"0.2+new"}
+    records = tracker.runs(sweep_id=sweep_id, kind=RunKind.train)
+    assert len(runs_frame(records, ["model", "seed"])) == 6  # a group swept is no param: by config hash
+    text = build_report(tracker, sweep_id, tmp_path / "reports").read_text()
+    assert "These runs come from 2 versions of ablate's code** (2 from 0.1+old, 2 from 0.2+new)" in text
