@@ -283,9 +283,9 @@ class TrackingConfig:
     # worker stamps it every heartbeat_s; one not stamped for dead_after_s belongs to a dead worker and is redone.
     heartbeat_s: float = 30.0
     dead_after_s: float = 120.0
-    # true: a population's runs are ended in the store by a thread of their own while the next population trains
-    # (all written before the sweep, search or claims go on). Off by default: on a 2-core CPU it measured no faster
-    # (the writer and the trainer share the cores and the GIL); bench/device.sh measures it on a GPU.
+    # true: a population's runs are ended in the store by a process of their own (ablate.writer) while the next
+    # population trains (all written before the sweep, search or claims go on). Off by default: on a 2-core CPU,
+    # which the trainer keeps busy, it measured no faster end to end; bench/device.sh measures it on a GPU.
     write_behind: bool = False
 
     def __post_init__(self) -> None:

@@ -252,6 +252,7 @@ class PopulationRuns:
             runs[member].log_epoch(metrics)
             return rec.on_epoch(cfgs[member], metrics) if rec.on_epoch else None
 
+        rec.tracker.writer.send_held()  # the last population's ends are written while this one trains
         members, _ = fit_population(cfgs, splits, on_epoch, vectorise)
         results = []
         for run, cfg, member in zip(runs, cfgs, members):

@@ -1,7 +1,8 @@
 """MLflow: one experiment per study, one run per trained model, never left RUNNING; the queries the rest needs.
 
-The Tracker is the only place that talks to MLflow: callers ask it questions ("finished configs of this sweep",
-"runs another worker holds") and get plain records back. A RUNNING run is also a lease: several workers
+The Tracker is the only place that talks to MLflow (with the process it may hand a population's run ends to,
+``writer``): callers ask it questions ("finished configs of this sweep", "runs another worker holds") and get plain
+records back. A RUNNING run is also a lease: several workers
 (processes, Ray tasks, SLURM jobs) sharing one store train a variant only after opening its run and seeing no
 rival run of the same config (``Tracker.leased_elsewhere``); each process keeps its open runs alive with a
 heartbeat (``liveness``), so a dead worker's lease is recognised and its variant trained again.
@@ -14,21 +15,22 @@ as much as one ``log_metric``), throttled to about one flush a second during tra
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import tempfile
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Mapping, Optional
+from typing import Collection, Iterator, Mapping, Optional
 
 from ablate.config import RunConfig, TrackingConfig, config_hash, flatten, to_dict
 from ablate.liveness import HOST, Heartbeat, is_dead
 from ablate.provenance import code_version, git_commit, inputs, inputs_digest, package_versions
 from ablate.store import check_reachable, creating, mask_url, sqlite_file, sqlite_in_wal_mode
+from ablate.writer import Batch, Writer, end_run
 
 TAG_HASH, TAG_CODE, TAG_SWEEP = "ablate.config_hash", "ablate.code_version", "ablate.sweep_id"
 TAG_HOST, TAG_PID, TAG_ERROR, TAG_KIND = "ablate.host", "ablate.pid", "ablate.error", "ablate.kind"
@@ -172,7 +174,7 @@ class Tracker:
         self.uri = mask_url(cfg.uri)  # for display; the client gets the real one
         self.dead_after_s = cfg.dead_after_s
         self.heartbeat = Heartbeat(cfg.heartbeat_s)
-        self.writer = Writer(cfg.write_behind)
+        self.writer = Writer(cfg.uri, cfg.write_behind)
         check_reachable(cfg.uri, "MLflow store", "Start the server or database (or create the database), or point "
                                                  "tracking.uri / MLFLOW_TRACKING_URI elsewhere.")
         if cfg.uri.startswith("sqlite:"):
@@ -344,7 +346,7 @@ class RecordedRun:
         self._tracker, self._client, self.run_id = tracker, tracker._client, run_id
         self.artifact_uri = artifact_uri
         self.flush_every_s: Optional[float] = FLUSH_EVERY_S  # None: everything in one batch when the run ends
-        self.write_behind = False  # its end (that batch, its status) through the tracker's writer
+        self.write_behind = False  # its end (that batch, its status) by the tracker's writer process
         self.status = status  # set once the run has ended
         self._pending: dict[str, list] = {"metrics": [], "params": [], "tags": []}
         self._last_flush = time.monotonic()
@@ -373,14 +375,19 @@ class RecordedRun:
         self.log_metrics(metrics, step=int(metrics["epoch"]))
 
     def flush(self) -> None:
+        for metrics, params, tags in self._take_batches():
+            self._client.log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
+        self._last_flush = time.monotonic()
+
+    def _take_batches(self) -> list[Batch]:
         """What is pending, in as few batches as MLflow's limits allow (1000 metrics, 100 params, 100 tags)."""
-        pending = self._pending
+        pending, batches = self._pending, []
         while any(pending.values()):
-            self._client.log_batch(self.run_id, metrics=pending["metrics"][:1000], params=pending["params"][:100],
-                                   tags=pending["tags"][:100])
+            batches.append((pending["metrics"][:1000], pending["params"][:100], pending["tags"][:100]))
             pending = {"metrics": pending["metrics"][1000:], "params": pending["params"][100:],
                        "tags": pending["tags"][100:]}
-        self._pending, self._last_flush = pending, time.monotonic()
+        self._pending = pending
+        return batches
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
         self._pending["tags"] += [_tag(k, str(v)) for k, v in tags.items()]
@@ -410,14 +417,13 @@ class RecordedRun:
         self.status = status
         if error:
             self._pending["tags"].append(_tag(TAG_ERROR, error[:5000]))
-        self._tracker.writer.write(self._close, behind=self.write_behind)
-
-    def _close(self) -> None:
+        forget = functools.partial(self._tracker.heartbeat.forget, self.run_id)
+        if self.write_behind and self._tracker.writer.enabled:
+            return self._tracker.writer.end_run(self.run_id, self._take_batches(), status.value, then=forget)
         try:
-            self.flush()
+            end_run(self._client, self.run_id, self._take_batches(), status.value)
         finally:  # a run that cannot be ended is not kept alive either: the dead-worker rule ends it
-            self._tracker.heartbeat.forget(self.run_id)
-        self._client.set_terminated(self.run_id, self.status.value)
+            forget()
 
     def let_go(self) -> None:
         """Leave the run as another worker ended it (``Tracker.ended_by_others``): nothing more is written to it."""
@@ -449,33 +455,6 @@ class RecordedRun:
             with contextlib.suppress(Exception):  # the store's own trouble must not hide the error being recorded
                 self.log_texts({"error.txt": "".join(traceback.format_exception(err))})
         self.end(RunStatus.failed, f"{type(err).__name__}: {err}")
-
-
-class Writer:
-    """Writes to the store made by one thread of their own, in order, so that training goes on meanwhile (a
-    population's runs end while the next population trains). ``drain`` waits for them all: until then such a run
-    is RUNNING and stamped by the heartbeat, so a worker killed first leaves it to the dead-worker rule."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._pending: list[Future] = []
-
-    def write(self, write: Callable[[], None], behind: bool) -> None:
-        """``write()`` now, or, where ``behind`` and enabled, by the writer's thread."""
-        if not (behind and self.enabled):
-            return write()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-writer")
-        self._pending.append(self._pool.submit(write))
-
-    def drain(self) -> None:
-        """Wait until every write is done; the first that failed is raised with its traceback (the others were
-        attempted all the same)."""
-        pending, self._pending = self._pending, []
-        errors = [err for err in (future.exception() for future in pending) if err is not None]
-        if errors:
-            raise errors[0]
 
 
 def _tag(key: str, value: str):

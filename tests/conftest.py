@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator, Optional
@@ -134,3 +135,11 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skip
 def on(device: str, overrides: tuple[str, ...]) -> tuple[str, ...]:
     """``overrides`` with ``trainer.device`` set to ``device`` (instead of the one they name)."""
     return (*[o for o in overrides if not o.startswith("trainer.device=")], f"trainer.device={device}")
+
+
+def wait_until(condition, timeout_s=20.0, every_s=0.1):
+    """Poll ``condition`` until it holds; fail the test at the deadline (no fixed sleeps)."""
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert time.time() < deadline, "condition not met before the deadline"
+        time.sleep(every_s)

@@ -17,8 +17,8 @@ from ablate.runner import train_and_log, train_and_log_all
 from ablate.provenance import code_version
 from ablate.runner import Outcome
 from ablate.tracking import (TAG_CODE, TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, RunStatus, Tracker,
-                             Writer, identity_tags)
-from tests.conftest import QUICK, REPO, fresh_postgres_database, make_config, stopped_at_exit
+                             identity_tags)
+from tests.conftest import QUICK, REPO, fresh_postgres_database, make_config, stopped_at_exit, wait_until
 from tests.servers import free_port
 
 
@@ -113,14 +113,6 @@ def test_runs_of_dead_processes_are_marked_killed(tracking_uri):
     alive.end(RunStatus.finished)
 
 
-def wait_until(condition, timeout_s=20.0, every_s=0.1):
-    """Poll ``condition`` until it holds; fail the test at the deadline (no fixed sleeps)."""
-    deadline = time.time() + timeout_s
-    while not condition():
-        assert time.time() < deadline, "condition not met before the deadline"
-        time.sleep(every_s)
-
-
 def test_a_claim_lives_while_its_worker_heartbeats_and_expires_after(tracking_uri):
     tracker = Tracker(make_config(*QUICK, "tracking.heartbeat_s=1", "tracking.dead_after_s=3").tracking)
     elsewhere = {TAG_HOST: "another-machine", TAG_PID: "1"}  # its pid means nothing here: only the heartbeat counts
@@ -144,32 +136,6 @@ def test_a_terminated_run_is_no_longer_stamped(tracking_uri):
     stamp = client.get_run(run.run_id).data.tags[TAG_HEARTBEAT]
     time.sleep(2.5)  # two beats' time: a stamp now would make the dead run look alive to other workers
     assert client.get_run(run.run_id).data.tags[TAG_HEARTBEAT] == stamp
-
-
-def test_the_writer_writes_in_order_on_its_own_thread_and_drain_raises_the_first_error_after_trying_all():
-    writer, gate, done, threads = Writer(enabled=True), threading.Event(), [], set()
-
-    def write(i):
-        def go():
-            gate.wait(10)
-            threads.add(threading.current_thread().name)
-            done.append(i)
-            if i == 1:
-                raise RuntimeError("the store went away")
-        return go
-
-    for i in range(3):
-        writer.write(write(i), behind=True)
-    assert done == []  # each write() returned at once: the caller goes on while they wait
-    gate.set()
-    with pytest.raises(RuntimeError, match="the store went away") as raised:
-        writer.drain()
-    assert done == [0, 1, 2] and len(threads) == 1 and threading.current_thread().name not in threads
-    assert any(entry.name == "go" for entry in raised.traceback)  # the write's own frame, not just the drain's
-    writer.drain()  # drained: nothing left to raise
-    for enabled, behind in [(True, False), (False, True)]:
-        Writer(enabled).write(lambda: done.append("now"), behind=behind)
-        assert done[-1] == "now"  # written before write() returned
 
 
 def test_ctrl_c_in_the_next_population_leaves_the_last_one_recorded_behind_it_finished(tracking_uri):
