@@ -94,9 +94,9 @@ def build_report(tracker: Tracker, sweep_id: str, out_root: Path = Path("reports
              "Variants are chosen on validation accuracy; test accuracy is reported, never used to choose.", ""]
     versions = runs["code_version"].dropna().value_counts()
     if len(versions) > 1:  # a sweep resumed across an upgrade, not yet rerun to its end: results of two codes mixed
-        lines += [f"**These runs come from {len(versions)} versions of ablate's code** (" + ", ".join(
-                  f"{n} from {v}" for v, n in sorted(versions.items())) + "): run the sweep's command again to retrain the "
-                  "variants of the older code.", ""]
+        counts = ", ".join(f"{n} from {v}" for v, n in sorted(versions.items()))
+        lines += [f"**These runs come from {len(versions)} versions of ablate's code** ({counts}): run the sweep's "
+                  f"command again to retrain the variants of the older code.", ""]
     best = best_variant(runs, factors)
     if best is not None:
         lines += ["## Best variant (by mean validation accuracy)", "",

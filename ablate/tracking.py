@@ -2,10 +2,10 @@
 
 The Tracker is the only place that talks to MLflow (with the process it may hand a population's run ends to,
 ``writer``): callers ask it questions ("finished configs of this sweep", "runs another worker holds") and get plain
-records back. A RUNNING run is also a lease: several workers
-(processes, Ray tasks, SLURM jobs) sharing one store train a variant only after opening its run and seeing no
-rival run of the same config (``Tracker.leased_elsewhere``); each process keeps its open runs alive with a
-heartbeat (``liveness``), so a dead worker's lease is recognised and its variant trained again.
+records back. A RUNNING run is also a lease: several workers (processes, Ray tasks, SLURM jobs) sharing one store
+train a variant only after opening its run and seeing no rival run of the same config (``Tracker.leased_elsewhere``);
+each process keeps its open runs alive with a heartbeat (``liveness``), so a dead worker's lease is recognised and its
+variant trained again.
 
 Uses ``MlflowClient`` rather than the fluent API, so that several runs (a population, a sweep's parent and
 children) can be open at once without global state. Metrics are sent in batches (one ``log_batch`` costs about
