@@ -46,23 +46,23 @@ sweep: $(VENV)/.ready  ## the full ablation grid (360 runs) as populations; EXPE
 	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(LAUNCH) $(ARGS)
 
 search: $(VENV)/.ready  ## Optuna over the keys of conf/search (p, lambda, lr) (ARGS="search.n_trials=50 model=cnn"); WORKERS=4
-	@for i in $$(seq 2 $(WORKERS)); do $(PY) -m ablate.search search.finalize=false $(ARGS) & done; \
-	$(PY) -m ablate.search $(ARGS); status=$$?; wait; exit $$status
+	@for i in $$(seq 2 $(WORKERS)); do $(PY) -m ablate search search.finalize=false $(ARGS) & done; \
+	$(PY) -m ablate search $(ARGS); status=$$?; wait; exit $$status
 
 dashboard: $(VENV)/.ready  ## optuna-dashboard on the study's storage (STORAGE=postgresql://... for a shared one)
 	$(VENV)/bin/optuna-dashboard $(STORAGE)
 
 claims: $(VENV)/.ready  ## judge the claims of conf/claims (30 seeds, shipped data and digits): verdict table
-	$(PY) -m ablate.claims $(ARGS)
+	$(PY) -m ablate claims $(ARGS)
 
 report: $(VENV)/.ready  ## markdown + PNG report of the latest sweep (SWEEP=<id> for another)
-	$(PY) -m ablate.report $(if $(SWEEP),sweep=$(SWEEP))
+	$(PY) -m ablate report $(if $(SWEEP),sweep=$(SWEEP))
 
 ui: $(VENV)/.ready  ## open the MLflow UI on ./mlflow.db and print where the runs are
-	$(PY) -m ablate.ui
+	$(PY) -m ablate ui
 
 server: $(VENV)/.ready  ## shared MLflow tracking server on PostgreSQL (DB=postgresql://..., HOST=127.0.0.1, PORT=5000, AUTH=1)
-	$(PY) -m ablate.server $(if $(DB),--db $(DB)) --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5000) $(if $(AUTH),--auth)
+	$(PY) -m ablate server $(if $(DB),--db $(DB)) --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5000) $(if $(AUTH),--auth)
 
 clean:  ## remove run outputs (keeps .venv and the MLflow store)
 	rm -rf outputs multirun .pytest_cache

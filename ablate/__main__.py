@@ -1,61 +1,98 @@
-"""``python -m ablate [overrides]`` and the ``ablate`` command: compose the config, train one variant, record it;
-``ablate init DIR`` starts a project of your own; ``ablate claims|report|search|ui|server ...`` hand over to those
-commands."""
+"""``ablate`` and ``python -m ablate``: the command line. ``ablate [key=value ...]`` trains one variant, ``ablate -m
+...`` a sweep, ``ablate <command> ...`` one of the commands below. Nothing heavy is imported before it is needed:
+``ablate --help`` and ``ablate --version`` import no torch, MLflow, Optuna or pandas."""
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
-import runpy
 import sys
-import warnings
+from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+from ablate import paths
+from ablate.cli import run_command
 
-from ablate.cli import run_interruptible, user_errors_end_the_command
-from ablate.config import to_run_config
-from ablate.paths import CONF
-from ablate.schemas import register_configs
-
-register_configs()
-COMMANDS = {"claims": "ablate.claims", "report": "ablate.report", "search": "ablate.search", "ui": "ablate.ui",
-            "server": "ablate.server"}  # ablate <command> [args]: the other entry points, from the same command
-# conf/hydra/launcher/{ray,submitit_*}.yaml refine the launcher plugins' own configs of the same name, and Hydra
-# checks them against those plugins' schemas; that check is wanted, the notice about it is not.
-warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name")
+COMMANDS = {  # ablate <command> [args]: its module (each has a main(argv)) and what it does
+    "init": ("ablate.init", "write a study of your own into a new folder: a model, its configs, a README"),
+    "claims": ("ablate.claims", "judge the notes' claims (and yours) over seeds: a verdict table"),
+    "report": ("ablate.report", "a sweep's report: effects with intervals, plots (the latest sweep by default)"),
+    "search": ("ablate.search", "an Optuna search over conf/search's keys, trained as populations"),
+    "ui": ("ablate.ui", "the MLflow UI on the runs (./mlflow.db)"),
+    "server": ("ablate.server", "a shared MLflow tracking server on PostgreSQL, for a team or a cluster"),
+}
 
 
-@hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    """Returns the validation accuracy (test where there is no validation split), NaN for a failed run."""
-    with user_errors_end_the_command():
-        run_cfg = to_run_config(cfg)  # range checks, before any data is read
-        from ablate.runner import Outcome, train_and_log  # imported late: `--help` and config errors stay instant
-        from ablate.tracking import SweepRef
+def usage() -> str:
+    """ablate's help: the commands, the common overrides with their choices (read from the configs themselves),
+    examples."""
+    from ablate import __version__
+    from ablate.config.run import BN, Activation, Device, L2Mode
+    from ablate.engine.families import families
 
-        result = train_and_log(run_cfg, SweepRef.from_env(os.environ))  # a job of a sweep learns which here
-    if result.outcome == Outcome.failed and not HydraConfig.get().mode == RunMode.MULTIRUN:
-        sys.exit(1)  # its error is logged and recorded; a sweep counts its failed runs at the end instead
-    return result.value
+    def options(group: str) -> str:
+        found = {p.stem for folder in (paths.CONF, Path.cwd() / "conf") for p in (folder / group).glob("*.yaml")}
+        return "|".join(sorted(found | (set(families()) if group == "model" else set())))
+
+    def choices(enum) -> str:
+        return "|".join(e.value for e in enum)
+
+    me = paths.command()
+    commands = "\n".join(f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items())
+    return f"""ablate {__version__}: ablation studies of PyTorch networks. Trains the seed notebook's MLP (BatchNorm before
+ReLU, dropout 0.3, SGD lr 0.1) on the shipped Fashion-MNIST sample and records every run in MLflow (./mlflow.db).
+
+usage: {me} [key=value ...]          train one variant
+       {me} -m key=a,b [...]         a sweep: every combination, one MLflow parent run, resumable
+       {me} <command> [args ...]     a command ({me} <command> --help for its own)
+
+commands:
+{commands}
+
+common overrides (a wrong key or value fails at once, naming what is allowed):
+  model={options('model')}   model.bn={choices(BN)}   model.dropout=0.3
+  model.activation={choices(Activation)}   model.init_scale=1.0   model.bn_stats=running|precise
+  optim={options('optim')}   optim.lr=0.1   optim.weight_decay=1e-4   optim.l2={choices(L2Mode)}
+  data={options('data')}   data.path=my.csv   data.n_classes=10
+  trainer.epochs=10   trainer.batch_size=32   trainer.device={choices(Device)}   seed=42
+  +experiment={options('experiment')}
+  hydra/launcher=population (a sweep's variants trained together) | population_ray | population_slurm
+
+examples:
+  {me} model.bn=post model.dropout=0.1 seed=3       one variant
+  {me} -m model.bn=pre,post,none seed=range(3)      a sweep of 9 runs
+  {me} -m +experiment=ablation_grid hydra/launcher=population && {me} report
+  {me} claims judge.seeds=10                        the notes' claims, judged
+  {me} --cfg job                                    the composed config, printed (--hydra-help: Hydra's flags)
+"""
 
 
-def cli() -> None:
-    """``python -m ablate`` and the ``ablate`` command (``ablate init DIR``: a project of your own)."""
+def cli(argv: list[str] | None = None) -> None:
+    """The ``ablate`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    paths.INVOKED_AS[0] = "ablate" if Path(sys.argv[0]).name == "ablate" else "python -m ablate"
     if sys.path[0] != os.getcwd():  # the ablate command, unlike python -m, would not import your modules from here
         sys.path.insert(0, os.getcwd())
-    if sys.argv[1:2] == ["init"]:
-        from ablate.init import main as init
+    first = argv[0] if argv else ""
+    if first in ("-h", "--help"):
+        return print(usage())
+    if first in ("-V", "--version"):
+        from ablate import __version__
 
-        return run_interruptible(lambda: init(sys.argv[2:]), "nothing more was written.")
-    if sys.argv[1:2] and sys.argv[1] in COMMANDS:  # ablate claims ... is python -m ablate.claims ...
-        module = COMMANDS[sys.argv[1]]
-        sys.argv = [module, *sys.argv[2:]]
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-        return
-    run_interruptible(main, "finished runs stay recorded and the interrupted ones are marked KILLED; "
-                            "the same command resumes where this one stopped.")
+        return print(f"ablate {__version__}")
+    if first in COMMANDS:
+        return importlib.import_module(COMMANDS[first][0]).main(argv[1:])
+    if first and not first.startswith(("-", "+", "~")) and "=" not in first:
+        close = difflib.get_close_matches(first, COMMANDS, n=1)
+        print(f"error: {first!r} is not an ablate command{f' (did you mean {close[0]}?)' if close else ''}; the "
+              f"commands: {', '.join(COMMANDS)}; settings are key=value ({paths.command('--help')}).",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]  # what Hydra reads
+    from ablate.train import main
+
+    run_command(main, "finished runs stay recorded and the interrupted ones are marked KILLED; the same command "
+                      "resumes where this one stopped.")
 
 
 if __name__ == "__main__":

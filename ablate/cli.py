@@ -1,63 +1,186 @@
-"""What every command-line entry point shares: a problem the user fixes ends with one line and exit code 2, Ctrl-C
-with one line and exit code 130 (SIGTERM: 143), and MLflow's own console lines stay quiet (ablate prints its own)."""
+"""What every command shares. The entry points are the only readers of the environment and the command line:
+
+- a problem the user fixes (a config value, a composition error, a data file, a store) ends with one line and exit
+  code 2; anything else keeps its whole traceback (exit 1); ``HYDRA_FULL_ERROR=1`` shows Hydra's own errors;
+- Ctrl-C, SIGTERM and SIGHUP end the command with one line and 130, 143 or 129, the open runs KILLED with the
+  signal's name; a second signal during that wind-down waits for it and exits with the first one's code;
+- hints name the commands as the user invoked ablate (``ablate report``, or ``python -m ablate report``).
+"""
+
+from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
-from typing import Any, Callable, Iterator
+from dataclasses import MISSING, fields, is_dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ablate import UserError
-from ablate.paths import CONF
+from ablate.errors import UserError, first_signal, signal_received, Stopped
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop(signum: int, frame: Any) -> None:
+    if signal_received(signum):
+        raise Stopped(signum)
+    print(f"\n{signal.Signals(signum).name} again: already stopping, the open runs are being ended first",
+          file=sys.stderr, flush=True)
+
+
+FILE_SYSTEM = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+               errno.EDQUOT}  # what the file system refuses: the user fixes it (a folder, a disk, a name)
+
+
+def one_line(err: BaseException) -> Optional[str]:
+    """The one line a user is owed for ``err`` (a ``UserError`` anywhere in its chain, a file system or a store
+    refusing a write, an error Hydra or OmegaConf raised composing the config); None for an internal error, which
+    keeps its traceback."""
+    from ablate.tracking.store import store_failure
+
+    seen, chain = set(), err
+    while chain is not None and id(chain) not in seen:
+        if isinstance(chain, UserError):
+            return str(chain)
+        if isinstance(chain, OSError) and chain.errno in FILE_SYSTEM:
+            name = chain.filename or "a file"
+            return (f"{name}: {chain.strerror}. Check that its folder exists and is writable (or run from another "
+                    f"folder); runs finished before are kept.")
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
+    if (failed := store_failure(err)) is not None:
+        return failed
+    if type(err).__module__.split(".")[0] in ("hydra", "omegaconf"):
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if isinstance(err, (HydraException, OmegaConfBaseException)):
+            from ablate.config.adapter import composition_error
+
+            return composition_error(err)
+    return None
+
+
+@contextlib.contextmanager
+def _entry_point() -> Iterator[bool]:
+    """The process set up for a command for the block, and as it was after: the signals handled here, Hydra's errors
+    raised to this module (yields whether the user asked to see Hydra's own), MLflow's console lines quiet."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    saved = {name: os.environ.get(name) for name in ("HYDRA_FULL_ERROR", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")}
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here, where they become one line
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ablate prints its own line per run
+    handlers = {s: signal.signal(s, _stop) for s in SIGNALS}
+    try:
+        yield full_error
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_command(command: Callable[[], Any], on_interrupt: str) -> None:
+    """Run a command line entry point with ablate's exit codes and one-line errors (see the module's doc)."""
+    with _entry_point() as full_error:
+        try:
+            command()
+        except KeyboardInterrupt as err:
+            signum = first_signal() or signal.SIGINT
+            print(f"\n{err or 'interrupted'}: {on_interrupt}", file=sys.stderr, flush=True)
+            sys.exit(128 + signum)
+        except Exception as err:
+            message = one_line(err)
+            if message is None or (full_error and not isinstance(err, UserError)):
+                raise
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            sys.exit(2)
 
 
 @contextlib.contextmanager
 def user_errors_end_the_command() -> Iterator[None]:
-    """A ``UserError`` ends the command with its one-line message and exit code 2, not a traceback. Hydra prints
-    any exception that leaves a task function or a launcher as a traceback, so those use this inside too."""
+    """Inside a Hydra callback (which Hydra lets only warn of an exception) or a job (whose error Hydra reports in
+    lines of its own): a ``UserError`` ends the command with its one line and exit code 2."""
     try:
         yield
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what SLURM, Kubernetes and ``timeout`` send), raised where the process is, as Ctrl-C is: the open
-    runs end KILLED with the signal named, and the command exits with 143."""
+def wants_help(argv: Sequence[str]) -> bool:
+    return bool({"-h", "--help"} & set(argv))
 
 
-def _terminated(signum: int, frame: Any) -> None:
-    raise Terminated(f"terminated ({signal.Signals(signum).name})")
+def settings_help(schema: type, prefix: str = "") -> list[str]:
+    """``key=default`` for every setting of a config dataclass, nested ones dotted: a command's help lists them."""
+    import typing
+
+    hints, lines = typing.get_type_hints(schema), []
+    for f in fields(schema):
+        kind = hints[f.name]
+        if isinstance(kind, type) and is_dataclass(kind):
+            lines += settings_help(kind, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING \
+            else "???"
+        lines.append(f"  {prefix}{f.name}={getattr(default, 'value', default)}")
+    return lines
 
 
-def run_interruptible(command: Callable[[], None], on_interrupt: str) -> None:
-    """Run a command line entry point; Ctrl-C ends it with one line and exit code 130, SIGTERM with exit code 143,
-    a ``UserError`` with its message and exit code 2: not a traceback."""
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ablate prints its own line per run
-    signal.signal(signal.SIGTERM, _terminated)
+def compose_command(config_name: str, argv: Sequence[str], main: Callable[[Any], None]) -> None:
+    """``main`` on the typed object of ``conf/<config_name>.yaml`` composed with the command line's overrides: a
+    command that keeps no Hydra run folder (report, ui, claims)."""
+    from ablate.config.adapter import typed_object
+    from ablate.execution.compose import compose, composing
+
+    with composing():
+        main(typed_object(compose(config_name, argv)))
+
+
+def serve(args: list[str], env: Optional[dict[str, str]] = None) -> None:
+    """A server (MLflow's UI, its tracking server) as a child in a process group of its own, until it exits or this
+    command is stopped (Ctrl-C, SIGTERM, SIGHUP); then the whole group is stopped, its workers with it, so that
+    nothing of it keeps serving and the port is free."""
+    import subprocess
+
+    process = subprocess.Popen(args, env=env, start_new_session=True)
     try:
-        with user_errors_end_the_command():
-            command()
-    except KeyboardInterrupt as err:
-        print(f"\n{err if isinstance(err, Terminated) else 'interrupted'}: {on_interrupt}", file=sys.stderr)
-        sys.exit(143 if isinstance(err, Terminated) else 130)
+        code = process.wait()
+    finally:
+        stop_group(process)
+    if code:
+        raise SystemExit(code)
 
 
-def hydra_command(config_name: str, main: Callable[[Any], None], on_interrupt: str) -> None:
-    """Run ``main`` on the typed object of ``conf/<config_name>.yaml`` composed with the command line's overrides:
-    the whole entry point of a command whose config keeps no Hydra run folder (report, ui)."""
-    import hydra
-    from omegaconf import DictConfig
+def stop_group(process: Any, grace_s: float = 10.0) -> None:
+    """SIGTERM to a process group started with ``start_new_session``, SIGKILL to what is left after ``grace_s``."""
+    import subprocess
+    import time
 
-    from ablate.config import typed_object
-    from ablate.schemas import register_configs
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:  # nothing of the group is left
+            break
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _group_alive(process.pid):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.1)
+        if not _group_alive(process.pid):
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
 
-    register_configs()
 
-    @hydra.main(config_path=str(CONF), config_name=config_name, version_base="1.3")
-    def command(config: DictConfig) -> None:
-        with user_errors_end_the_command():
-            main(typed_object(config))
-
-    run_interruptible(command, on_interrupt)
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

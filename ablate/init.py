@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablate import UserError
+from ablate.errors import UserError
+from ablate.paths import command
 
 FILES = {
     "models.py": '''"""Your model, written to ablate's contract: it takes in_shape and n_classes, and each ablation factor it
@@ -75,7 +76,7 @@ ablate claims model=my_net 'claims=[notes,mine]' judge.seeds=10            # the
 }
 
 
-def main(argv: list[str]) -> None:
+def init(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: ablate init DIR    (writes a study of your own into DIR: models.py, conf/, README.md)")
         if argv not in ([], ["-h"], ["--help"]):
@@ -88,4 +89,10 @@ def main(argv: list[str]) -> None:
     for name, text in FILES.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text.replace("{name}", root.resolve().name))
-    print(f"wrote {', '.join(FILES)} into {root}\nnext: cd {root} && ablate -m model=my_net model.bn=pre,none")
+    print(f"wrote {', '.join(FILES)} into {root}\nnext: cd {root} && {command('-m', 'model=my_net', 'model.bn=pre,none')}")
+
+
+def main(argv: list[str]) -> None:
+    from ablate.cli import run_command
+
+    run_command(lambda: init(argv), "nothing more was written.")

@@ -1,9 +1,10 @@
-"""``python -m ablate.server`` (``make server``): one MLflow tracking server on PostgreSQL for a team or cluster.
+"""``ablate server`` (``make server``): one MLflow tracking server on PostgreSQL for a team or cluster.
 
 Creates the database if it is missing, then runs ``mlflow server`` with the runs in PostgreSQL and the artifacts
 proxied into one shared folder, so workers need nothing but ``MLFLOW_TRACKING_URI=http://HOST:PORT``. It binds
 127.0.0.1 unless ``--host`` says otherwise: a server others can reach wants MLflow's authentication (README,
 "Scaling"). MLflow and Optuna each keep an ``alembic_version`` table, so give Optuna a database of its own.
+Ctrl-C (or SIGTERM) stops it and every process it started.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from ablate import UserError
-from ablate.cli import run_interruptible
-from ablate.store import connection_failure, mask_url
+from ablate.cli import run_command, serve
+from ablate.errors import UserError
+from ablate.paths import command
+from ablate.tracking.store import connection_failure, mask_url
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/mlflow"
 
@@ -41,8 +43,8 @@ def ensure_database(url: str) -> None:
             print(f"created database {target.database}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ablate.server", description=__doc__,
+def server(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog=command("server"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default=os.environ.get("ABLATE_SERVER_DB", DEFAULT_DB),
                         help="the runs' database (default %(default)s); with a password, set ABLATE_SERVER_DB "
@@ -64,13 +66,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MLflow tracking server on {mask_url(args.db)}, artifacts in {artifacts}\n"
           f"  workers log to it with: MLFLOW_TRACKING_URI=http://{args.host}:{args.port}\n  (Ctrl-C stops it)",
           flush=True)
-    # The database URL goes in the environment, not the command line, which `ps` shows to every user; exec makes
-    # this process the server, so a signal that stops it stops the server.
+    # The database URL goes in the environment, not the command line, which `ps` shows to every user.
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": args.db}
-    os.execve(sys.executable, [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts.as_uri(),
-                               "--serve-artifacts", "--host", args.host, "--port", str(args.port), "--workers",
-                               str(args.workers), *(["--app-name", "basic-auth"] if args.auth else [])], env)
+    serve([sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts.as_uri(), "--serve-artifacts",
+           "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
+           *(["--app-name", "basic-auth"] if args.auth else [])], env)
+
+
+def main(argv: list[str]) -> None:
+    run_command(lambda: server(argv), "the server stopped.")
 
 
 if __name__ == "__main__":
-    run_interruptible(main, "the server stopped.")
+    main(sys.argv[1:])

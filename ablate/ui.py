@@ -1,25 +1,31 @@
-"""``python -m ablate.ui [port=5000]``: the MLflow UI on the project's tracking store, with the address of its runs."""
+"""``ablate ui [port=5000] [tracking.uri=...]``: the MLflow UI on the project's tracking store, with the address of
+its runs. Ctrl-C (or SIGTERM) stops it and every process it started."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
-from ablate.cli import hydra_command
-from ablate.schemas import UIConfig
-from ablate.tracking import Tracker
 
+def ui(cfg) -> None:
+    from ablate.cli import serve
+    from ablate.tracking.tracker import Tracker
 
-def main(cfg: UIConfig) -> None:
     tracker = Tracker(cfg.tracking)
     print(f"MLflow UI for {tracker.uri}\n  training runs: {tracker.runs_url(host=f'http://127.0.0.1:{cfg.port}')}\n"
           f"  (Ctrl-C stops it)", flush=True)
-    try:
-        subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host",
-                        "127.0.0.1", "--port", str(cfg.port)], check=True)
-    except KeyboardInterrupt:
-        pass
+    serve([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
+           "--port", str(cfg.port)])
+
+
+def main(argv: list[str]) -> None:
+    from ablate.cli import compose_command, run_command, settings_help, wants_help
+
+    if wants_help(argv):
+        from ablate.config.commands import UIConfig
+
+        return print(__doc__ + "\nsettings:\n" + "\n".join(settings_help(UIConfig)))
+    run_command(lambda: compose_command("ui", argv, ui), "the UI stopped.")
 
 
 if __name__ == "__main__":
-    hydra_command("ui", main, "the UI stopped.")
+    main(sys.argv[1:])

@@ -18,8 +18,8 @@ import time
 import torch
 
 from ablate.config import with_values
-from ablate.data import cached_splits
-from ablate.train import build_population, fit_population, generic_population
+from ablate.engine.data import cached_splits
+from ablate.engine.trainer import build_population, fit_population, generic_population
 
 import trainer  # bench/trainer.py: the notebook loop and the seed's composed config
 

@@ -16,8 +16,8 @@ import time
 import torch
 
 from ablate.config import Probe, with_values
-from ablate.data import cached_splits
-from ablate.train import batch_starts, fit_population
+from ablate.engine.data import cached_splits
+from ablate.engine.trainer import batch_starts, fit_population
 
 import trainer  # bench/trainer.py: the seed's composed config
 

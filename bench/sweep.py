@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 
-from ablate.data import cached_splits
+from ablate.engine.data import cached_splits
 import trainer  # bench/trainer.py: the notebook loop and the seed's composed config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,8 +65,8 @@ def sweep(launcher: str, epochs: int, device: str, settings: list[str]) -> tuple
 def start_up_seconds() -> float:
     """A sweep process's fixed cost: importing what a population sweep imports and opening its store, less an
     empty interpreter's start."""
-    code = ("import hydra, ablate.runner, ablate.sweeps; from ablate.config import TrackingConfig; "
-            "from ablate.tracking import Tracker; Tracker(TrackingConfig(uri=sys.argv[1]))")
+    code = ("import hydra, ablate.execution.runner, ablate.execution.sweeps; from ablate.config import TrackingConfig; "
+            "from ablate.tracking.tracker import Tracker; Tracker(TrackingConfig(uri=sys.argv[1]))")
     with tempfile.TemporaryDirectory() as folder:
         uri = fresh_store(folder)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -82,7 +82,7 @@ def recording_seconds(epochs: int) -> float:
     """Seconds to record RUNS runs as a population's members are recorded, with metrics of a run's shape and no
     training."""
     from ablate.config import with_values
-    from ablate.tracking import Tracker
+    from ablate.tracking.tracker import Tracker
 
     with tempfile.TemporaryDirectory() as folder:
         uri = fresh_store(folder)

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ablate.config import MLPConfig, RunConfig
-from ablate.data import cached_splits
-from ablate.stacked_mlp import member_matmul
-from ablate.paths import CONF
-from ablate.train import batch_starts, fit_population
+from ablate.engine.families.mlp import MLPConfig
+from ablate.config import RunConfig
+from ablate.engine.data import cached_splits
+from ablate.engine.optim import member_matmul
+from ablate.engine.trainer import batch_starts, fit_population
 
 
 def seconds_since(began: float, device: torch.device) -> float:
@@ -99,15 +99,11 @@ def lightning_run(splits, epochs: int) -> float | None:
 
 
 def compose_config(*overrides: str) -> RunConfig:
-    """A run config composed as ``python -m ablate`` composes it."""
-    from hydra import compose, initialize_config_dir
+    """A run config composed as ``ablate`` composes it."""
+    from ablate.execution.compose import compose_run, composing
 
-    from ablate.config import to_run_config
-    from ablate.schemas import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_run_config(compose("config", overrides=list(overrides)))
+    with composing():
+        return compose_run(*overrides)
 
 
 def seed_configs(k: int, epochs: int, device: str) -> list[RunConfig]:

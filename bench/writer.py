@@ -20,10 +20,10 @@ from mlflow.entities import Metric, Param
 
 import trainer  # bench/trainer.py: the seed's composed config
 from ablate.config import TrackingConfig
-from ablate.data import cached_splits
-from ablate.tracking import Tracker
-from ablate.train import fit_population
-from ablate.writer import Writer, end_run
+from ablate.engine.data import cached_splits
+from ablate.tracking.tracker import Tracker
+from ablate.engine.trainer import fit_population
+from ablate.tracking.writer import Writer, end_run
 
 
 def run_ends(uri: str, n: int) -> list[tuple[str, list]]:

@@ -7,20 +7,31 @@ A new MLflow SQLite database runs every migration (seconds), so one is migrated 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
+import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
 
-from ablate.config import RunConfig, to_run_config
-from ablate.schemas import register_configs
+if os.environ.get("PYTEST_XDIST_WORKER"):  # tests side by side share the cores: one thread each, their processes too
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402 - after the thread count it reads
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+from ablate.config import PopulationSettings, RunConfig  # noqa: E402
+from ablate.engine.plan import make_plan
+from ablate.execution.compose import compose_run, composing, register_configs
+from ablate.execution.runner import Recording, RunResult, execute
+from ablate.tracking.tracker import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -29,9 +40,18 @@ register_configs()
 
 
 def make_config(*overrides: str) -> RunConfig:
-    """The composed, validated config for these overrides, exactly as ``python -m ablate`` builds it."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return to_run_config(compose(config_name="config", overrides=list(overrides)))
+    """The composed, validated config for these overrides, exactly as ``ablate`` builds it."""
+    with composing():
+        return compose_run(*overrides)
+
+
+def train_all(cfgs: list[RunConfig], settings: Optional[PopulationSettings] = None, wait_for_others: bool = True,
+              **recording) -> list[RunResult]:
+    """``cfgs`` planned and executed as every launcher does, into their store (``recording``: Recording's options)."""
+    plan = make_plan(cfgs, settings or PopulationSettings())
+    results = dict(zip(map(id, plan.cfgs), execute(plan, Recording(Tracker(cfgs[0].tracking), **recording),
+                                                   wait_for_others)))
+    return [results[id(cfg)] for cfg in cfgs]
 
 
 def _admin(sql: str) -> None:
@@ -143,3 +163,33 @@ def wait_until(condition, timeout_s=20.0, every_s=0.1):
     while not condition():
         assert time.time() < deadline, "condition not met before the deadline"
         time.sleep(every_s)
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def ablate_cli(*argv: str) -> Ran:
+    """The ``ablate`` command run in this process, as the console script runs it: its exit code (0, 1, 2, 130, ...),
+    what it printed to stdout and to stderr. Only a test of what crosses a process boundary starts a process."""
+    from ablate.__main__ import cli
+
+    out, err, saved = io.StringIO(), io.StringIO(), list(sys.argv)
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli(list(argv))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            if isinstance(exit_.code, str):
+                print(exit_.code, file=sys.stderr)
+        finally:
+            sys.argv[:] = saved
+    return Ran(code, out.getvalue(), err.getvalue())

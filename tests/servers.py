@@ -30,7 +30,7 @@ def serving(db_url: str, home: Path, *args: str, env_extra: dict[str, str] | Non
     port = free_port()
     env = {**os.environ, "ABLATE_SERVER_DB": db_url, **(env_extra or {})}
     with open(home / "server.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ablate.server", "--port", str(port), "--workers", "2",
+        process = subprocess.Popen([sys.executable, "-m", "ablate", "server", "--port", str(port), "--workers", "2",
                                     "--artifacts", str(home / "artifacts"), *args], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -44,6 +44,7 @@ def installed(tmp_path_factory):
     return bin_dir, {**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}", "WHEEL": str(wheel)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", ["postgres", "server", "ray", "slurm"])
 def test_each_extra_resolves(installed, extra, tmp_path):
     bin_dir, env = installed
@@ -52,6 +53,7 @@ def test_each_extra_resolves(installed, extra, tmp_path):
     assert "Would install ablate-0.1.0" in out or "Requirement already satisfied" in out
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
     bin_dir, env = installed
     where = sh(bin_dir / "python", "-c", "import ablate; print(ablate.__file__)", cwd=tmp_path, env=env)
@@ -82,6 +84,7 @@ def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
                 time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_ablate_init_makes_a_project_whose_model_claims_and_grid_run_and_the_python_api_works(installed, tmp_path):
     bin_dir, env = installed
     out = sh("ablate", "init", "study", cwd=tmp_path, env=env)

@@ -1,14 +1,13 @@
-"""``hydra/launcher=population``: a sweep's variants trained as populations in this process; with
+"""``hydra/launcher=population``: a sweep's variants planned once and trained as populations in this process; with
 ``dispatch: ray`` or ``dispatch: submitit`` (presets ``population_ray``, ``population_slurm``,
 ``population_submitit_local``) each population is one Ray task or one submitit job instead.
 
 Hydra finds launchers only under the ``hydra_plugins`` package, so this adapter lives here; the work is
-``ablate.sweeps.launch_populations``, and each job's config comes from ``ablate.compose.ComposeCache``. Each
-member is reported to Hydra's callbacks as a finished job (progress bar, summary).
+``ablate.execution.sweeps.run_sweep`` on the configs ablate's sweeper composed and checked.
 """
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Sequence
+from dataclasses import dataclass
+from typing import Any, List, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, setup_globals
@@ -16,19 +15,12 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.config import PopulationSettings
+from ablate.config.launch import LauncherSettings
 
 
 @dataclass
-class PopulationLauncherConf(PopulationSettings):
+class PopulationLauncherConf(LauncherSettings):
     _target_: str = "hydra_plugins.ablate_launchers.population_launcher.PopulationLauncher"
-    dispatch: str = "local"  # local (this process), ray (a Ray task per population), submitit (a job per population)
-    # GPUs a remote task asks for when its runs are on CUDA (trainer.device=cuda, or auto where this machine has one):
-    # Ray takes fractions (0.25: four populations share a GPU); a SLURM job asks for ceil(gpus_per_task) GPUs
-    gpus_per_task: float = 1.0
-    ray: Dict[str, Any] = field(default_factory=lambda: {"init": {"address": None}, "remote": {"num_cpus": 1}})
-    submitit: Dict[str, Any] = field(default_factory=lambda: {"folder": "${hydra.sweep.dir}/.submitit/%j",
-                                                              "cluster": "local", "parameters": {}})
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf,
@@ -37,40 +29,32 @@ ConfigStore.instance().store(group="hydra/launcher", name="population", node=Pop
 
 class PopulationLauncher(Launcher):
     def __init__(self, **settings: Any) -> None:
-        self.settings = settings  # PopulationLauncherConf's fields; checked at launch, where errors end cleanly
+        self.settings = settings  # LauncherSettings' fields; checked at launch, where errors end in one line
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from ablate.compose import ComposeCache
-
         self.hydra_context, self.config = hydra_context, config
-        self.compose_cache = ComposeCache.for_sweep(hydra_context.config_loader, config)
+
+    def launch_sweep(self, jobs: Sequence[List[str]], cfgs: Sequence[Any], definition: List[str],
+                     factors: List[str], cache: Any) -> List[JobReturn]:
+        """Train the checked configs of a sweep's jobs; each member is a finished job for Hydra."""
+        from ablate.execution.sweeps import end_with_failures, run_sweep
+
+        settings = LauncherSettings(**{key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value)
+                                       else value for key, value in self.settings.items()})  # ${hydra.sweep.dir} here
+        setup_globals()
+        sweep, results, failed = run_sweep(cfgs, definition, factors, settings)
+        returns = [JobReturn(overrides=list(job), cfg=cfg, hydra_cfg=cache.job(job)[0], task_name="ablate",
+                             working_dir=str(self.config.hydra.sweep.dir), status=JobStatus.COMPLETED,
+                             _return_value=result.value) for job, cfg, result in zip(jobs, cfgs, results)]
+        end_with_failures(sweep, failed)
+        return returns
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """Hydra prints any exception from a launcher as a traceback: a problem the user fixes (a bad value, a
-        missing data file, a device this machine lacks) ends the sweep with its one-line message instead."""
-        from pathlib import Path
+        """Under a sweeper other than ablate's: the jobs it hands over composed and trained the same way."""
+        from ablate.execution.compose import ComposeCache
+        from ablate.execution.sweeps import grid, sweep_definition
 
-        from ablate.cli import user_errors_end_the_command
-        from ablate.sweeps import launch_populations
-        from hydra_plugins.ablate_launchers.callback import AblateCallback
-
-        with user_errors_end_the_command():
-            setup_globals()  # the sweep's progress bar and summary report; errors still reach the console
-            sweep_dir = str(self.config.hydra.sweep.dir)
-            Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-            jobs = [(list(overrides), *self.compose_cache.job(overrides)) for overrides in job_overrides]
-            returns: dict[int, JobReturn] = {}
-
-            def on_result(cfg: Any, result: Any) -> None:
-                overrides, composed = by_cfg[id(cfg)]
-                returns[id(cfg)] = JobReturn(overrides=overrides, cfg=cfg, hydra_cfg=composed, task_name="ablate",
-                                             working_dir=sweep_dir,
-                                             status=JobStatus.COMPLETED, _return_value=result.value)
-                self.hydra_context.callbacks.on_job_end(config=composed, job_return=returns[id(cfg)])
-
-            by_cfg = {id(cfg): (overrides, composed) for overrides, composed, cfg in jobs}
-            settings = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-                        for key, value in self.settings.items()}  # ${hydra.sweep.dir} resolved where it lives
-            sweep = AblateCallback.sweep_of(self.hydra_context.callbacks)
-            launch_populations([cfg for _, _, cfg in jobs], settings, sweep, on_result)
-            return [returns[id(cfg)] for _, _, cfg in jobs]
+        cache = ComposeCache.for_sweep(self.hydra_context.config_loader, self.config)
+        jobs = [list(job) for job in job_overrides]
+        definition = sweep_definition(self.config)
+        return self.launch_sweep(jobs, [cache.run_config(job) for job in jobs], definition, grid(definition)[1], cache)

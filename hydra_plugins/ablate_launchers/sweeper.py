@@ -1,15 +1,21 @@
-"""``hydra/sweeper=ablate`` (the default in conf/config.yaml): Hydra's basic grid sweeper, minus a cost.
+"""``hydra/sweeper=ablate`` (the default in conf/config.yaml): a sweep's grid, checked whole before anything is written.
 
-Before launching, the basic sweeper composes every job's config to check it is legal: a few hundred
-milliseconds each, minutes for a large grid. ``ablate.compose.ComposeCache`` checks the same once per distinct
-set of group choices and once per distinct value, and hands its work to the population launcher.
+It expands the grid as Hydra's basic sweeper does (the command line's sweeps and ``hydra.sweeper.params``, in the
+same order), composes every job once per distinct set of group choices and checks each distinct value
+(``runs.compose.ComposeCache``: Hydra's sweeper would compose each job, seconds to minutes for a large grid), reads
+the data and checks each model against it; only then does the sweep's MLflow parent run open. The population
+launcher then trains the checked configs; any other launcher (basic, joblib, Ray, submitit) runs one job per
+variant, each job told its sweep through its overrides (``tracking.sweep_id``, ``tracking.parent_run_id``).
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -22,18 +28,50 @@ class AblateSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSweeperConf, provider="ablate")
 
 
-class AblateSweeper(BasicSweeper):
-    def setup(self, *args: Any, **kwargs: Any) -> None:
-        from ablate.compose import ComposeCache
+class AblateSweeper(Sweeper):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None) -> None:
+        self.max_batch_size, self.params = max_batch_size, params or {}
 
-        super().setup(*args, **kwargs)
-        self.compose_cache = getattr(self.launcher, "compose_cache", None) or ComposeCache.for_sweep(
-            self.hydra_context.config_loader, self.config)
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
 
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """A bad value ends the sweep with its one-line message (Hydra would print a traceback)."""
-        from ablate.cli import user_errors_end_the_command
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
 
-        with user_errors_end_the_command():
-            for overrides in batch:
-                self.compose_cache.check(overrides)
+    def sweep(self, arguments: List[str]) -> Any:
+        from ablate.execution.compose import ComposeCache
+        from ablate.execution.sweeps import grid, sweep_definition
+        from hydra_plugins.ablate_launchers.population_launcher import PopulationLauncher
+
+        loader = self.hydra_context.config_loader
+        jobs, factors = grid([f"{k}={v}" for k, v in self.params.items()] + list(arguments), loader)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        cache = ComposeCache.for_sweep(loader, self.config)
+        cfgs = [cache.run_config(job) for job in jobs]  # a bad value ends the sweep here, nothing written
+        definition = sweep_definition(self.config)
+        if isinstance(self.launcher, PopulationLauncher):
+            return self.launcher.launch_sweep(jobs, cfgs, definition, factors, cache)
+        return self._one_job_per_variant(jobs, cfgs, definition, factors)
+
+    def _one_job_per_variant(self, jobs: Sequence[List[str]], cfgs: Sequence[Any], definition: List[str],
+                             factors: List[str]) -> Any:
+        from ablate.engine.plan import data_sizes
+        from ablate.errors import UserError
+        from ablate.execution.sweeps import Sweep, end_with_failures
+        from ablate.tracking.tracker import Tracker
+        from hydra_plugins.ablate_launchers.callback import AblateCallback
+
+        if not cfgs:
+            raise UserError("no variants to train: the sweep's values expand to nothing (an empty range or list?); "
+                            "give each swept key at least one value.")
+        data_sizes(cfgs)  # the data read, each model checked against it, before the parent run opens
+        sweep = Sweep(Tracker(cfgs[0].tracking), definition, len(cfgs), factors)
+        AblateCallback.follow(self.hydra_context.callbacks, sweep)
+        size = self.max_batch_size or len(jobs)
+        returns = [self.launcher.launch([[*job, *sweep.ref.as_overrides()] for job in jobs[i:i + size]],
+                                        initial_job_idx=i) for i in range(0, len(jobs), size)]
+        end_with_failures(sweep, sweep.close())
+        return returns

@@ -1,0 +1,161 @@
+"""Scale-out: a sweep's populations sent to Ray tasks or submitit jobs (SLURM, or local processes).
+
+The unit of work is a whole population: the worker trains it at once on its own device (checking its own free
+memory) and records each member as its own MLflow run, with the same leases as a local sweep, so several sweep
+processes, restarts and dead workers stay exact. Ray and submitit do the scheduling; this module only says what
+one task is (``train_population``) and collects the results as they arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+import uuid
+from dataclasses import replace
+from typing import Any, Optional
+
+from ablate.config.identity import config_hash
+from ablate.config.run import Device, RunConfig
+from ablate.engine.plan import Plan, PlannedPopulation
+from ablate.execution.runner import Outcome, Recording, RunResult, execute
+from ablate.tracking.tracker import RunKind, RunStatus, SweepRef, Tracker
+
+log = logging.getLogger("ablate")
+TAG_TASK = "ablate.task"  # the remote task that trained a run: a task that dies takes only its own runs down
+
+class NoGPU(RuntimeError):
+    """A task asked for a GPU and its worker has none: its runs fail rather than train on a CPU."""
+
+
+def train_population(population: PlannedPopulation, sweep: Optional[SweepRef], task: str, memory_fraction: float,
+                     gpu: bool = False, threads: Optional[int] = None) -> list[RunResult]:
+    """What a worker runs: one planned population trained and recorded in the sweep, cut to this worker's memory
+    (``gpu``: its task asked for one; ``threads``: the CPUs it asked for, which torch then keeps to)."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if threads:
+        torch.set_num_threads(threads)  # workers side by side share the cores, not each take them all
+    cfgs = list(population.cfgs)
+    if gpu and not torch.cuda.is_available():
+        raise NoGPU(f"its task asked for a GPU (trainer.device={cfgs[0].trainer.device.value}), but this worker has "
+                    f"no CUDA device: give the cluster GPUs, or set trainer.device=cpu (or auto on a CPU machine)")
+    if gpu:
+        cfgs = [replace(c, trainer=replace(c.trainer, device=Device.cuda)) for c in cfgs]  # auto: on the GPU asked for
+    plan = Plan([replace(population, cfgs=tuple(cfgs))], torch.device("cuda" if gpu else "cpu"), "on this worker",
+                memory_checked=False, memory_fraction=memory_fraction)
+    recording = Recording(Tracker(cfgs[0].tracking), sweep, tags_of=lambda _: {TAG_TASK: task})
+    return execute(plan, recording)
+
+
+def task_device(options: dict[str, Any], device: Device):
+    """Where a remote task's runs train: on the GPU it asks for, else as ``trainer.device`` says (auto: a CPU)."""
+    import torch
+
+    return torch.device("cuda" if asks_for_gpu(options) else device.value.replace("auto", "cpu"))
+
+
+def task_threads(how: str, options: dict[str, Any]) -> Optional[int]:
+    """The CPUs a task asks for (Ray's num_cpus, SLURM's cpus_per_task): its torch threads."""
+    cpus = (options.get("remote") or {}).get("num_cpus") if how == "ray" else \
+        (options.get("parameters") or {}).get("cpus_per_task")
+    return max(1, int(cpus)) if cpus else None
+
+
+def asks_for_gpu(options: dict[str, Any]) -> bool:
+    return bool((options.get("remote") or {}).get("num_gpus") or (options.get("parameters") or {}).get("gpus_per_node"))
+
+
+def task_resources(how: str, options: dict[str, Any], device: Device, gpus_per_task: float) -> dict[str, Any]:
+    """The task options with the GPU request the runs need: where ``num_gpus`` (Ray) or ``gpus_per_node`` (SLURM) is
+    not set, ``gpus_per_task`` of them when the runs are on CUDA (``trainer.device=cuda``, or ``auto`` where this
+    machine has CUDA), else none. Set explicitly, they are kept as they are."""
+    import torch
+
+    wants = device == Device.cuda or (device == Device.auto and torch.cuda.is_available())
+    options = {**options, "remote": dict(options.get("remote") or {}), "parameters": dict(options.get("parameters") or {})}
+    if how == "ray" and options["remote"].get("num_gpus") is None:
+        options["remote"]["num_gpus"] = gpus_per_task if wants else 0
+    if how == "submitit" and options["parameters"].get("gpus_per_node") is None and wants:
+        options["parameters"]["gpus_per_node"] = math.ceil(gpus_per_task)
+    return options
+
+
+def resources_text(options: dict[str, Any]) -> str:
+    remote, parameters = options.get("remote") or {}, options.get("parameters") or {}
+    gpus = remote.get("num_gpus") or parameters.get("gpus_per_node") or 0
+    cpus = remote.get("num_cpus") or parameters.get("cpus_per_task")
+    return f"each asking for {gpus:g} GPU(s)" + (f" and {cpus:g} CPU(s)" if cpus else "")
+
+
+def dispatch(plan: Plan, how: str, options: dict[str, Any], sweep: Optional[SweepRef], tracker: Tracker):
+    """Run each planned population as one remote task (``how``: ``ray`` or ``submitit``); yields each population and
+    its results as it completes. A task that crashes (a lost node, a killed process) fails its own runs only."""
+    tasks = [(population, uuid.uuid4().hex[:12]) for population in plan.populations]
+    submit = {"ray": _ray, "submitit": _submitit}[how]  # each task: train_population(population, sweep, task, ...)
+    for (population, task), outcome in submit(tasks, options, sweep, plan.memory_fraction, task_threads(how, options)):
+        if isinstance(outcome, BaseException):
+            outcome = fail_task(tracker, list(population.cfgs), task, outcome, sweep)
+        yield population, outcome
+
+
+def fail_task(tracker: Tracker, members: list[RunConfig], task: str, error: BaseException,
+              sweep: Optional[SweepRef]) -> list[RunResult]:
+    """The task died without ending its runs: those it did not finish become FAILED with the task's error (also one
+    another worker's liveness check found dead meanwhile and marked KILLED: the same death, counted the same), and a
+    member it never opened a run for gets a FAILED run, so that every failure is counted and visible."""
+    text = f"its worker task failed: {type(error).__name__}: {error}"[:5000]
+    details = "".join(traceback.format_exception(error))  # a Ray task's error carries the remote traceback
+    log.error(f"a population of {len(members)} failed remotely ({text})")
+    runs = {r.config_hash: r for r in tracker.runs(tags={TAG_TASK: task})}
+    results = []
+    for cfg in members:
+        run = runs.get(config_hash(cfg))
+        if run is not None and run.status == RunStatus.finished:
+            results.append(RunResult(run.run_id, Outcome.finished, run.metrics))
+            continue
+        if run is None:
+            with tracker.training_run(cfg, "none", sweep, RunKind.train, extra_tags={TAG_TASK: task}) as opened:
+                opened.log_texts({"error.txt": details})
+                opened.end(RunStatus.failed, text)
+            results.append(RunResult(opened.run_id, Outcome.failed, {}))
+            continue
+        tracker.terminate(run.run_id, RunStatus.failed, text, details)
+        results.append(RunResult(run.run_id, Outcome.failed, {}))
+    return results
+
+
+def _ray(tasks, options, sweep, memory_fraction, threads):
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(**{k: v for k, v in options.get("init", {}).items() if v is not None})
+    remote = ray.remote(**{k: v for k, v in options.get("remote", {}).items() if v is not None})(train_population)
+    gpu = asks_for_gpu(options)
+    pending = {remote.remote(population, sweep, task, memory_fraction, gpu, threads): (population, task)
+               for population, task in tasks}
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        try:
+            outcome = ray.get(ref)
+        except Exception as err:  # RayTaskError, WorkerCrashedError, OutOfMemoryError
+            outcome = err
+        yield pending.pop(ref), outcome
+
+
+def _submitit(tasks, options, sweep, memory_fraction, threads):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=options["folder"], cluster=options.get("cluster"))
+    executor.update_parameters(**{k: v for k, v in options.get("parameters", {}).items() if v is not None})
+    with executor.batch():  # one array job on SLURM
+        jobs = [executor.submit(train_population, population, sweep, task, memory_fraction, asks_for_gpu(options),
+                                threads) for population, task in tasks]
+    by_job = {id(job): task for job, task in zip(jobs, tasks)}
+    for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
+        try:
+            outcome = job.result()
+        except Exception as err:  # FailedJobError, UncompletedJobError (timeout, preemption)
+            outcome = err
+        yield by_job[id(job)], outcome

@@ -1,0 +1,276 @@
+"""Scale-out for real: Ray (a local instance), submitit (local processes standing in for SLURM), and several
+sweep processes sharing an MLflow tracking server on the local PostgreSQL."""
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from optuna.trial import TrialState
+
+from tests.conftest import REPO, fresh_postgres_database, stopped_at_exit
+from tests.servers import free_port, serving
+
+GRID = ("model.bn=pre,none", "seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cpu")
+LEASES = ("tracking.heartbeat_s=1", "tracking.dead_after_s=4")  # a dead worker's lease expires in seconds
+SECRET = "s3cret-" + uuid.uuid4().hex[:6]  # PostgreSQL here trusts local users: any password connects
+
+
+def ablate(*args, cwd, env_extra=None, module="ablate", wait=True):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    command = [sys.executable, "-m", module, *(["-m"] if module == "ablate" else []), *args]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        process.output = process.communicate(timeout=300)[0]
+    return process
+
+
+def train_runs(uri, experiment="ablate"):
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id], "tags.`ablate.kind` = 'train'")
+
+
+def assert_each_variant_finished_once(runs, variants):
+    finished = Counter(r.data.tags["ablate.config_hash"] for r in runs if r.info.status == "FINISHED")
+    story = "\n".join(  # which worker held what, when, and why it ended: enough to tell a lease's failure
+        f"{r.info.status} pid={r.data.tags.get('ablate.pid')} {r.data.tags['ablate.config_hash'][:8]} "
+        f"start={r.info.start_time} end={r.info.end_time} beat={r.data.tags.get('ablate.heartbeat')} "
+        f"code={r.data.tags.get('ablate.code_version')} sweep={r.data.tags.get('ablate.sweep_id')} "
+        f"error={r.data.tags.get('ablate.error')}" for r in sorted(runs, key=lambda r: r.info.start_time))
+    assert len(finished) == variants and set(finished.values()) == {1}, f"{finished}\n{story}"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len({r.data.tags["ablate.sweep_id"] for r in runs}) == 1
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["ray", "submitit_local", "population_ray", "population_submitit_local"])
+def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, tracking_uri, tmp_path):
+    extra = {"ray": ["hydra.launcher.ray.init.num_cpus=2"],
+             "population_ray": ["hydra.launcher.ray.init.num_cpus=2", "hydra.launcher.max_size=2"],
+             "population_submitit_local": ["hydra.launcher.max_size=2"]}.get(launcher, [])
+    out = ablate(*GRID, f"hydra/launcher={launcher}", *extra, cwd=tmp_path)
+    assert out.returncode == 0, out.output
+    runs = train_runs(tracking_uri)
+    assert_each_variant_finished_once(runs, 4)
+    assert "4 FINISHED runs, 0 failed" in out.output
+    if launcher.startswith("population"):  # the unit of remote work is a population group, not a variant
+        assert sorted(Counter(r.data.tags["ablate.task"] for r in runs).values()) == [2, 2]
+        assert len({r.data.tags["ablate.pid"] for r in runs}) == 2
+
+
+@pytest.mark.slow
+def test_a_group_whose_worker_crashes_fails_alone_and_the_sweep_says_so(tracking_uri, tmp_path):
+    # A hidden width of 10^12 cannot be allocated (memory_fraction above 1 skips the memory check): that
+    # population's worker raises inside the task; the other population finishes.
+    out = ablate("model.hidden=[32],[1000000000000]", "data=digits", "trainer.epochs=1", "trainer.device=cpu",
+                 "hydra/launcher=population_submitit_local", "hydra.launcher.memory_fraction=2", cwd=tmp_path)
+    assert out.returncode != 0 and "1 run(s) of sweep" in out.output
+    statuses = sorted(r.info.status for r in train_runs(tracking_uri))
+    assert statuses == ["FAILED", "FINISHED"]
+    failed = next(r for r in train_runs(tracking_uri) if r.info.status == "FAILED")
+    assert "RuntimeError" in failed.data.tags["ablate.error"] and "can't allocate memory" in failed.data.tags["ablate.error"]
+
+
+@pytest.mark.slow
+def test_runs_a_task_left_running_when_it_died_mid_training_end_failed_and_the_other_task_finishes(tracking_uri,
+                                                                                                    tmp_path):
+    # kill_after differs, so the two variants are two populations, each one submitit task; one task's process dies
+    # by SIGKILL after 150 steps (epoch 5 of 20), leaving its run RUNNING with nobody to end it.
+    out = ablate("model=custom", "model.target=tests.user_models.KillsItself", "+model.kwargs.kill_after=0,150",
+                 "data=digits", "trainer.epochs=20", "trainer.device=cpu", "hydra/launcher=population_submitit_local",
+                 cwd=tmp_path)
+    assert out.returncode != 0 and "1 run(s) of sweep" in out.output, out.output[-3000:]
+    runs = {r.data.params["model.kwargs.kill_after"]: r for r in train_runs(tracking_uri)}
+    assert {k: r.info.status for k, r in runs.items()} == {"0": "FINISHED", "150": "FAILED"}
+    dead = runs["150"]
+    assert dead.data.tags["ablate.error"].startswith("its worker task failed: ")  # ended by the sweep, not itself
+    assert dead.data.tags["ablate.pid"] != runs["0"].data.tags["ablate.pid"]  # opened by the task that died
+    assert "ablate.task" in dead.data.tags and "train_seconds" not in dead.data.metrics
+
+
+@pytest.mark.slow
+def test_data_a_worker_could_not_read_fails_the_sweep_before_any_task_starts(tracking_uri, tmp_path):
+    """The plan reads the data before any task is sent: a missing file is one line, nothing recorded, no task."""
+    out = ablate("seed=0,1", "data.path=missing.csv", "trainer.epochs=1", "trainer.device=cpu",
+                 "hydra/launcher=population_submitit_local", cwd=tmp_path)
+    assert out.returncode == 2 and "error: Data file missing.csv does not exist" in out.output
+    assert not train_runs(tracking_uri) and not list(tmp_path.rglob("*.submitit"))
+
+
+# ------------------------------------------------------------------ a shared MLflow server on PostgreSQL
+
+
+@pytest.mark.slow
+def test_a_server_whose_database_cannot_be_reached_says_so_in_one_line(tmp_path):
+    port = free_port()
+    out = ablate("--db", f"postgresql://postgres:secret@127.0.0.1:{port}/mlflow", module="ablate.server", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.output
+    assert f"error: cannot reach PostgreSQL for postgresql://postgres:***@127.0.0.1:{port}/mlflow" in out.output
+    assert "Connection refused" in out.output and "secret" not in out.output
+
+
+@pytest.mark.slow
+def test_make_server_with_auth_refuses_requests_without_credentials(tmp_path):
+    password = "admin-" + uuid.uuid4().hex
+    (tmp_path / "auth.ini").write_text(  # MLflow's users live in this test's folder, not the working directory
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path}/basic_auth.db\n"
+        "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
+           "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")}
+    with serving(f"sqlite:///{tmp_path}/mlflow.db", tmp_path, "--auth", env_extra=env) as url:
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(search, timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(search, headers={
+            "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})
+        assert urllib.request.urlopen(request, timeout=10).status == 200
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgres@", f"postgres:{SECRET}@", 1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, postgres_server):
+    """The shared server on a fresh PostgreSQL database, with a password in its URL that must surface nowhere."""
+    home = tmp_path_factory.mktemp("server")
+    with fresh_postgres_database() as db, serving(with_password(db), home) as url:
+        assert SECRET not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        yield url, home / "server.log"
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_killed(server, tmp_path, monkeypatch):
+    url, _ = server
+    experiment = f"two-{uuid.uuid4().hex[:6]}"
+    grid = ("model.bn=pre,none", "model.dropout=0,0.3", "seed=0,1", "data=digits", "trainer.device=cpu",
+            "hydra/launcher=population", "hydra.launcher.max_size=2", f"tracking.experiment={experiment}", *LEASES)
+    env = {"MLFLOW_TRACKING_URI": url}
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+
+    # Two processes at once on the same 8-variant grid.
+    first = [ablate(*grid, "trainer.epochs=2", cwd=tmp_path / d, env_extra=env, wait=False) for d in "ab"]
+    with stopped_at_exit(*first):
+        outputs = [p.communicate(timeout=300)[0] for p in first]
+    assert [p.returncode for p in first] == [0, 0], outputs
+    assert_each_variant_finished_once(train_runs(url, experiment), 8)
+    first_sweep = {r.data.tags["ablate.sweep_id"] for r in train_runs(url, experiment)}
+
+    # Again on a longer grid (a new sweep): one process is killed with SIGKILL midway, the other takes up its
+    # variants once its leases go stale, and the same command started again finds nothing left to do.
+    slow = (*grid, "trainer.epochs=100")
+    victim, survivor = [ablate(*slow, cwd=tmp_path / d, env_extra=env, wait=False) for d in "ab"]
+    with stopped_at_exit(victim, survivor):
+        deadline = time.time() + 120
+        while not any(r.data.tags.get("ablate.pid") == str(victim.pid) and r.info.status == "RUNNING"
+                      and r.data.tags["ablate.sweep_id"] not in first_sweep  # a run of the long grid, training
+                      for r in train_runs(url, experiment)):
+            assert time.time() < deadline and victim.poll() is None
+            time.sleep(0.2)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        assert survivor.communicate(timeout=300)[0] and survivor.returncode == 0
+    again = ablate(*slow, cwd=tmp_path / "a", env_extra=env)
+    assert again.returncode == 0, again.output
+    runs = [r for r in train_runs(url, experiment) if r.data.tags["ablate.sweep_id"] not in first_sweep]
+    assert_each_variant_finished_once(runs, 8)
+    assert any(r.info.status == "KILLED" and r.data.tags["ablate.pid"] == str(victim.pid) for r in runs)
+
+
+@pytest.mark.slow
+def test_a_search_with_two_workers_and_a_sweep_share_the_server_and_no_password_leaks(server, tmp_path):
+    url, server_log = server
+    experiment, study = f"mixed-{uuid.uuid4().hex[:6]}", f"study-{uuid.uuid4().hex[:6]}"
+    env = {"MLFLOW_TRACKING_URI": url}
+    with fresh_postgres_database("ablate_optuna") as database:
+        storage = with_password(database)
+        env["OPTUNA_STORAGE"] = storage  # on the command line only its name: Hydra's files record that, not the URL
+        search = ("data=digits", "trainer.device=cpu", "trainer.epochs=2", "search.final_seeds=1", "search.n_trials=4",
+                  "search.batch=2", "search.pruner=none", "search.storage=${oc.env:OPTUNA_STORAGE}",
+                  f"search.study={study}", f"tracking.experiment={experiment}")
+        processes = [ablate(*search, f"search.finalize={i == 0}", module="ablate.search", cwd=tmp_path,
+                            env_extra=env, wait=False) for i in range(2)]
+        processes.append(ablate(*GRID, f"tracking.experiment={experiment}", cwd=tmp_path, env_extra=env, wait=False))
+        with stopped_at_exit(*processes):
+            outputs = [p.communicate(timeout=300)[0] for p in processes]
+        assert [p.returncode for p in processes] == [0, 0, 0], [o[-3000:] for o in outputs]
+        trials = optuna.load_study(study_name=study, storage=storage).trials
+        assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+        assert_each_variant_finished_once(train_runs(url, experiment), 4)
+
+        # The password is in the Optuna storage URL and the server's database URL: it must be nowhere.
+        client = MlflowClient(url)
+        exp_id = client.get_experiment_by_name(experiment).experiment_id
+        seen = list(outputs) + [server_log.read_text()]
+        for run in client.search_runs([exp_id]):
+            seen += [repr(run.data.params), repr(run.data.tags), run.info.run_name or ""]
+            local = Path(download_artifacts(run_id=run.info.run_id, tracking_uri=url, dst_path=str(tmp_path / "dl")))
+            seen += [f.read_text(errors="replace") for f in local.rglob("*") if f.is_file() and f.suffix != ".png"]
+        seen += [f.read_text() for f in (tmp_path / "studies").rglob("*.yaml")]  # the exported best config
+        hydra_files = [f for folder in ("outputs", "multirun") for f in (tmp_path / folder).rglob(".hydra/*.yaml")]
+        assert len(hydra_files) >= 6  # config, overrides and hydra.yaml of each search process and the sweep's jobs
+        seen += [f.read_text() for f in hydra_files]
+        assert len(seen) > 20 and any("***" in text for text in seen)
+        assert not [text for text in seen if SECRET in text]
+
+
+def test_a_dead_tasks_run_already_found_dead_by_another_worker_is_still_counted_failed(tracking_uri):
+    """The order the suite once hit: another worker's liveness check marks the dead task's run KILLED before the
+    sweep learns the task failed; the sweep still records that run FAILED with the task's error."""
+    from ablate.config import config_hash
+    from ablate.execution.scale import TAG_TASK, fail_task
+    from ablate.tracking.tracker import TAG_HASH, RunStatus, Tracker
+    from tests.conftest import make_config
+
+    cfg = make_config("data=digits", "trainer.epochs=1")
+    tracker = Tracker(cfg.tracking)
+    run = tracker.start_run("left behind", {TAG_HASH: config_hash(cfg), TAG_TASK: "task-1", "ablate.kind": "train"})
+    tracker.terminate(run.run_id, RunStatus.killed, "its worker died or stopped heartbeating while RUNNING")
+    [result] = fail_task(tracker, [cfg], "task-1", RuntimeError("the node was lost"), None)
+    ended = MlflowClient(tracking_uri).get_run(run.run_id)
+    assert (result.run_id, result.outcome.value, ended.info.status) == (run.run_id, "failed", "FAILED")
+    assert ended.data.tags["ablate.error"] == "its worker task failed: RuntimeError: the node was lost"
+
+
+def test_runs_on_cuda_ask_each_remote_task_for_a_gpu_and_runs_on_a_cpu_do_not():
+    from ablate.config import Device
+    from ablate.execution.scale import task_resources
+
+    ray = {"remote": {"num_cpus": 1, "num_gpus": None}}
+    assert task_resources("ray", ray, Device.cuda, 1.0)["remote"] == {"num_cpus": 1, "num_gpus": 1.0}
+    assert task_resources("ray", ray, Device.cuda, 0.25)["remote"]["num_gpus"] == 0.25  # four populations a GPU
+    assert task_resources("ray", ray, Device.cpu, 1.0)["remote"]["num_gpus"] == 0
+    assert task_resources("ray", {"remote": {"num_gpus": 2}}, Device.cpu, 1.0)["remote"]["num_gpus"] == 2  # as set
+    slurm = {"parameters": {"gpus_per_node": None, "cpus_per_task": 4}}
+    assert task_resources("submitit", slurm, Device.cuda, 0.5)["parameters"]["gpus_per_node"] == 1
+    assert task_resources("submitit", slurm, Device.cpu, 1.0)["parameters"]["gpus_per_node"] is None
+    assert ray["remote"]["num_gpus"] is None  # the launcher's own settings are left as they were
+
+
+@pytest.mark.slow
+def test_a_worker_without_the_gpu_its_task_asked_for_fails_its_runs_rather_than_train_on_a_cpu(tracking_uri, tmp_path):
+    """Local Ray told it has a GPU (so the task is scheduled) on a machine whose torch sees no CUDA device."""
+    out = ablate("seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cuda", "hydra/launcher=population_ray",
+                 "hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.num_gpus=1", cwd=tmp_path)
+    first = next(line for line in out.output.splitlines() if line.startswith("plan: "))
+    assert first == "plan: 2 variants in 1 population(s) of up to 2 on cuda as ray tasks, each asking for 1 GPU(s) " \
+                    "and 1 CPU(s)", first
+    assert out.returncode != 0 and "2 run(s) of sweep" in out.output
+    runs = train_runs(tracking_uri)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
+    assert all("NoGPU: its task asked for a GPU (trainer.device=cuda), but this worker has no CUDA device"
+               in r.data.tags["ablate.error"] for r in runs)
