@@ -17,7 +17,8 @@ import sys
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ablate.errors import UserError, first_signal, signal_received, Stopped
+from ablate.errors import (Stopped, UserError, first_signal, raise_if_stopped, signal_received,
+                           signals_cleared)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -39,16 +40,11 @@ def one_line(err: BaseException) -> Optional[str]:
     keeps its traceback."""
     from ablate.tracking.store import store_failure
 
-    seen, chain = set(), err
-    while chain is not None and id(chain) not in seen:
-        if isinstance(chain, UserError):
-            return str(chain)
-        if isinstance(chain, OSError) and chain.errno in FILE_SYSTEM:
-            name = chain.filename or "a file"
-            return (f"{name}: {chain.strerror}. Check that its folder exists and is writable (or run from another "
-                    f"folder); runs finished before are kept.")
-        seen.add(id(chain))
-        chain = chain.__cause__ or chain.__context__
+    if (user := _chained(err, UserError)) is not None:
+        return str(user)
+    if (refused := _chained(err, OSError)) is not None and refused.errno in FILE_SYSTEM:
+        return (f"{refused.filename or 'a file'}: {refused.strerror}. Check that its folder exists and is writable "
+                f"(or run from another folder); runs finished before are kept.")
     if (failed := store_failure(err)) is not None:
         return failed
     if type(err).__module__.split(".")[0] in ("hydra", "omegaconf"):
@@ -70,6 +66,7 @@ def _entry_point() -> Iterator[bool]:
     saved = {name: os.environ.get(name) for name in ("HYDRA_FULL_ERROR", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")}
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here, where they become one line
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ablate prints its own line per run
+    signals_cleared()
     handlers = {s: signal.signal(s, _stop) for s in SIGNALS}
     try:
         yield full_error
@@ -88,16 +85,34 @@ def run_command(command: Callable[[], Any], on_interrupt: str) -> None:
     with _entry_point() as full_error:
         try:
             command()
+            raise_if_stopped()  # a signal whose raising was lost (in a garbage collector's callback) still ends it
         except KeyboardInterrupt as err:
-            signum = first_signal() or signal.SIGINT
-            print(f"\n{err or 'interrupted'}: {on_interrupt}", file=sys.stderr, flush=True)
-            sys.exit(128 + signum)
+            _stopped(err, on_interrupt)
         except Exception as err:
+            if (stop := _chained(err, KeyboardInterrupt)) is not None:  # a stop that a library's finally turned
+                _stopped(stop, on_interrupt)                            # into another error is still the stop
             message = one_line(err)
             if message is None or (full_error and not isinstance(err, UserError)):
                 raise
             print(f"error: {message}", file=sys.stderr, flush=True)
             sys.exit(2)
+
+
+def _stopped(err: BaseException, on_interrupt: str) -> None:
+    signum = first_signal() or signal.SIGINT
+    print(f"\n{err or 'interrupted'}: {on_interrupt}", file=sys.stderr, flush=True)
+    sys.exit(128 + signum)
+
+
+def _chained(err: BaseException, kind: type) -> Optional[BaseException]:
+    """The first exception of type ``kind`` in ``err``'s chain of causes and contexts, or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 @contextlib.contextmanager

@@ -3,11 +3,12 @@ nothing heavy: every layer, and ``ablate --help``, may import it."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import signal
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 
 class UserError(Exception):
@@ -57,21 +58,50 @@ class Stopped(KeyboardInterrupt):
 
 
 _received: list[int] = []  # the signals the entry point's handler was given, in order
+_state = {"deferring": 0, "raised": False}  # how deep in a write a stop must not cut in two; whether it was raised
+
+
+def signals_cleared() -> None:
+    """A command starts with no stop received (the entry point calls this: a process may run several)."""
+    _received.clear()
+    _state.update(deferring=0, raised=False)
 
 
 def signal_received(signum: int) -> bool:
-    """Record a signal; True for the first, which stops the command (the later ones only wait for its wind-down)."""
+    """Record a signal; True where it stops the command now: the first, outside a write (inside one, the stop
+    waits for the write's end; the later signals only wait for the wind-down)."""
     _received.append(signum)
-    return len(_received) == 1
+    stops = len(_received) == 1 and not _state["deferring"]
+    _state["raised"] |= stops
+    return stops
 
 
 def first_signal() -> Optional[int]:
     return _received[0] if _received else None
 
 
+@contextlib.contextmanager
+def signals_deferred(on_stop: Optional[Callable[[Stopped], None]] = None) -> Iterator[None]:
+    """Within the block a stop waits: a run is started or ended whole (its status never left half written), and a
+    stop that came meanwhile is raised as the block ends (once: the wind-down's own writes do not raise it again),
+    after ``on_stop`` (a run just started ends KILLED there, so that nothing is left RUNNING)."""
+    _state["deferring"] += 1
+    try:
+        yield
+    finally:
+        _state["deferring"] -= 1
+    if not _state["deferring"] and _received and not _state["raised"]:
+        _state["raised"] = True
+        stop = Stopped(_received[0])
+        if on_stop is not None:
+            on_stop(stop)
+        raise stop
+
+
 def raise_if_stopped() -> None:
-    """Raise the stop a signal asked for if it has not stopped the work yet: its first raising can be lost where
-    Python only reports it (inside a garbage collector's callback). The runner calls this between epochs, so no
-    signal is lost; where nothing was received it costs a list lookup."""
+    """Raise the stop a signal asked for where it has not stopped the work: its raising can be lost where Python
+    only reports it (inside a garbage collector's callback). The runner calls this between epochs, in the normal
+    course of work, never in a wind-down; where nothing was received it costs a list lookup."""
     if _received:
+        _state["raised"] = True
         raise Stopped(_received[0])

@@ -116,16 +116,19 @@ class OutOfMemoryUnderVmap(nn.Module):
 
 class KillsItself(nn.Module):
     """After ``kill_after`` training steps its process dies as a lost node's would (SIGKILL: nothing cleaned up);
-    0 never."""
+    after ``crash_after`` steps it asks for memory no machine has (a real allocation error, raised inside the
+    worker's population, past the contract's check); 0 never."""
 
-    def __init__(self, in_shape, n_classes, kill_after=200):
+    def __init__(self, in_shape, n_classes, kill_after=200, crash_after=0):
         super().__init__()
         self.head = nn.Linear(int(torch.tensor(in_shape).prod()), n_classes)
-        self.kill_after, self.steps = kill_after, 0
+        self.kill_after, self.crash_after, self.steps = kill_after, crash_after, 0
 
     def forward(self, x):
         if self.training:
             self.steps += 1
             if self.steps == self.kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.steps == self.crash_after:
+                torch.empty(10**14, dtype=torch.uint8)  # 100 TB
         return self.head(x.flatten(1))

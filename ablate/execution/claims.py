@@ -92,8 +92,9 @@ def judge_claims(cfg: JudgeConfig, command_overrides: list[str], cache: ComposeC
     for line in [f"{len(cfgs)} variants composed in {time.perf_counter() - began:.1f} s", *experiment.skipped,
                  str(plan)]:
         sweep.announce(line)
-    results = dict(zip(map(id, plan.cfgs), execute(plan, sweep.recording(plan.cfgs, quiet))))
-    sweep.close("(the verdicts: reports/claims.md)")
+    with sweep.lifecycle():
+        results = dict(zip(map(id, plan.cfgs), execute(plan, sweep.recording(plan.cfgs, quiet))))
+        sweep.close("(the verdicts: reports/claims.md)")
     runs = {config_hash(c): {"status": "FAILED" if r.outcome == Outcome.failed else "FINISHED", **r.metrics,
                              "gap": r.metrics.get("train_eval_acc", math.nan) - r.metrics.get("val_acc", math.nan)}
             for c, r in ((c, results[id(c)]) for c in cfgs)

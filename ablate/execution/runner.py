@@ -110,6 +110,7 @@ def execute(plan: Plan, recording: Recording, wait_for_others: bool = True) -> l
                     record(cfg, RunResult("", Outcome.elsewhere, {}))
                 break
             if pending:
+                raise_if_stopped()
                 if not announced:
                     log.info(f"waiting for {len(pending)} variant(s) other workers are training")
                     announced = True

@@ -161,18 +161,20 @@ def run_search(cfg: RunConfig, quiet: bool = False) -> Optional[FrozenTrial]:
     tracker = Tracker(cfg.tracking)
     sweep = Sweep(tracker, ["search", s.study, mask_url(storage_url(s))], s.n_trials, list(space), kind=RunKind.search)
     sweep.parent.set_tags({"optuna.study": s.study, "optuna.storage": storage_url(s)})
-    while True:
-        if fail_dead_trials(study, cfg):
-            sweep.announce("trials of a dead worker were marked FAIL" + (" and queued again" if s.retry_dead else ""))
-        trials = ask_within_budget(study, s)
-        if not trials:
-            break
-        search_round(cfg, space, study, trials, sweep, quiet)
-    if not s.finalize:
-        if sweep.progress:
-            sweep.progress.close()
-        return None
-    return finalize(cfg, study, tracker, sweep)
+    with sweep.lifecycle():
+        while True:
+            if fail_dead_trials(study, cfg):
+                sweep.announce("trials of a dead worker were marked FAIL" + (" and queued again" if s.retry_dead
+                                                                             else ""))
+            trials = ask_within_budget(study, s)
+            if not trials:
+                break
+            search_round(cfg, space, study, trials, sweep, quiet)
+        if not s.finalize:
+            if sweep.progress:
+                sweep.progress.close()
+            return None
+        return finalize(cfg, study, tracker, sweep)
 
 
 def search_round(cfg: RunConfig, space: dict[str, SearchedKey], study: optuna.Study, trials: list[Trial],

@@ -10,17 +10,17 @@ comes here too.
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import hashlib
 import itertools
 import random
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from ablate.config.launch import Dispatch, LauncherSettings
 from ablate.config.run import RunConfig
 from ablate.engine.plan import Plan, data_sizes, make_plan
-from ablate.errors import UserError
+from ablate.errors import UserError, raise_if_stopped
 from ablate.paths import command
 from ablate.execution.runner import Outcome, Recording, RunResult, execute
 from ablate.tracking.tracker import (TAG_DEFINITION, TAG_FACTORS, TAG_KIND, TAG_SWEEP, TAG_VARIANTS, RecordedRun,
@@ -105,7 +105,6 @@ class Sweep:
         self.ref = SweepRef(self.sweep_id, self.parent.run_id)
         self.progress: Optional[Progress] = None
         self.closed = False
-        atexit.register(self._kill_if_open)  # Ctrl-C or a crash: the parent is not left RUNNING
 
     def _open_parent(self, name: str, tags: dict[str, str]) -> RecordedRun:
         """The sweep's one parent run, shared by every worker on the sweep: the oldest one, re-opened, or ours.
@@ -181,15 +180,23 @@ class Sweep:
         """Variants other workers are still training belong in this sweep's summary: wait for them (a worker
         that dies meanwhile has its runs marked KILLED; the same command then trains those variants)."""
         while running := self.tracker.live(sweep_id=self.sweep_id, not_kind=self.kind):
+            raise_if_stopped()
             if self.progress:
                 self.progress.bar.set_postfix_str(f"waiting for {len(running)} run(s) of other workers")
             time.sleep(min(5.0, self.tracker.heartbeat.every_s))
 
-    def _kill_if_open(self) -> None:
-        if not self.closed:
+    @contextlib.contextmanager
+    def lifecycle(self) -> Iterator["Sweep"]:
+        """The parent run is not left RUNNING: KILLED with the signal's name on a stop, FAILED on an error."""
+        try:
+            yield self
+        except BaseException as err:
             if self.progress:
                 self.progress.close()
-            self.parent.end(RunStatus.killed)
+            if not self.closed:
+                self.parent.end(RunStatus.killed if isinstance(err, KeyboardInterrupt) else RunStatus.failed,
+                                str(err) or type(err).__name__)
+            raise
 
 
 def launch_populations(cfgs: Sequence[RunConfig], settings: LauncherSettings, sweep: Sweep,
@@ -248,8 +255,9 @@ def run_sweep(cfgs: Sequence[RunConfig], definition: list[str], factors: list[st
                         "give each swept key at least one value.")
     data_sizes(cfgs)
     sweep = Sweep(Tracker(cfgs[0].tracking), definition, len(cfgs), factors, quiet=quiet)
-    results = launch_populations(cfgs, settings, sweep, quiet)
-    return sweep, results, sweep.close()
+    with sweep.lifecycle():
+        results = launch_populations(cfgs, settings, sweep, quiet)
+        return sweep, results, sweep.close()
 
 
 def end_with_failures(sweep: Sweep, failed: int) -> None:

@@ -28,7 +28,7 @@ from typing import Collection, Iterator, Mapping, Optional
 
 from ablate.config.identity import config_hash, flatten, to_dict
 from ablate.config.run import DataSource, RunConfig, TrackingConfig
-from ablate.errors import UserError
+from ablate.errors import UserError, signals_deferred
 from ablate.tracking.liveness import HOST, Heartbeat, is_dead
 from ablate.tracking.provenance import code_version, git_commit, inputs, inputs_digest, package_versions
 from ablate.tracking.store import check_reachable, check_scheme, creating, mask_url, sqlite_file, sqlite_in_wal_mode
@@ -294,16 +294,20 @@ class Tracker:
                 TAG_HEARTBEAT: f"{time.time():.3f}"}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
-        info = self._client.create_run(self.experiment_id, tags=tags, run_name=name).info
-        run = RecordedRun(self, info.run_id, artifact_uri=info.artifact_uri)
-        self._keep_alive(run.run_id)
-        return run
+        opened: list[RecordedRun] = []
+        with signals_deferred(on_stop=lambda stop: [run.end(RunStatus.killed, str(stop)) for run in opened]):
+            info = self._client.create_run(self.experiment_id, tags=tags, run_name=name).info
+            opened.append(RecordedRun(self, info.run_id, artifact_uri=info.artifact_uri))
+            self._keep_alive(info.run_id)
+        return opened[0]
 
     def reopen(self, run_id: str) -> "RecordedRun":
         """An ended run of this experiment RUNNING again, as this process's (a resumed sweep's parent)."""
-        self._client.update_run(run_id, status=RunStatus.running.value)
-        self._keep_alive(run_id)
-        return RecordedRun(self, run_id)
+        run = RecordedRun(self, run_id)
+        with signals_deferred(on_stop=lambda stop: run.end(RunStatus.killed, str(stop))):
+            self._client.update_run(run_id, status=RunStatus.running.value)
+            self._keep_alive(run_id)
+        return run
 
     def run(self, run_id: str) -> "RecordedRun":
         """An existing run to log more to (a report's artifacts), its state untouched."""
@@ -316,10 +320,11 @@ class Tracker:
         """End another process's run (it cannot end its own any more), saying why (``details``: a traceback, as
         the artifact ``error.txt``); this process stops stamping it if it ever did."""
         self.heartbeat.forget(run_id)
-        if details:
-            self.run(run_id).log_texts({"error.txt": details})
-        self._client.set_tag(run_id, TAG_ERROR, error)
-        self._client.set_terminated(run_id, status.value)
+        with signals_deferred():
+            if details:
+                self.run(run_id).log_texts({"error.txt": details})
+            self._client.set_tag(run_id, TAG_ERROR, error)
+            self._client.set_terminated(run_id, status.value)
 
     @contextlib.contextmanager
     def training_run(self, cfg: RunConfig, device: str, sweep: Optional[SweepRef] = None,
@@ -430,7 +435,8 @@ class RecordedRun:
         if self.write_behind and self._tracker.writer.enabled:
             return self._tracker.writer.end_run(self.run_id, self._take_batches(), status.value, then=forget)
         try:
-            end_run(self._client, self.run_id, self._take_batches(), status.value)
+            with signals_deferred():  # ended whole: a stop waits for the status to be written
+                end_run(self._client, self.run_id, self._take_batches(), status.value)
         finally:  # a run that cannot be ended is not kept alive either: the dead-worker rule ends it
             forget()
 
@@ -442,15 +448,16 @@ class RecordedRun:
     def withdraw(self) -> None:
         """Give up the lease (another worker holds the variant): the run is ended and deleted, out of every table."""
         self.write_behind = False
-        self.end(RunStatus.killed, "withdrawn: another worker holds this variant")
-        self._client.delete_run(self.run_id)
+        with signals_deferred():
+            self.end(RunStatus.killed, "withdrawn: another worker holds this variant")
+            self._client.delete_run(self.run_id)
 
     @contextlib.contextmanager
     def lifecycle(self) -> Iterator["RecordedRun"]:
         """FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED with the error otherwise; the error propagates."""
         try:
             yield self
-        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (cli.Terminated: its str names the signal)
+        except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP (errors.Stopped: its str names the signal)
             self.end(RunStatus.killed, str(err) or "interrupted (Ctrl-C)")
             raise
         except BaseException as err:

@@ -4,8 +4,8 @@ A process, not a thread: a writer thread's Python (MLflow's ORM) and the trainer
 (``bench/writer.py``, the trainer on one thread: a population of 48 trained in 6.5-6.7 s alone, in 7.9-8.3 s beside
 a thread ending 96 runs, 1.2 s of writes alone, and in 6.8-7.1 s beside this process doing the same). The process is
 started as the first population trains and let go by ``drain``; it reads jobs from its stdin and answers on its
-stdout, one pickle each, runs at the lowest CPU priority (the trainer first), and ignores Ctrl-C and SIGTERM so that
-what it was given is written (it ends when its parent closes its stdin or exits).
+stdout, one pickle each, runs at the lowest CPU priority (the trainer first), and ignores Ctrl-C, SIGTERM and SIGHUP so
+that what it was given is written (it ends when its parent closes its stdin or exits).
 
     python -m ablate.tracking.writer   (started by ``Writer``, never by hand)
 """
@@ -131,6 +131,7 @@ def main() -> None:
     """The writer's process: jobs from stdin, answers to stdout (nothing else is printed there)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C: finish what was given
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: the parent winds down, this finishes its work
     os.nice(19)  # the trainer first: where it keeps every core busy, the ends wait for a gap instead of slowing it
     from mlflow import MlflowClient
 

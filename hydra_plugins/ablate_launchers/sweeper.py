@@ -71,7 +71,9 @@ class AblateSweeper(Sweeper):
         sweep = Sweep(Tracker(cfgs[0].tracking), definition, len(cfgs), factors)
         AblateCallback.follow(self.hydra_context.callbacks, sweep)
         size = self.max_batch_size or len(jobs)
-        returns = [self.launcher.launch([[*job, *sweep.ref.as_overrides()] for job in jobs[i:i + size]],
-                                        initial_job_idx=i) for i in range(0, len(jobs), size)]
-        end_with_failures(sweep, sweep.close())
+        with sweep.lifecycle():
+            returns = [self.launcher.launch([[*job, *sweep.ref.as_overrides()] for job in jobs[i:i + size]],
+                                            initial_job_idx=i) for i in range(0, len(jobs), size)]
+            failed = sweep.close()
+        end_with_failures(sweep, failed)
         return returns

@@ -1,7 +1,6 @@
 """Sweeps through the command line (Hydra multirun, ablate's sweeper, the launchers) into a temporary MLflow store.
 The command runs in this process; a test starts one only where processes are what it tests (a kill, workers)."""
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -216,58 +215,6 @@ def test_two_local_jobs_side_by_side_group_as_one_sweep(tracking_uri, tmp_path):
     runs = train_runs(tracking_uri, "FINISHED")
     assert len(runs) == 2 and len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
     assert len({r.data.tags["ablate.pid"] for r in runs}) == 2  # trained in two worker processes
-
-
-@pytest.mark.slow
-def test_ctrl_c_mid_sweep_keeps_finished_runs_and_leaves_nothing_running(tracking_uri, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # Short variants and long ones: Ctrl-C comes after the first run finished, while a long one trains.
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", "-m", "model.dropout=0,0.1", "trainer.epochs=2,1000",
-                             *FAST], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with stopped_at_exit(proc):
-        deadline = time.time() + 120
-        while not (train_runs(tracking_uri, "FINISHED") and train_runs(tracking_uri, "RUNNING")):
-            assert time.time() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        [training] = train_runs(tracking_uri, "RUNNING")
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted (Ctrl-C): finished runs stay recorded" in err
-    assert "Traceback" not in err
-    client = MlflowClient(tracking_uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert not [r for r in runs if r.info.status == "RUNNING"]
-    assert len(train_runs(tracking_uri, "FINISHED")) >= 1
-    interrupted = client.get_run(training.info.run_id)
-    assert interrupted.info.status == "KILLED" and interrupted.data.tags["ablate.error"] == "interrupted (Ctrl-C)"
-    killed = [r for r in runs if r.info.status == "KILLED"]
-    assert any(r.data.tags.get("ablate.kind") == "sweep" for r in killed)
-
-
-@pytest.mark.parametrize("sent, code, reason", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
-                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")])  # SLURM's, timeout's
-@pytest.mark.slow
-def test_ctrl_c_or_sigterm_during_a_population_marks_every_member_and_the_sweep_killed(sent, code, reason, tracking_uri,
-                                                                                      tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", "-m", "seed=0,1,2", "trainer.epochs=1000", *FAST,
-                             "hydra/launcher=population"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    with stopped_at_exit(proc):
-        deadline = time.time() + 120
-        while len(train_runs(tracking_uri, "RUNNING")) < 3:
-            assert time.time() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        time.sleep(1.0)  # inside the population's training loop
-        proc.send_signal(sent)
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code and reason.split(" (")[0] in err and "Traceback" not in err
-    members = train_runs(tracking_uri)
-    assert len(members) == 3 and all(r.info.status == "KILLED" for r in members)
-    assert all(r.data.tags["ablate.error"] == reason for r in members)
-    client = MlflowClient(tracking_uri)
-    everything = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert {r.info.status for r in everything} == {"KILLED"}  # the sweep's parent too
 
 
 def test_a_users_model_from_the_working_directory_sweeps_like_the_mlp(tracking_uri, tmp_path):
