@@ -35,7 +35,7 @@ run: $(VENV)/.ready  ## train the seed notebook's model on the shipped data, rec
 	$(PY) -m ablate $(ARGS)
 
 test: $(VENV)/.ready  ## run the test suite
-	$(PY) -m pytest -q --durations=15 $(ARGS)
+	$(PY) -m pytest -q -n auto --durations=15 $(ARGS)
 
 # Populations in this process by default; LAUNCHER=population_ray|population_slurm|ray|submitit_slurm|... sends
 # the work elsewhere (conf/hydra/launcher/); JOBS=N runs N variants side by side in processes (hydra-joblib-launcher).

@@ -4,6 +4,8 @@ init`` and a run of its model, the claims, a report and the Python API."""
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -53,35 +55,67 @@ def test_each_extra_resolves(installed, extra, tmp_path):
     assert "Would install ablate-0.1.0" in out or "Requirement already satisfied" in out
 
 
+def test_the_wheel_holds_every_module_config_and_data_file_of_the_tree_and_nothing_else(installed):
+    """The package list in pyproject.toml, checked against the tree: a new module or config file is in the wheel."""
+    import zipfile
+
+    _, env = installed
+    inside = {name for name in zipfile.ZipFile(env["WHEEL"]).namelist() if ".dist-info/" not in name}
+    expected = {str(p.relative_to(REPO)) for folder in ("ablate", "hydra_plugins") for p in (REPO / folder).rglob("*")
+                if p.suffix in (".py", ".typed") and "__pycache__" not in p.parts}
+    expected |= {f"ablate/_shipped/{p.relative_to(REPO)}" for p in (REPO / "conf").rglob("*.yaml")}
+    expected |= {"ablate/_shipped/data/fmnist_small.csv.gz", "ablate/_shipped/data/README.md"}
+    assert inside == expected
+
+
 @pytest.mark.slow
-def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
+def test_the_installed_wheel_runs_from_an_empty_folder_and_its_ui_stops_cleanly(installed, tmp_path):
     bin_dir, env = installed
     where = sh(bin_dir / "python", "-c", "import ablate; print(ablate.__file__)", cwd=tmp_path, env=env)
     assert where.strip().startswith(str(bin_dir.parent)) and "_shipped" not in where  # the wheel's, not the checkout's
-    out = sh("ablate", "data=digits", "trainer.epochs=1", cwd=tmp_path, env=env)
-    assert "FINISHED in" in out and (tmp_path / "mlflow.db").exists()
+    out = sh("ablate", "trainer.epochs=1", cwd=tmp_path, env=env)  # the shipped default data
+    assert "4200 train / 600 val / 1200 test samples of shape [1, 28, 28]" in out and "FINISHED in" in out
+    assert "look at it: ablate ui" in out and (tmp_path / "mlflow.db").exists()  # hints name the command as invoked
     out = sh("ablate", "-m", "model.bn=pre,post,none", "trainer.epochs=1", "data=digits", cwd=tmp_path, env=env)
-    assert "3 FINISHED runs" in out
+    assert "3 FINISHED runs" in out and "report: ablate report sweep=" in out
     out = sh("ablate", "report", cwd=tmp_path, env=env)
     assert "written: reports/" in out and list((tmp_path / "reports").glob("sweep-*/report.md"))
-    out = sh(bin_dir / "python", "-m", "ablate", "trainer.epochs=1", cwd=tmp_path, env=env)  # the shipped default data
-    assert "4200 train / 600 val / 1200 test samples of shape [1, 28, 28]" in out
-    out = sh("ablate", "search", "search.n_trials=2", "search.batch=2", "search.final_seeds=1", "data=digits",
-             "trainer.epochs=1", cwd=tmp_path, env=env)
-    assert "best config retrained with 1 seeds" in out and (tmp_path / "studies").is_dir()
     port = free_port()
     ui = subprocess.Popen(["ablate", "ui", f"port={port}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    with stopped_at_exit(ui, with_children=True):  # MLflow's UI runs workers of its own
-        deadline = time.time() + 60
-        while True:  # the MLflow UI answers on the port it was given
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
-                    assert page.status == 200
-                    break
-            except OSError:
-                assert time.time() < deadline and ui.poll() is None, ui.stdout.read() if ui.poll() is not None else ""
-                time.sleep(0.5)
+    with stopped_at_exit(ui, with_children=True):  # should the test fail: MLflow's UI runs workers of its own
+        serves(port, ui)
+        ui.send_signal(signal.SIGTERM)  # to ablate ui alone, as kill(1) sends it: it stops what it started
+        assert ui.wait(timeout=30) == 143
+        assert_all_gone(ui.pid, port)
+
+
+def serves(port, process, timeout_s=60):
+    """Wait until a server answers on ``port`` (its process still up)."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                assert page.status == 200
+                return
+        except OSError:
+            assert time.time() < deadline and process.poll() is None, process.stdout.read() if process.poll() else ""
+            time.sleep(0.5)
+
+
+def assert_all_gone(session, port, timeout_s=20):
+    """No process of the session a server ran in is left, and nothing listens on its port."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            os.killpg(session, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < deadline, subprocess.run(["ps", "-o", "pid,args", "-g", str(session)],
+                                                      capture_output=True, text=True).stdout
+        time.sleep(0.2)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # refused: the port is free
 
 
 @pytest.mark.slow
@@ -93,9 +127,6 @@ def test_ablate_init_makes_a_project_whose_model_claims_and_grid_run_and_the_pyt
     out = sh("ablate", "-m", "model=my_net", "model.bn=pre,none", "trainer.epochs=1", "data=digits",
              "hydra/launcher=population_ray", "hydra.launcher.ray.init.num_cpus=2", cwd=study, env=env)
     assert "2 FINISHED runs" in out and "as ray tasks, each asking for 0 GPU(s)" in out  # workers import models.py
-    out = sh("ablate", "-m", "+experiment=my_grid", "seed=0", "model.dropout=0", "trainer.epochs=1", "data=digits",
-             "hydra/launcher=population", cwd=study, env=env)
-    assert "3 FINISHED runs" in out
     out = sh("ablate", "claims", "model=my_net", "claims=[mine]", "judge.seeds=3", "trainer.epochs=1",
              "judge.bootstrap=200", *ONLY_DIGITS, cwd=study, env=env)
     assert "| A wider MyNet reaches a higher validation accuracy |" in out
@@ -103,7 +134,7 @@ def test_ablate_init_makes_a_project_whose_model_claims_and_grid_run_and_the_pyt
         import ablate
         result = ablate.run("model=my_net", "data=digits", "trainer.epochs=1", "seed=7")
         print("run", result.outcome.value, result.metrics["test_acc"])
-        grid = ["model=my_net", "model.dropout=0,0.3", "data=digits", "trainer.epochs=1"]
+        grid = ["+experiment=my_grid", "model.bn=pre", "seed=0", "data=digits", "trainer.epochs=1"]
         sweep_id = ablate.sweep(grid)
         frame = ablate.runs(sweep_id)
         print("rows", len(frame), sorted(frame["model.dropout"]))

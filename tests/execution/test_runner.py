@@ -1,24 +1,17 @@
 """One run end to end into a temporary MLflow store: what is recorded, and that nothing is left RUNNING."""
 
-import contextlib
 import logging
-import os
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 from mlflow import MlflowClient
 
-from ablate.errors import UserError
-from ablate.config import PopulationSettings, TrackingConfig, config_hash
+from ablate.config import PopulationSettings, config_hash
 from ablate.execution.runner import train_and_log
 from ablate.tracking.provenance import code_version
 from ablate.execution.runner import Outcome
-from ablate.tracking.tracker import (TAG_CODE, TAG_ERROR, TAG_HASH, TAG_HEARTBEAT, TAG_HOST, TAG_KIND, TAG_PID, RunStatus, Tracker, identity_tags)
-from tests.conftest import QUICK, REPO, fresh_postgres_database, make_config, stopped_at_exit, train_all, wait_until
-from tests.servers import free_port
+from ablate.tracking.tracker import (TAG_CODE, TAG_ERROR, TAG_HASH, TAG_HOST, TAG_KIND, RunStatus, Tracker, identity_tags)
+from tests.conftest import QUICK, make_config, train_all
 
 
 def runs(uri):

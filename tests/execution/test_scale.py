@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, fresh_postgres_database, stopped_at_exit
+from tests.conftest import REPO, ablate_cli, fresh_postgres_database, stopped_at_exit
 from tests.servers import free_port, serving
 
 GRID = ("model.bn=pre,none", "seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cpu")
@@ -56,7 +56,7 @@ def assert_each_variant_finished_once(runs, variants):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["ray", "submitit_local", "population_ray", "population_submitit_local"])
+@pytest.mark.parametrize("launcher", ["ray", "submitit_local", "population_ray"])
 def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, tracking_uri, tmp_path):
     extra = {"ray": ["hydra.launcher.ray.init.num_cpus=2"],
              "population_ray": ["hydra.launcher.ray.init.num_cpus=2", "hydra.launcher.max_size=2"],
@@ -72,54 +72,46 @@ def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, trac
 
 
 @pytest.mark.slow
-def test_a_group_whose_worker_crashes_fails_alone_and_the_sweep_says_so(tracking_uri, tmp_path):
-    # A hidden width of 10^12 cannot be allocated (memory_fraction above 1 skips the memory check): that
-    # population's worker raises inside the task; the other population finishes.
-    out = ablate("model.hidden=[32],[1000000000000]", "data=digits", "trainer.epochs=1", "trainer.device=cpu",
-                 "hydra/launcher=population_submitit_local", "hydra.launcher.memory_fraction=2", cwd=tmp_path)
-    assert out.returncode != 0 and "1 run(s) of sweep" in out.output
-    statuses = sorted(r.info.status for r in train_runs(tracking_uri))
-    assert statuses == ["FAILED", "FINISHED"]
-    failed = next(r for r in train_runs(tracking_uri) if r.info.status == "FAILED")
-    assert "RuntimeError" in failed.data.tags["ablate.error"] and "can't allocate memory" in failed.data.tags["ablate.error"]
-
-
-@pytest.mark.slow
-def test_runs_a_task_left_running_when_it_died_mid_training_end_failed_and_the_other_task_finishes(tracking_uri,
-                                                                                                    tmp_path):
-    # kill_after differs, so the two variants are two populations, each one submitit task; one task's process dies
-    # by SIGKILL after 150 steps (epoch 5 of 20), leaving its run RUNNING with nobody to end it.
+def test_submitit_tasks_each_a_population_a_crash_and_a_death_fail_only_their_own_runs(tracking_uri, tmp_path):
+    """Four populations, one submitit task each, two members each: one trains; one cannot allocate memory after 5 steps
+    (the worker's population fails, caught: its runs FAILED with the error); one task's process dies by SIGKILL after 150
+    steps (its runs left RUNNING, ended FAILED by the sweep); one both. Every other variant is untouched."""
     out = ablate("model=custom", "model.target=tests.user_models.KillsItself", "+model.kwargs.kill_after=0,150",
-                 "data=digits", "trainer.epochs=20", "trainer.device=cpu", "hydra/launcher=population_submitit_local",
-                 cwd=tmp_path)
-    assert out.returncode != 0 and "1 run(s) of sweep" in out.output, out.output[-3000:]
-    runs = {r.data.params["model.kwargs.kill_after"]: r for r in train_runs(tracking_uri)}
-    assert {k: r.info.status for k, r in runs.items()} == {"0": "FINISHED", "150": "FAILED"}
-    dead = runs["150"]
-    assert dead.data.tags["ablate.error"].startswith("its worker task failed: ")  # ended by the sweep, not itself
-    assert dead.data.tags["ablate.pid"] != runs["0"].data.tags["ablate.pid"]  # opened by the task that died
-    assert "ablate.task" in dead.data.tags and "train_seconds" not in dead.data.metrics
+                 "+model.kwargs.crash_after=0,5", "seed=0,1", "data=digits", "trainer.epochs=20",
+                 "trainer.device=cpu", "hydra/launcher=population_submitit_local", cwd=tmp_path)
+    assert out.returncode != 0 and "6 run(s) of sweep" in out.output, out.output[-3000:]
+    runs = train_runs(tracking_uri)
+    assert len(runs) == 8 and sorted(Counter(r.data.tags["ablate.task"] for r in runs).values()) == [2] * 4
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert {(r.data.params["model.kwargs.kill_after"], r.data.params["model.kwargs.crash_after"]) for r in finished} \
+        == {("0", "0")} and len(finished) == 2  # a task per population: the unit of remote work
+    crashed = [r for r in runs if "can't allocate memory" in r.data.tags.get("ablate.error", "")]
+    assert len(crashed) == 4 and {r.data.params["model.kwargs.crash_after"] for r in crashed} == {"5"}
+    assert {r.info.status for r in crashed} == {"FAILED"}  # caught in the worker, which ended them itself
+    dead = [r for r in runs if r.data.tags.get("ablate.error", "").startswith("its worker task failed: ")]
+    assert len(dead) == 2 and {r.info.status for r in dead} == {"FAILED"}  # ended by the sweep: SIGKILL after 150
+    assert len({r.data.tags["ablate.task"] for r in dead}) == 1 and "kill_after=150" in dead[0].data.tags["ablate.error"]
+    assert not {r.data.tags["ablate.pid"] for r in dead} & {r.data.tags["ablate.pid"] for r in finished}
+    assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-@pytest.mark.slow
 def test_data_a_worker_could_not_read_fails_the_sweep_before_any_task_starts(tracking_uri, tmp_path):
     """The plan reads the data before any task is sent: a missing file is one line, nothing recorded, no task."""
-    out = ablate("seed=0,1", "data.path=missing.csv", "trainer.epochs=1", "trainer.device=cpu",
-                 "hydra/launcher=population_submitit_local", cwd=tmp_path)
-    assert out.returncode == 2 and "error: Data file missing.csv does not exist" in out.output
+    ran = ablate_cli("-m", "seed=0,1", "data.path=missing.csv", "trainer.epochs=1", "trainer.device=cpu",
+                     "hydra/launcher=population_submitit_local")
+    assert ran.code == 2 and "error: Data file missing.csv does not exist" in ran.err
     assert not train_runs(tracking_uri) and not list(tmp_path.rglob("*.submitit"))
 
 
 # ------------------------------------------------------------------ a shared MLflow server on PostgreSQL
 
 
-@pytest.mark.slow
 def test_a_server_whose_database_cannot_be_reached_says_so_in_one_line(tmp_path):
     port = free_port()
-    out = ablate("--db", f"postgresql://postgres:secret@127.0.0.1:{port}/mlflow", module="ablate.server", cwd=tmp_path)
-    assert out.returncode == 2 and "Traceback" not in out.output
-    assert f"error: cannot reach PostgreSQL for postgresql://postgres:***@127.0.0.1:{port}/mlflow" in out.output
-    assert "Connection refused" in out.output and "secret" not in out.output
+    ran = ablate_cli("server", "--db", f"postgresql://postgres:secret@127.0.0.1:{port}/mlflow")
+    assert ran.code == 2 and "Traceback" not in ran.text
+    assert f"error: cannot reach PostgreSQL for postgresql://postgres:***@127.0.0.1:{port}/mlflow" in ran.err
+    assert "Connection refused" in ran.err and "secret" not in ran.text
 
 
 @pytest.mark.slow
@@ -154,7 +146,7 @@ def server(tmp_path_factory, postgres_server):
 
 
 @pytest.mark.slow
-def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_killed(server, tmp_path, monkeypatch):
+def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_killed(server, tmp_path):
     url, _ = server
     experiment = f"two-{uuid.uuid4().hex[:6]}"
     grid = ("model.bn=pre,none", "model.dropout=0,0.3", "seed=0,1", "data=digits", "trainer.device=cpu",
@@ -162,23 +154,14 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
     env = {"MLFLOW_TRACKING_URI": url}
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
 
-    # Two processes at once on the same 8-variant grid.
-    first = [ablate(*grid, "trainer.epochs=2", cwd=tmp_path / d, env_extra=env, wait=False) for d in "ab"]
-    with stopped_at_exit(*first):
-        outputs = [p.communicate(timeout=300)[0] for p in first]
-    assert [p.returncode for p in first] == [0, 0], outputs
-    assert_each_variant_finished_once(train_runs(url, experiment), 8)
-    first_sweep = {r.data.tags["ablate.sweep_id"] for r in train_runs(url, experiment)}
-
-    # Again on a longer grid (a new sweep): one process is killed with SIGKILL midway, the other takes up its
-    # variants once its leases go stale, and the same command started again finds nothing left to do.
-    slow = (*grid, "trainer.epochs=100")
+    # Two processes at once on the same grid: one is killed with SIGKILL midway, the other takes up its variants
+    # once its leases go stale, and the same command started again finds nothing left to do.
+    slow = (*grid, "trainer.epochs=40")
     victim, survivor = [ablate(*slow, cwd=tmp_path / d, env_extra=env, wait=False) for d in "ab"]
     with stopped_at_exit(victim, survivor):
         deadline = time.time() + 120
         while not any(r.data.tags.get("ablate.pid") == str(victim.pid) and r.info.status == "RUNNING"
-                      and r.data.tags["ablate.sweep_id"] not in first_sweep  # a run of the long grid, training
-                      for r in train_runs(url, experiment)):
+                      for r in train_runs(url, experiment)):  # the victim is training
             assert time.time() < deadline and victim.poll() is None
             time.sleep(0.2)
         os.kill(victim.pid, signal.SIGKILL)
@@ -186,7 +169,7 @@ def test_two_sweeps_on_one_server_train_each_variant_once_even_when_one_is_kille
         assert survivor.communicate(timeout=300)[0] and survivor.returncode == 0
     again = ablate(*slow, cwd=tmp_path / "a", env_extra=env)
     assert again.returncode == 0, again.output
-    runs = [r for r in train_runs(url, experiment) if r.data.tags["ablate.sweep_id"] not in first_sweep]
+    runs = train_runs(url, experiment)
     assert_each_variant_finished_once(runs, 8)
     assert any(r.info.status == "KILLED" and r.data.tags["ablate.pid"] == str(victim.pid) for r in runs)
 
