@@ -12,7 +12,7 @@ ARGS ?=
 STORAGE ?= studies/ablate.journal
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test sweep search dashboard claims report ui server clean
+.PHONY: help setup run test sweep search dashboard claims report ui server clean docs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -66,3 +66,6 @@ server: $(VENV)/.ready  ## shared MLflow tracking server on PostgreSQL (DB=postg
 
 clean:  ## remove run outputs (keeps .venv and the MLflow store)
 	rm -rf outputs multirun .pytest_cache
+
+docs: $(VENV)/.ready  ## build the documentation site into site/ (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

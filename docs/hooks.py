@@ -1,0 +1,132 @@
+"""MkDocs hook: the reference pages are generated from the code, so they cannot drift from it.
+
+``<!-- config-reference -->`` in a page becomes a table per config section, read from the typed dataclasses
+(``ablate/config/``, the model families): every key with its type, default, allowed values and the comment that
+documents it where it is declared. ``<!-- command-help -->`` becomes each command's own ``--help``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import inspect
+import io
+import re
+import typing
+
+MISSING = "???"
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's documenting comment: the comment lines just above it and the one at its end, joined."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        above: list[str] = []
+        for line in inspect.getsource(klass).splitlines()[1:]:
+            text = line.strip()
+            if text.startswith("#"):
+                above.append(text.lstrip("# "))
+                continue
+            found = re.match(r"(\w+): [^#]*?(?:#\s*(.*))?$", text)
+            if found and not text.startswith(("def ", "return", "require")):
+                docs[found.group(1)] = " ".join([*above, found.group(2) or ""]).strip()
+            above = []
+    return docs
+
+
+def _type_text(kind: typing.Any) -> str:
+    text = getattr(kind, "__name__", None) if not typing.get_args(kind) else None
+    if text is None:
+        text = str(kind).replace("typing.", "")
+        text = re.sub(r"ablate\.[\w.]+\.(\w+)", r"\1", text)
+        text = re.sub(r"<enum '(\w+)'>|<class '(?:[\w.]+\.)?(\w+)'>", lambda m: m.group(1) or m.group(2), text)
+    return f"optional {text[len('Optional['):-1]}" if text.startswith("Optional[") else text
+
+
+def _allowed(kind: typing.Any) -> str:
+    for arg in (kind, *typing.get_args(kind)):
+        if isinstance(arg, type) and issubclass(arg, enum.Enum):
+            return " \\| ".join(f"`{e.value}`" for e in arg)
+    return ""
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+    else:
+        return "(required)"
+    if value == MISSING:
+        return "(set by its group's option)"
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if dataclasses.is_dataclass(value):
+        return ""
+    return f"`{value!r}`" if not isinstance(value, str) else f"`{value}`"
+
+
+def config_rows(cls: type, prefix: str) -> list[str]:
+    """``| key | type | default | allowed | what it is |`` for every field of ``cls``, nested dataclasses dotted."""
+    hints, docs, rows = typing.get_type_hints(cls), field_comments(cls), []
+    for f in dataclasses.fields(cls):
+        kind, key = hints[f.name], f"{prefix}{f.name}"
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            rows.extend(config_rows(kind, f"{key}."))
+            continue
+        role = (f.metadata.get("ablate") or "").replace("_", " ")
+        text = docs.get(f.name, "") + (f" *({role})*" if role else "")
+        rows.append(f"| `{key}` | {_type_text(kind)} | {_default(f)} | {_allowed(kind)} | {text.strip()} |")
+    return rows
+
+
+def config_sections() -> list[tuple[str, str, type]]:
+    """(title, key prefix, dataclass) for every section a user sets."""
+    from ablate.config.commands import JudgeSettings, ReportConfig, UIConfig
+    from ablate.config.launch import LauncherSettings
+    from ablate.config.run import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainerConfig
+    from ablate.config.search_space import SearchConfig
+    from ablate.engine.families import families
+
+    sections = [("Top level", "", RunConfig), ("data", "data.", DataConfig), ("optim", "optim.", OptimConfig),
+                ("trainer", "trainer.", TrainerConfig), ("tracking", "tracking.", TrackingConfig)]
+    sections += [(f"model={name}", "model.", family.config) for name, family in sorted(families().items())]
+    return sections + [("search (ablate search)", "search.", SearchConfig),
+                       ("hydra.launcher (hydra/launcher=population)", "hydra.launcher.", LauncherSettings),
+                       ("judge (ablate claims)", "judge.", JudgeSettings), ("ablate report", "", ReportConfig),
+                       ("ablate ui", "", UIConfig)]
+
+
+def config_reference() -> str:
+    header = "| key | type | default | allowed values | what it is |\n|---|---|---|---|---|"
+    out = []
+    for title, prefix, cls in config_sections():
+        rows = config_rows(cls, prefix)
+        if title == "Top level":
+            rows = [r for r in rows if re.match(r"\| `(seed|force|experiment_name)` ", r)]
+        out.append(f"### {title}\n\n{header}\n" + "\n".join(rows))
+    return "\n\n".join(out)
+
+
+def command_help() -> str:
+    """Each command's ``--help``, as ablate prints it."""
+    from ablate.__main__ import COMMANDS, usage
+
+    out = [f"### ablate\n\n```text\n{usage().rstrip()}\n```"]
+    for name, (module, _) in COMMANDS.items():
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+            __import__(module, fromlist=["main"]).main(["--help"])
+        out.append(f"### ablate {name}\n\n```text\n{printed.getvalue().rstrip()}\n```")
+    return "\n\n".join(out)
+
+
+def on_page_markdown(markdown: str, **_: typing.Any) -> str:
+    if "<!-- config-reference -->" in markdown:
+        markdown = markdown.replace("<!-- config-reference -->", config_reference())
+    if "<!-- command-help -->" in markdown:
+        markdown = markdown.replace("<!-- command-help -->", command_help())
+    return markdown
