@@ -47,6 +47,8 @@ def one_line(err: BaseException) -> Optional[str]:
                 f"(or run from another folder); runs finished before are kept.")
     if (failed := store_failure(err)) is not None:
         return failed
+    if (yaml_error := _yaml_error(err)) is not None:
+        return yaml_error
     if type(err).__module__.split(".")[0] in ("hydra", "omegaconf"):
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
@@ -102,6 +104,20 @@ def _stopped(err: BaseException, on_interrupt: str) -> None:
     signum = first_signal() or signal.SIGINT
     print(f"\n{err or 'interrupted'}: {on_interrupt}", file=sys.stderr, flush=True)
     sys.exit(128 + signum)
+
+
+def _yaml_error(err: BaseException) -> Optional[str]:
+    """A config file that is not valid YAML (a claims file of the user's, say): its file, line and column."""
+    if "yaml" not in sys.modules:
+        return None
+    from yaml import MarkedYAMLError
+
+    found = _chained(err, MarkedYAMLError)
+    if found is None or found.problem_mark is None:
+        return None
+    mark = found.problem_mark
+    return (f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML ({found.context or ''}"
+            f"{': ' if found.context else ''}{found.problem}). Fix the file there.")
 
 
 def _chained(err: BaseException, kind: type) -> Optional[BaseException]:

@@ -38,6 +38,9 @@ def bad_files(tmp_path):
     np.savez(tmp_path / "good.npz", x=np.zeros((60, 4)), y=np.arange(60) % 3)
     (tmp_path / "truncated.npz").write_bytes((tmp_path / "good.npz").read_bytes()[:300])
     (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "conf" / "claims").mkdir(parents=True)
+    (tmp_path / "conf" / "claims" / "broken.yaml").write_text("mine:\n  text: x\n  a: {model.bn: pre\n  b: {}\n")
     (tmp_path / "not_a_store.db").write_bytes(os.urandom(4096))
     (tmp_path / "broken.csv.gz").write_bytes(gzip.compress(b"label,p\n1,2\n")[:15])
     return tmp_path
@@ -110,7 +113,11 @@ BAD = [  # (argv, what the one line says)
     (("tracking.uri=foo://bar", *D), "tracking.uri=foo://bar: there is no store for the scheme 'foo'"),
     (("tracking.uri=sqlite:///a_folder", *D), "is a folder, not a SQLite file"),
     (("tracking.uri=sqlite:///not_a_store.db", *D), "is not a SQLite database"),
+    (("hydra.run.dir=a_file/out", *D), "a_file/out: Not a directory. Check that its folder exists and is writable"),
+    (("hydra.run.dir=/sys/ablate_out", *D), "/sys/ablate_out: Operation not permitted."),  # refused even to root
+    ((f"tracking.experiment={'e' * 10000}", *D), "'name' exceeds the maximum length of 500 characters"),
     (("claims", "model.bn=foo"), "model.bn=foo is not allowed"),
+    (("claims", "claims=[broken]"), "broken.yaml, line 4, column 4: not valid YAML (while parsing a flow mapping"),
     (("claims", "judge.seeds=1"), "judge.seeds=1 is not allowed: judge.seeds must be at least 3"),
     (("report", "sweep=sweep-nothing"), "sweep sweep-nothing has no FINISHED runs"),
     (("report", "tracking.uri=http://127.0.0.1:{port}"), "cannot reach the MLflow store http://127.0.0.1:"),
