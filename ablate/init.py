@@ -49,16 +49,20 @@ wider_is_better:
   b: {model.kwargs.width: 32}
 ''',
     "conf/experiment/my_grid.yaml": '''# @package _global_
-# +experiment=my_grid: BatchNorm placement x dropout on MyNet, 3 seeds (18 runs)
+# +experiment=my_grid: BatchNorm placement x dropout on MyNet, 6 seeds (36 runs), trained as populations: MyNet is
+# Linear layers, which vmap trains faster together than one by one on a CPU too (bench/families.py, the generic MLP)
 defaults:
   - override /model: my_net
+  - override /hydra/launcher: population
 experiment_name: my_grid
 hydra:
+  launcher:
+    vectorise: true
   sweeper:
     params:
       model.bn: none,pre,post
       model.dropout: 0,0.3
-      seed: range(3)
+      seed: range(6)
 ''',
     "README.md": '''# {name}: an ablation study with ablate
 
@@ -66,12 +70,16 @@ Run these from this folder (ablate adds its `conf/` to its own and imports `mode
 
 ```bash
 ablate -m model=my_net model.bn=pre,none             # a sweep of your model, recorded in ./mlflow.db
-ablate -m +experiment=my_grid hydra/launcher=population && ablate report   # the grid, then its report
+ablate -m +experiment=my_grid && ablate report       # the grid (36 runs as populations), its report
 ablate claims model=my_net 'claims=[notes,mine]' judge.seeds=10            # the notes' claims and yours
 ```
 
 `models.py` holds the model, `conf/model/my_net.yaml` its settings, `conf/claims/mine.yaml` your claims,
 `conf/experiment/my_grid.yaml` a grid. `ablate ui` opens the MLflow UI on the runs.
+
+How long: the grid took 44 s and its report 5 s on a 2-core Intel Xeon VM (2026-12-07, CPU only; 73 s with
+`hydra.launcher.vectorise=false`, one member at a time). Its 6 seeds are what the report's test of the best
+variant needs (it chooses on half the seeds and tests on the other half).
 ''',
 }
 

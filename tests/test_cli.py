@@ -240,3 +240,16 @@ def test_the_console_script_exits_2_for_a_bad_value_and_130_when_interrupted(tmp
     assert run.returncode == 130 and "interrupted (Ctrl-C): finished runs stay recorded" in err, err[-2000:]
     [killed] = recorded(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert killed.info.status == "KILLED" and time.time() > 0
+
+
+def test_ablate_inits_grid_trains_its_model_as_populations_over_enough_seeds_for_the_report(tracking_uri, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ablate_cli("init", "study").code == 0
+    monkeypatch.chdir(tmp_path / "study")
+    monkeypatch.syspath_prepend(str(tmp_path / "study"))  # as the command adds the working folder
+    ran = ablate_cli("-m", "+experiment=my_grid", "data=digits", "trainer.epochs=1", "model.dropout=0")
+    assert ran.code == 0, ran.text[-3000:]
+    assert "18 variants in 3 population(s) of up to 6" in ran.out and "custom: vectorised" in ran.out
+    finished = [r for r in recorded(tracking_uri) if r.info.status == "FINISHED" and r.data.tags.get("ablate.kind") == "train"]
+    assert len(finished) == 18 and {r.data.params["seed"] for r in finished} == {str(s) for s in range(6)}
