@@ -10,6 +10,7 @@ JOBS ?= 1
 WORKERS ?= 1
 ARGS ?=
 STORAGE ?= studies/ablate.journal
+DASHBOARD_PORT ?= 8080
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test sweep search dashboard claims report ui server clean docs
@@ -50,7 +51,7 @@ search: $(VENV)/.ready  ## Optuna over the keys of conf/search (p, lambda, lr) (
 	$(PY) -m ablate search $(ARGS); status=$$?; wait; exit $$status
 
 dashboard: $(VENV)/.ready  ## optuna-dashboard on the study's storage (STORAGE=postgresql://... for a shared one)
-	$(VENV)/bin/optuna-dashboard $(STORAGE)
+	$(VENV)/bin/optuna-dashboard --port $(DASHBOARD_PORT) $(STORAGE)
 
 claims: $(VENV)/.ready  ## judge the claims of conf/claims (30 seeds, shipped data and digits): verdict table
 	$(PY) -m ablate claims $(ARGS)

@@ -50,3 +50,31 @@ def serving(db_url: str, home: Path, *args: str, env_extra: dict[str, str] | Non
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def serves(port, process, timeout_s=60):
+    """Wait until a server answers on ``port`` (its process still up)."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                assert page.status == 200
+                return
+        except OSError:
+            assert time.time() < deadline and process.poll() is None, process.stdout.read() if process.poll() else ""
+            time.sleep(0.5)
+
+
+def assert_all_gone(session, port, timeout_s=20):
+    """No process of the session a server ran in is left, and nothing listens on its port."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            os.killpg(session, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < deadline, subprocess.run(["ps", "-o", "pid,args", "-g", str(session)],
+                                                      capture_output=True, text=True).stdout
+        time.sleep(0.2)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # refused: the port is free

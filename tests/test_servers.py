@@ -1,0 +1,60 @@
+"""Servers stop cleanly: SIGTERM (kill) of the command alone, or Ctrl-C (SIGINT to the terminal's process group), of
+``ablate server``, ``ablate ui`` and ``make dashboard`` leaves no process of theirs and the port free."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, stopped_at_exit
+from tests.servers import assert_all_gone, free_port, serves
+
+VENV = Path(sys.executable).parent.parent
+HOW = [("kill", signal.SIGTERM, 143), ("ctrl-c", signal.SIGINT, 130)]
+
+
+def started(argv, cwd, env=None):
+    return subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def stop(process, how, signum):
+    if how == "kill":
+        process.send_signal(signum)  # to the command alone: it stops what it started
+    else:
+        os.killpg(process.pid, signum)  # a terminal's Ctrl-C reaches the whole foreground group
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, signum, code", HOW)
+def test_ablate_server_and_ui_stop_with_everything_they_started(how, signum, code, tmp_path):
+    port = free_port()
+    for argv in ([sys.executable, "-m", "ablate", "server", "--port", str(port), "--workers", "2", "--artifacts",
+                  str(tmp_path / "artifacts")], [sys.executable, "-m", "ablate", "ui", f"port={port}"]):
+        server = started(argv, tmp_path, {"ABLATE_SERVER_DB": f"sqlite:///{tmp_path}/server.db"})
+        with stopped_at_exit(server, with_children=True):
+            serves(port, server)
+            stop(server, how, signum)
+            assert server.wait(timeout=30) == code, server.stdout.read()[-2000:]
+            assert_all_gone(server.pid, port)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, signum, code", HOW)
+def test_make_dashboard_stops_with_optuna_dashboard(how, signum, code, tmp_path):
+    import optuna
+
+    journal = tmp_path / "ablate.journal"
+    optuna.create_study(study_name="empty", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    port = free_port()
+    make = started(["make", "-s", "-C", str(REPO), "dashboard", f"VENV={VENV}", f"STORAGE={journal}",
+                    f"DASHBOARD_PORT={port}", "-o", f"{VENV}/.ready"], tmp_path)
+    with stopped_at_exit(make, with_children=True):
+        serves(port, make)
+        stop(make, how, signum)
+        make.wait(timeout=30)
+        assert_all_gone(make.pid, port)
