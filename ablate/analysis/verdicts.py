@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
+from ablate.analysis.sequential import MIN_SEEDS, Decision, decide
 from ablate.analysis.tables import markdown_table
 from ablate.analysis.stats import (adjust, bootstrap_bound, detectable_effect, seeds_needed, t_bound, t_pvalue,
                                    wilcoxon_pvalue)
@@ -64,6 +65,7 @@ class Judged:
     firmness: float = math.nan  # share of seed subsamples that reach the same verdict
     fragile: bool = False  # firmness below judge.firm
     settle: Optional[int] = None  # seeds that would make a fragile verdict firm (power at the observed effect)
+    anytime: Optional[Decision] = None  # where an anytime-valid rule reading the seeds in order would have stopped
     note: str = ""
 
 
@@ -231,6 +233,24 @@ def _interval_text(bound: tuple[float, float]) -> str:
     return f"[{low:+.4f}, {high:+.4f}]"
 
 
+def anytime_decisions(judged: list[Judged], settings: JudgeSettings,
+                      differences: dict[tuple[str, str], np.ndarray]) -> None:
+    """Beside each fixed-n verdict, in place: the anytime-valid sequence over the same seeds in seed order, at the
+    family's Bonferroni level (``analysis.sequential``): where it would have stopped, and why."""
+    family = max(1, sum(j.n >= 3 for j in judged))
+    for j in judged:
+        if j.n >= 3:
+            j.anytime = decide(differences[j.name, j.context], j.claim.direction.value, j.margin,
+                               settings.alpha / family)
+
+
+def _anytime_text(decision: Optional[Decision]) -> str:
+    if decision is None:
+        return "–"
+    where = f"at seed {decision.seeds}" if decision.stop.value != "OPEN" else f"after {decision.seeds} seeds"
+    return f"{decision.stop.value} {where}, {_interval_text((decision.lower, decision.upper))}"
+
+
 def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
     """The matrix (one verdict per claim and context, and how many contexts it holds in), then the details."""
     contexts = list(dict.fromkeys(j.context for j in judged))
@@ -254,7 +274,7 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
                "verdict": j.verdict.value, "firmness": _number(j.firmness),
                "seeds to settle": j.settle if j.settle else "–",
                "detectable / seeds needed": (f"{_number(j.detectable)} / {j.needed}" if j.needed else "–"),
-               "note": j.note} for j in judged]
+               "anytime-valid": _anytime_text(j.anytime), "note": j.note} for j in judged]
     tests = "\n".join(f"- {j.claim.text}: {_test_text(j.claim)}" for j in
                       {j.name: j for j in judged}.values())
     return (markdown_table(pd.DataFrame(rows)) + "\n\n" + markdown_table(pd.DataFrame(detail)) +
@@ -266,7 +286,10 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
             f"whole family reaches the same verdict; below {settings.firm:.0%} a verdict is fragile (one CPU's "
             f"float32 rounding may flip it), and seeds to settle is what would detect its observed effect with power "
             f"0.9. A failed run scores its metric's worst value (an accuracy's 0) unless the claim sets failed_as; "
-            f"where the metric has none, a claim with failures is INCONCLUSIVE.\n\nTests:\n{tests}")
+            f"where the metric has none, a claim with failures is INCONCLUSIVE. Anytime-valid: Lai's t-confidence "
+            f"sequence over the same seeds read in order from seed {MIN_SEEDS}, each at alpha / {len(judged)} "
+            f"(Bonferroni): the seed at which it would have stopped (SUPPORTED, CONTRADICTED, or FUTILE: inside ± the "
+            f"minimal effect) and its interval there; OPEN: not settled by these seeds.\n\nTests:\n{tests}")
 
 
 def _test_text(claim: ClaimSpec) -> str:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablate.analysis.verdicts import ClaimVariants, Judged, compare, firmness, judge, paired_values, verdict_tables
+from ablate.analysis.verdicts import (ClaimVariants, Judged, anytime_decisions, compare, firmness, judge, paired_values,
+                                     verdict_tables)
 from ablate.config.commands import ClaimSpec, JudgeConfig
 from ablate.config.identity import config_hash
 from ablate.config.run import RunConfig
@@ -111,7 +112,9 @@ def verdicts(cfg: JudgeConfig, experiment: Experiment, runs: dict[str, dict[str,
     for (name, context), table in experiment.needed.items():
         pairs[name, context] = paired = paired_values(cfg.claims[name], runs, table)
         judged.append(compare(name, cfg.claims[name], context, paired.a, paired.b, paired.failed, paired.unjudgeable))
-    judge(judged, cfg.judge, {key: pair.a - pair.b for key, pair in pairs.items()})
+    differences = {key: pair.a - pair.b for key, pair in pairs.items()}
+    judge(judged, cfg.judge, differences)
+    anytime_decisions(judged, cfg.judge, differences)
     firmness(judged, cfg.judge, pairs)
     return verdict_tables(judged, cfg.judge)
 

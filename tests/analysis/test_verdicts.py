@@ -191,3 +191,18 @@ def test_the_same_data_gives_the_same_table_every_time():
     cases = [(claim(), 0.8 + NOISE8, 0.79 - NOISE8[::-1]), (claim("less"), 0.5 + NOISE8, 0.52 + NOISE8 * 2)]
     first, second = (verdict_tables(family(cases), SETTINGS) for _ in range(2))
     assert first == second and "bootstrap" in first  # the bootstrap is seeded
+
+
+def test_the_table_says_where_an_anytime_valid_rule_would_have_stopped_on_the_same_seeds():
+    from ablate.analysis.verdicts import anytime_decisions
+
+    rng = np.random.default_rng(3)
+    cases = [(claim(minimal_effect=0.01), 0.8 + 0.1 + rng.normal(0, 0.01, 30), np.full(30, 0.8)),  # d_z ~10
+             (claim(minimal_effect=0.01), 0.8 + rng.normal(0, 0.02, 30), np.full(30, 0.8))]  # no effect
+    results = family(cases, JudgeSettings(seeds=30, bootstrap=200, contexts={"here": {}}))
+    anytime_decisions(results, SETTINGS, {(f"c{i}", "here"): a - b for i, (_, a, b) in enumerate(cases)})
+    big, none = results
+    assert big.anytime.stop.value == "SUPPORTED" and big.anytime.seeds <= 10 and big.anytime.lower > 0
+    assert none.anytime.stop.value in ("OPEN", "FUTILE") and none.anytime.lower < 0 < none.anytime.upper
+    table = verdict_tables(results, SETTINGS)
+    assert f"SUPPORTED at seed {big.anytime.seeds}, " in table and "alpha / 2 (Bonferroni)" in table
