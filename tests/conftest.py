@@ -113,16 +113,21 @@ def migrated_store(tmp_path_factory) -> Path:
     return path
 
 
+def fresh_store_in(folder: Path, migrated_store: Path, monkeypatch) -> str:
+    """A fresh MLflow store (a copy of the migrated one) in ``folder``, which becomes the working directory and the
+    store of MLFLOW_TRACKING_URI; returns its URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(migrated_store, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(folder)
+    return uri
+
+
 @pytest.fixture
 def tracking_uri(migrated_store, tmp_path, monkeypatch) -> str:
     """A fresh MLflow store for this test, in its own working directory; the user's store is never touched."""
-    shutil.copy(migrated_store, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("ABLATE_SWEEP_ID", raising=False)
-    monkeypatch.delenv("ABLATE_PARENT_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return uri
+    return fresh_store_in(tmp_path, migrated_store, monkeypatch)
 
 
 @contextlib.contextmanager

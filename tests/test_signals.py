@@ -4,14 +4,13 @@ and a second signal during the wind-down) end it with 130, 143 or 129 and one li
 signal's name, nothing RUNNING. The command runs in this process, signalled by a timer thread, as a terminal or
 SLURM would signal it; ``test_cli`` checks the same exit code from a real process."""
 
-import shutil
 import signal
 import threading
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ablate_cli
+from tests.conftest import ablate_cli, fresh_store_in
 
 REASONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)",
            signal.SIGHUP: "terminated (SIGHUP)"}
@@ -51,12 +50,7 @@ def test_a_signal_at_any_moment_stops_the_sweep_once_with_its_code_and_leaves_no
             kinds = list(REASONS)
             first = kinds[attempt % 3]
             second = kinds[(attempt // 3) % 3]
-            folder = tmp_path / f"attempt{attempt}"
-            folder.mkdir()
-            shutil.copy(migrated_store, folder / "mlflow.db")
-            uri = f"sqlite:///{folder / 'mlflow.db'}"
-            monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-            monkeypatch.chdir(folder)
+            uri = fresh_store_in(tmp_path / f"attempt{attempt}", migrated_store, monkeypatch)
             behind = ["tracking.write_behind=true"] if attempt % 9 == 4 else []  # the ends written by their process
             signals = [first, second] if attempt % 4 == 3 else [first]  # a second one during the wind-down
             thread, done, sent = signalled(0.03 + 1.6 * attempt / 53, signals, 0.05)

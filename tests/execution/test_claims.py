@@ -1,7 +1,6 @@
 """The claims' experiment: the claim files composed and typed, their arms trained in every context over the
 seeds as one resumable sweep, the same tables whatever the populations."""
 
-import shutil
 
 import pytest
 from mlflow import MlflowClient
@@ -15,7 +14,7 @@ from ablate.engine.families.cnn import CNNConfig
 from ablate.engine.families.mlp import MLPConfig
 from ablate.errors import ConfigValueError
 from ablate.execution.compose import compose, composing
-from tests.conftest import ONLY_DIGITS
+from tests.conftest import ONLY_DIGITS, fresh_store_in
 
 
 # ------------------------------------------------------------------------------ claim files, composed
@@ -78,12 +77,7 @@ def test_the_claims_command_end_to_end_gives_the_same_table_whatever_its_populat
         "diverges:\n  text: A diverges\n  a: {model.bn: none, optim.lr: 1e6}\n  b: {model.bn: none}\n")
     tables = []
     for size in (1000, 4):
-        folder = tmp_path / f"size{size}"
-        folder.mkdir()
-        shutil.copy(migrated_store, folder / "mlflow.db")
-        store = f"sqlite:///{folder / 'mlflow.db'}"
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-        monkeypatch.chdir(folder)
+        store = fresh_store_in(tmp_path / f"size{size}", migrated_store, monkeypatch)
         tables.append(judge_command([*QUICK_JUDGE, f"judge.population.max_size={size}", "claims=[notes,diverges]",
                                      f"hydra.searchpath=[file://{tmp_path}]"], quiet=True))
         client = MlflowClient(store)
