@@ -4,6 +4,7 @@ experiment stated in advance: both arms trained over ``judge.seeds`` seeds in ev
 verdict tables go to reports/claims.md and the sweep's MLflow run.
 
   ablate claims judge.seeds=10 'claims=[notes]' model=cnn
+  ablate claims judge.seeds=auto        seeds in rounds, each claim until its anytime-valid sequence settles it
   settings: conf/judge.yaml; a claim's keys: text, a, b, metric, direction, minimal_effect (conf/claims/*.yaml)
 """
 

@@ -29,17 +29,18 @@ def stop(process, how, signum):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how, signum, code", HOW)
-def test_ablate_server_and_ui_stop_with_everything_they_started(how, signum, code, tmp_path):
+@pytest.mark.parametrize("command, how, signum, code", [(c, *h) for c in ("server", "ui") for h in HOW])
+def test_ablate_server_and_ui_stop_with_everything_they_started(command, how, signum, code, tmp_path):
     port = free_port()
-    for argv in ([sys.executable, "-m", "ablate", "server", "--port", str(port), "--workers", "2", "--artifacts",
-                  str(tmp_path / "artifacts")], [sys.executable, "-m", "ablate", "ui", f"port={port}"]):
-        server = started(argv, tmp_path, {"ABLATE_SERVER_DB": f"sqlite:///{tmp_path}/server.db"})
-        with stopped_at_exit(server, with_children=True):
-            serves(port, server)
-            stop(server, how, signum)
-            assert server.wait(timeout=30) == code, server.stdout.read()[-2000:]
-            assert_all_gone(server.pid, port)
+    argv = [sys.executable, "-m", "ablate", "server", "--port", str(port), "--workers", "2", "--artifacts",
+            str(tmp_path / "artifacts")] if command == "server" else [sys.executable, "-m", "ablate", "ui",
+                                                                       f"port={port}"]
+    server = started(argv, tmp_path, {"ABLATE_SERVER_DB": f"sqlite:///{tmp_path}/server.db"})
+    with stopped_at_exit(server, with_children=True):
+        serves(port, server)
+        stop(server, how, signum)
+        assert server.wait(timeout=30) == code, server.stdout.read()[-2000:]
+        assert_all_gone(server.pid, port)
 
 
 @pytest.mark.slow

@@ -244,6 +244,19 @@ def anytime_decisions(judged: list[Judged], settings: JudgeSettings,
                                settings.alpha / family)
 
 
+def sequential_verdicts(judged: list[Judged], max_seeds: int) -> None:
+    """``judge.seeds=auto``: each verdict is its anytime-valid sequence's, in place (the fixed-n columns stay beside
+    it, computed at the seeds it took: their p-values assume no stopping and are shown for comparison only)."""
+    for j in judged:
+        if j.anytime is None:
+            continue
+        j.verdict = {"SUPPORTED": Verdict.supported, "CONTRADICTED": Verdict.contradicted}.get(
+            j.anytime.stop.value, Verdict.inconclusive)
+        why = {"FUTILE": "stopped as smaller than its minimal effect",
+               "OPEN": f"still open at judge.max_seeds={max_seeds}" if j.n >= max_seeds else "still open"}
+        j.note = "; ".join(filter(None, [j.note, why.get(j.anytime.stop.value, "")]))
+
+
 def _anytime_text(decision: Optional[Decision]) -> str:
     if decision is None:
         return "–"
@@ -280,7 +293,7 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
     return (markdown_table(pd.DataFrame(rows)) + "\n\n" + markdown_table(pd.DataFrame(detail)) +
             f"\n\nFamily: {len(judged)} tests (claims x contexts), {settings.correction.value} correction at alpha "
             f"{settings.alpha}; each interval is one-sided at confidence 1 − level, the level its corrected test "
-            f"uses, so it excludes 0 exactly when that test rejects. Detectable: the true effect {settings.seeds} "
+            f"uses, so it excludes 0 exactly when that test rejects. Detectable: the true effect the claim's "
             f"seeds find with power {settings.power}; seeds needed: for the claim's minimal effect. Firmness: the "
             f"share of {settings.subsamples} seeded subsamples of {settings.subsample_share:.0%} of the seeds whose "
             f"whole family reaches the same verdict; below {settings.firm:.0%} a verdict is fragile (one CPU's "

@@ -61,7 +61,11 @@ class ClaimSpec:
 
 @dataclass
 class JudgeSettings:
-    seeds: int = 30  # per arm and context: enough that a rerun on another host gives the same verdicts
+    # per arm and context: a number (30: enough that a rerun on another host gives the same verdicts), or auto:
+    # seeds in rounds, each claim stopped where its anytime-valid sequence settles it (analysis/sequential.py)
+    seeds: Any = 30
+    max_seeds: int = 100  # judge.seeds=auto: where a claim still open stops, INCONCLUSIVE
+    round_seeds: int = 8  # judge.seeds=auto: seeds trained per round (the first round: at least 8, the first look)
     alpha: float = 0.05  # the family's error rate (see correction)
     correction: Correction = Correction.holm  # across every claim x context judged in one command
     power: float = 0.8  # for the minimal detectable effect and the seeds an inconclusive claim would need
@@ -73,13 +77,25 @@ class JudgeSettings:
     population: PopulationSettings = field(default_factory=PopulationSettings)  # how the runs train together
 
     def __post_init__(self) -> None:
-        require(self.seeds >= 3, "judge.seeds", self.seeds, "at least 3")
+        require(self.seeds == "auto" or (isinstance(self.seeds, int) and not isinstance(self.seeds, bool) and
+                                         self.seeds >= 3), "judge.seeds", self.seeds, "auto or a number, at least 3")
+        require(self.max_seeds >= 8, "judge.max_seeds", self.max_seeds, "at least 8 (the first look)")
+        require(self.round_seeds >= 1, "judge.round_seeds", self.round_seeds, "at least 1")
         require(0 < self.alpha < 0.5, "judge.alpha", self.alpha, "in (0, 0.5)")
         require(0 < self.power < 1, "judge.power", self.power, "in (0, 1)")
         require(self.bootstrap >= 100, "judge.bootstrap", self.bootstrap, "at least 100")
         require(self.subsamples >= 0, "judge.subsamples", self.subsamples, "0 or more")
         require(0 < self.subsample_share < 1, "judge.subsample_share", self.subsample_share, "in (0, 1)")
         require(0 < self.firm <= 1, "judge.firm", self.firm, "in (0, 1]")
+
+    @property
+    def sequential(self) -> bool:
+        return self.seeds == "auto"
+
+    @property
+    def first_seeds(self) -> int:
+        """The seeds of the first round (all of them, for a fixed count)."""
+        return max(8, self.round_seeds) if self.sequential else self.seeds
 
 
 @dataclass

@@ -9,15 +9,18 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
+import numpy as np
+
+from ablate.analysis.sequential import Stop, decide
 from ablate.analysis.verdicts import (ClaimVariants, Judged, anytime_decisions, compare, firmness, judge, paired_values,
-                                     verdict_tables)
+                                     sequential_verdicts, verdict_tables)
 from ablate.config.commands import ClaimSpec, JudgeConfig
 from ablate.config.identity import config_hash
 from ablate.config.run import RunConfig
 from ablate.engine.data import cached_splits
-from ablate.engine.plan import make_plan
+from ablate.engine.plan import Plan, make_plan
 from ablate.errors import ConfigValueError, DataError
 from ablate.execution.compose import ComposeCache
 from ablate.execution.runner import Outcome, execute
@@ -50,9 +53,10 @@ class Experiment:
     skipped: list[str]  # contexts whose data cannot be read, and why
 
 
-def compose_experiment(cfg: JudgeConfig, run_overrides: list[str], cache: ComposeCache) -> Experiment:
-    """Every claim's arms in every context over the seeds, as run configs; a claim's arm that does not compose is
-    one line naming the claim."""
+def compose_experiment(cfg: JudgeConfig, run_overrides: list[str], cache: ComposeCache, seeds: Sequence[int],
+                       which: Optional[set[tuple[str, str]]] = None) -> Experiment:
+    """Every claim's arms in every context over ``seeds`` (the (claim, context) pairs in ``which``, where given), as
+    run configs; a claim's arm that does not compose is one line naming the claim."""
     settings, found = cfg.judge, Experiment({}, {}, [])
     for context, values in settings.contexts.items():
         context_overrides = overrides(values)
@@ -62,7 +66,9 @@ def compose_experiment(cfg: JudgeConfig, run_overrides: list[str], cache: Compos
             found.skipped.append(f"context {context} skipped: {err}")
             continue
         for name, claim in cfg.claims.items():
-            table = found.needed[name, context] = ClaimVariants(list(range(settings.seeds)))
+            if which is not None and (name, context) not in which:
+                continue
+            table = found.needed[name, context] = ClaimVariants(list(seeds))
             levels = claim.spread_over.levels if claim.spread_over else [None]
             for (arm, values), level in zip(arms(claim), [level for _ in "ab" for level in levels]):
                 for seed in table.seeds:
@@ -81,28 +87,69 @@ def _arm_config(cache: ComposeCache, claim: str, arm: str, job: list[str]) -> Ru
 
 
 def judge_claims(cfg: JudgeConfig, command_overrides: list[str], cache: ComposeCache, quiet: bool = False) -> str:
-    """Train every arm of every claim in every context over the seeds (resumable), judge, write and record; returns
-    the verdict tables."""
+    """Train every arm of every claim in every context over the seeds (resumable; with ``judge.seeds=auto`` in
+    rounds, each claim until it is settled), judge, write and record; returns the verdict tables."""
     began = time.perf_counter()
     run_overrides = [o for o in command_overrides if not o.lstrip("+~").startswith(("judge.", "claims", "hydra."))]
-    experiment = compose_experiment(cfg, run_overrides, cache)
-    cfgs = list(experiment.variants.values())
-    plan = make_plan(cfgs, cfg.judge.population)  # the data and models checked before the sweep opens
-    sweep = Sweep(Tracker(cfg.tracking), ["claims", *sorted(command_overrides)], len(cfgs), ["claims", "seed"],
-                  quiet=quiet)
-    for line in [f"{len(cfgs)} variants composed in {time.perf_counter() - began:.1f} s", *experiment.skipped,
-                 str(plan)]:
+    experiment = compose_experiment(cfg, run_overrides, cache, range(cfg.judge.first_seeds))
+    plan = make_plan(list(experiment.variants.values()), cfg.judge.population)  # checked before the sweep opens
+    sweep = Sweep(Tracker(cfg.tracking), ["claims", *sorted(command_overrides)], len(experiment.variants),
+                  ["claims", "seed"], quiet=quiet)
+    sweep.announce(f"{len(experiment.variants)} variants composed in {time.perf_counter() - began:.1f} s")
+    for line in experiment.skipped:
         sweep.announce(line)
     with sweep.lifecycle():
-        results = dict(zip(map(id, plan.cfgs), execute(plan, sweep.recording(plan.cfgs, quiet))))
+        runs = train_round(plan, sweep, quiet)
+        if cfg.judge.sequential:
+            experiment = _more_rounds(cfg, run_overrides, cache, experiment, runs, sweep, quiet)
         sweep.close("(the verdicts: reports/claims.md)")
-    runs = {config_hash(c): {"status": "FAILED" if r.outcome == Outcome.failed else "FINISHED", **r.metrics,
-                             "gap": r.metrics.get("train_eval_acc", math.nan) - r.metrics.get("val_acc", math.nan)}
-            for c, r in ((c, results[id(c)]) for c in cfgs)
-            if r.outcome in (Outcome.finished, Outcome.skipped, Outcome.failed)}
     text = verdicts(cfg, experiment, runs)
     write_report(cfg, experiment, text, time.perf_counter() - began, sweep, quiet)
     return text
+
+
+def train_round(plan: Plan, sweep: Sweep, quiet: bool) -> dict[str, dict[str, Any]]:
+    """Train a plan's variants in the sweep; each one's final metrics (and the gap) by config hash."""
+    sweep.announce(str(plan))
+    results = execute(plan, sweep.recording(plan.cfgs, quiet))
+    return {config_hash(c): {"status": "FAILED" if r.outcome == Outcome.failed else "FINISHED", **r.metrics,
+                             "gap": r.metrics.get("train_eval_acc", math.nan) - r.metrics.get("val_acc", math.nan)}
+            for c, r in zip(plan.cfgs, results)
+            if r.outcome in (Outcome.finished, Outcome.skipped, Outcome.failed)}
+
+
+def _more_rounds(cfg: JudgeConfig, run_overrides: list[str], cache: ComposeCache, experiment: Experiment,
+                 runs: dict[str, dict[str, Any]], sweep: Sweep, quiet: bool) -> Experiment:
+    """``judge.seeds=auto``: after each round every open claim x context is looked at with its anytime-valid
+    sequence (Bonferroni over the family); the settled ones stop, the rest get the next round's seeds, up to
+    ``judge.max_seeds``. Returns the experiment with each claim's own seeds."""
+    settings, family = cfg.judge, len(experiment.needed)
+    seeds = len(next(iter(experiment.needed.values())).seeds) if experiment.needed else 0
+    while seeds < settings.max_seeds:
+        still = {key for key, table in experiment.needed.items()
+                 if _still_open(cfg.claims[key[0]], paired_values(cfg.claims[key[0]], runs, table),
+                                settings.alpha / family)}
+        if not still:
+            break
+        more = range(seeds, min(seeds + settings.round_seeds, settings.max_seeds))
+        sweep.announce(f"round: seeds {more.start}-{more.stop - 1} for {len(still)} open claim(s) x context(s)")
+        grown = compose_experiment(cfg, run_overrides, cache, more, still)
+        runs.update(train_round(make_plan(list(grown.variants.values()), settings.population), sweep, quiet))
+        for key, table in grown.needed.items():
+            experiment.needed[key].seeds.extend(table.seeds)
+            experiment.needed[key].hashes.update(table.hashes)
+        experiment.variants.update(grown.variants)
+        seeds = more.stop
+    return experiment
+
+
+def _still_open(claim: ClaimSpec, paired: Any, alpha: float) -> bool:
+    """Whether the claim's anytime-valid sequence leaves it open on the seeds so far (its margin as the table's);
+    one that no seeds can judge (failures without a worst value) is not trained further."""
+    if paired.unjudgeable:
+        return False
+    margin = claim.minimal_effect * (abs(float(np.mean(paired.b))) if claim.relative else 1.0)
+    return decide(paired.a - paired.b, claim.direction.value, margin, alpha).stop == Stop.open
 
 
 def verdicts(cfg: JudgeConfig, experiment: Experiment, runs: dict[str, dict[str, Any]]) -> str:
@@ -115,15 +162,23 @@ def verdicts(cfg: JudgeConfig, experiment: Experiment, runs: dict[str, dict[str,
     differences = {key: pair.a - pair.b for key, pair in pairs.items()}
     judge(judged, cfg.judge, differences)
     anytime_decisions(judged, cfg.judge, differences)
+    if cfg.judge.sequential:
+        sequential_verdicts(judged, cfg.judge.max_seeds)
     firmness(judged, cfg.judge, pairs)
     return verdict_tables(judged, cfg.judge)
+
+
+def seed_text(cfg: JudgeConfig) -> str:
+    settings = cfg.judge
+    return f"auto ({settings.first_seeds} to {settings.max_seeds}, rounds of {settings.round_seeds})" \
+        if settings.sequential else str(settings.seeds)
 
 
 def write_report(cfg: JudgeConfig, experiment: Experiment, text: str, seconds: float, sweep: Sweep,
                  quiet: bool) -> None:
     contexts = ", ".join(dict.fromkeys(context for _, context in experiment.needed))
     REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(f"# Claims, tested\n\n{len(experiment.variants)} variants, {cfg.judge.seeds} seeds, "
+    REPORT.write_text(f"# Claims, tested\n\n{len(experiment.variants)} variants, {seed_text(cfg)} seeds, "
                       f"{cfg.trainer.epochs} epochs, contexts: {contexts}; {seconds:.0f} s.\n\n{text}\n" +
                       "".join(f"\n{s}\n" for s in experiment.skipped))
     sweep.tracker.run(sweep.parent.run_id).log_files([REPORT], "report")

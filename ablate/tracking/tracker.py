@@ -216,8 +216,9 @@ class Tracker:
         query, found, token = _where(**where), [], None
         order = ["attributes.start_time DESC"] if newest_first else None
         while True:
-            page = self._client.search_runs([self.experiment_id], query, max_results=min(max_results, 10_000),
-                                            page_token=token, order_by=order)
+            with signals_deferred():  # a stop waits for the page: raised inside SQLAlchemy's fetch, it is logged
+                page = self._client.search_runs([self.experiment_id], query, max_results=min(max_results, 10_000),
+                                                page_token=token, order_by=order)
             found += [RunRecord(r.info.run_id, RunStatus(r.info.status), r.info.start_time, dict(r.data.params),
                                 dict(r.data.metrics), dict(r.data.tags)) for r in page]
             token = page.token

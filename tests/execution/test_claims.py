@@ -108,3 +108,35 @@ def test_a_claims_arm_that_does_not_compose_is_one_line_naming_the_claim(tmp_pat
         judge_command([*QUICK_JUDGE, "claims=[deeper]", f"hydra.searchpath=[file://{tmp_path}]"], quiet=True)
     assert str(err.value).startswith("claims.deeper, arm a: model.kwargs is not a setting ablate has")
     assert "\n" not in str(err.value)
+
+
+def test_seeds_on_demand_stop_each_claim_where_its_anytime_valid_sequence_settles_it(tracking_uri, tmp_path):
+    """judge.seeds=auto: a large effect stops at the first look (seed 8), a claim whose arms compute the same numbers
+    stops as futile, one within noise of its margin trains round after round up to judge.max_seeds; the rerun
+    trains nothing and gives the same table."""
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "three.yaml").write_text(
+        "large:\n  text: L2 shrinks the weights\n  a: {optim.weight_decay: 0.05}\n  b: {optim.weight_decay: 0}\n"
+        "  metric: weight_norm\n  direction: less\n"
+        "same:\n  text: the evaluation batch changes no number\n  a: {trainer.eval_batch_size: 100}\n"
+        "  b: {trainer.eval_batch_size: 4096}\n  direction: greater\n"
+        "noise:\n  text: dropout 0.1 against 0.05\n  a: {model.dropout: 0.1}\n  b: {model.dropout: 0.05}\n"
+        "  minimal_effect: 0.0001\n")
+    argv = ["judge.seeds=auto", "judge.max_seeds=12", "judge.round_seeds=4", "trainer.epochs=1", "trainer.device=cpu",
+            "judge.bootstrap=200", "judge.subsamples=0", *ONLY_DIGITS, "claims=[three]",
+            f"hydra.searchpath=[file://{tmp_path}]"]
+    table = judge_command(argv, quiet=True)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if " | digits | " in line}
+    assert "SUPPORTED at seed 8" in rows["L2 shrinks the weights"] and " | 8 | " in rows["L2 shrinks the weights"]
+    assert "FUTILE at seed 8" in rows["the evaluation batch changes no number"] and "INCONCLUSIVE" in rows["the evaluation batch changes no number"]
+    noise = rows["dropout 0.1 against 0.05"]
+    assert " | 12 | " in noise and "OPEN after 12 seeds" in noise and "still open at judge.max_seeds=12" in noise
+    client = MlflowClient(tracking_uri)
+
+    def recorded(uri):
+        return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+    trained = [r for r in recorded(tracking_uri) if r.data.tags.get("ablate.kind") == "train"]
+    assert len(trained) == 8 + 8 + 2 * 12  # L2's B arm and both evaluation batches are the default: one variant
+    assert judge_command(argv, quiet=True) == table
+    assert len([r for r in recorded(tracking_uri) if r.data.tags.get("ablate.kind") == "train"]) == len(trained)
