@@ -162,9 +162,10 @@ def verdicts(cfg: JudgeConfig, experiment: Experiment, runs: dict[str, dict[str,
     differences = {key: pair.a - pair.b for key, pair in pairs.items()}
     judge(judged, cfg.judge, differences)
     anytime_decisions(judged, cfg.judge, differences)
-    if cfg.judge.sequential:
+    if cfg.judge.sequential:  # each claim has its own seeds: firmness re-judges a family on shared subsamples
         sequential_verdicts(judged, cfg.judge.max_seeds)
-    firmness(judged, cfg.judge, pairs)
+    else:
+        firmness(judged, cfg.judge, pairs)
     return verdict_tables(judged, cfg.judge)
 
 

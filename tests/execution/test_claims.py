@@ -123,7 +123,7 @@ def test_seeds_on_demand_stop_each_claim_where_its_anytime_valid_sequence_settle
         "noise:\n  text: dropout 0.1 against 0.05\n  a: {model.dropout: 0.1}\n  b: {model.dropout: 0.05}\n"
         "  minimal_effect: 0.0001\n")
     argv = ["judge.seeds=auto", "judge.max_seeds=12", "judge.round_seeds=4", "trainer.epochs=1", "trainer.device=cpu",
-            "judge.bootstrap=200", "judge.subsamples=0", *ONLY_DIGITS, "claims=[three]",
+            "judge.bootstrap=200", *ONLY_DIGITS, "claims=[three]",
             f"hydra.searchpath=[file://{tmp_path}]"]
     table = judge_command(argv, quiet=True)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if " | digits | " in line}
