@@ -237,11 +237,10 @@ def anytime_decisions(judged: list[Judged], settings: JudgeSettings,
                       differences: dict[tuple[str, str], np.ndarray]) -> None:
     """Beside each fixed-n verdict, in place: the anytime-valid sequence over the same seeds in seed order, at the
     family's Bonferroni level (``analysis.sequential``): where it would have stopped, and why."""
-    family = max(1, sum(j.n >= 3 for j in judged))
-    for j in judged:
-        if j.n >= 3:
-            j.anytime = decide(differences[j.name, j.context], j.claim.direction.value, j.margin,
-                               settings.alpha / family)
+    tested = [j for j in judged if j.n >= 3]  # the family, as judge() corrects it
+    for j in tested:
+        j.anytime = decide(differences[j.name, j.context], j.claim.direction.value, j.margin,
+                           settings.alpha / len(tested))
 
 
 def sequential_verdicts(judged: list[Judged], max_seeds: int) -> None:
@@ -300,7 +299,7 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
             f"float32 rounding may flip it), and seeds to settle is what would detect its observed effect with power "
             f"0.9. A failed run scores its metric's worst value (an accuracy's 0) unless the claim sets failed_as; "
             f"where the metric has none, a claim with failures is INCONCLUSIVE. Anytime-valid: Lai's t-confidence "
-            f"sequence over the same seeds read in order from seed {MIN_SEEDS}, each at alpha / {len(judged)} "
+            f"sequence over the same seeds read in order from seed {MIN_SEEDS}, each at alpha / {sum(j.n >= 3 for j in judged)} "
             f"(Bonferroni): the seed at which it would have stopped (SUPPORTED, CONTRADICTED, or FUTILE: inside ± the "
             f"minimal effect) and its interval there; OPEN: not settled by these seeds.\n\nTests:\n{tests}")
 

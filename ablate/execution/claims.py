@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-
-from ablate.analysis.sequential import Stop, decide
-from ablate.analysis.verdicts import (ClaimVariants, Judged, anytime_decisions, compare, firmness, judge, paired_values,
-                                     sequential_verdicts, verdict_tables)
+from ablate.analysis.sequential import Stop
+from ablate.analysis.verdicts import (ClaimVariants, Judged, Paired, anytime_decisions, compare, firmness, judge,
+                                     paired_values, sequential_verdicts, verdict_tables)
 from ablate.config.commands import ClaimSpec, JudgeConfig
 from ablate.config.identity import config_hash
 from ablate.config.run import RunConfig
@@ -123,12 +121,10 @@ def _more_rounds(cfg: JudgeConfig, run_overrides: list[str], cache: ComposeCache
     """``judge.seeds=auto``: after each round every open claim x context is looked at with its anytime-valid
     sequence (Bonferroni over the family); the settled ones stop, the rest get the next round's seeds, up to
     ``judge.max_seeds``. Returns the experiment with each claim's own seeds."""
-    settings, family = cfg.judge, len(experiment.needed)
+    settings = cfg.judge
     seeds = len(next(iter(experiment.needed.values())).seeds) if experiment.needed else 0
     while seeds < settings.max_seeds:
-        still = {key for key, table in experiment.needed.items()
-                 if _still_open(cfg.claims[key[0]], paired_values(cfg.claims[key[0]], runs, table),
-                                settings.alpha / family)}
+        still = _still_open(cfg, experiment, runs)
         if not still:
             break
         more = range(seeds, min(seeds + settings.round_seeds, settings.max_seeds))
@@ -143,22 +139,27 @@ def _more_rounds(cfg: JudgeConfig, run_overrides: list[str], cache: ComposeCache
     return experiment
 
 
-def _still_open(claim: ClaimSpec, paired: Any, alpha: float) -> bool:
-    """Whether the claim's anytime-valid sequence leaves it open on the seeds so far (its margin as the table's);
-    one that no seeds can judge (failures without a worst value) is not trained further."""
-    if paired.unjudgeable:
-        return False
-    margin = claim.minimal_effect * (abs(float(np.mean(paired.b))) if claim.relative else 1.0)
-    return decide(paired.a - paired.b, claim.direction.value, margin, alpha).stop == Stop.open
+def _still_open(cfg: JudgeConfig, experiment: Experiment, runs: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
+    """The (claim, context) pairs whose anytime-valid sequence is open on the seeds so far: the same decisions, at
+    the same family level, as the table's column (one that no seeds can judge is not trained further)."""
+    judged, pairs = compared(cfg, experiment, runs)
+    anytime_decisions(judged, cfg.judge, {key: pair.a - pair.b for key, pair in pairs.items()})
+    return {(j.name, j.context) for j in judged if j.anytime is not None and j.anytime.stop == Stop.open}
+
+
+def compared(cfg: JudgeConfig, experiment: Experiment,
+             runs: dict[str, dict[str, Any]]) -> tuple[list[Judged], dict[tuple[str, str], Paired]]:
+    """Each claim in each context compared seed by seed (before the family's correction), with its paired values."""
+    judged, pairs = [], {}
+    for (name, context), table in experiment.needed.items():
+        pairs[name, context] = paired = paired_values(cfg.claims[name], runs, table)
+        judged.append(compare(name, cfg.claims[name], context, paired.a, paired.b, paired.failed, paired.unjudgeable))
+    return judged, pairs
 
 
 def verdicts(cfg: JudgeConfig, experiment: Experiment, runs: dict[str, dict[str, Any]]) -> str:
     """Each claim in each context compared seed by seed, the family judged, the verdicts' firmness: the tables."""
-    judged: list[Judged] = []
-    pairs = {}
-    for (name, context), table in experiment.needed.items():
-        pairs[name, context] = paired = paired_values(cfg.claims[name], runs, table)
-        judged.append(compare(name, cfg.claims[name], context, paired.a, paired.b, paired.failed, paired.unjudgeable))
+    judged, pairs = compared(cfg, experiment, runs)
     differences = {key: pair.a - pair.b for key, pair in pairs.items()}
     judge(judged, cfg.judge, differences)
     anytime_decisions(judged, cfg.judge, differences)
