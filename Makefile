@@ -46,9 +46,12 @@ LAUNCH = $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_job
 sweep: $(VENV)/.ready  ## the full ablation grid (360 runs) as populations; EXPERIMENT=bn|dropout|l2|lr; LAUNCHER=population_ray; JOBS=2
 	$(PY) -m ablate -m +experiment=$(or $(EXPERIMENT),ablation_grid) $(LAUNCH) $(ARGS)
 
+# WORKERS=N: N search processes, each on its share of the cores (torch would give every one of them all the cores).
+SHARE = $(if $(filter-out 1,$(WORKERS)),OMP_NUM_THREADS=$$(( $$(nproc) / $(WORKERS) > 0 ? $$(nproc) / $(WORKERS) : 1 )))
+
 search: $(VENV)/.ready  ## Optuna over the keys of conf/search (p, lambda, lr) (ARGS="search.n_trials=50 model=cnn"); WORKERS=4
-	@for i in $$(seq 2 $(WORKERS)); do $(PY) -m ablate search search.finalize=false $(ARGS) & done; \
-	$(PY) -m ablate search $(ARGS); status=$$?; wait; exit $$status
+	@for i in $$(seq 2 $(WORKERS)); do env $(SHARE) $(PY) -m ablate search search.finalize=false $(ARGS) & done; \
+	env $(SHARE) $(PY) -m ablate search $(ARGS); status=$$?; wait; exit $$status
 
 dashboard: $(VENV)/.ready  ## optuna-dashboard on the study's storage (STORAGE=postgresql://... for a shared one)
 	$(VENV)/bin/optuna-dashboard --port $(DASHBOARD_PORT) $(STORAGE)

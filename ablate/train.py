@@ -3,9 +3,10 @@ with ``-m``, a sweep through ablate's sweeper and the launcher chosen (``hydra/l
 
 from __future__ import annotations
 
+import os
 import sys
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def task(cfg: DictConfig) -> float:
@@ -16,8 +17,14 @@ def task(cfg: DictConfig) -> float:
     from ablate.cli import user_errors_end_the_command
     from ablate.config.adapter import to_run_config
     from ablate.execution.runner import Outcome, train_and_log
+    from ablate.execution.scale import job_threads
     from ablate.tracking.tracker import SweepRef
 
+    threads = job_threads(OmegaConf.to_container(HydraConfig.get().launcher), len(os.sched_getaffinity(0)))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # jobs side by side share the cores (each would take them all)
     with user_errors_end_the_command():  # here, not as Hydra reports a job's error (a line more)
         run_cfg = to_run_config(cfg)  # range checks, before any data is read
         result = train_and_log(run_cfg, sweep=SweepRef.of(run_cfg.tracking))  # a sweep's job joins it by its config

@@ -30,9 +30,12 @@ def torch_dtype(dtype: DType) -> torch.dtype:
 
 
 def numeric_mode(cfg: RunConfig, device: torch.device) -> str:
-    """What decides a run's rounding besides its config's numbers, as recorded with it: dtype, device, TF32."""
-    tf32 = f", tf32 {'on' if cfg.trainer.tf32 else 'off'}" if device.type == "cuda" else ""
-    return f"{cfg.trainer.dtype.value} on {device.type}{tf32}"
+    """What decides a run's rounding besides its config's numbers, as recorded with it: dtype, device, TF32 on CUDA,
+    the threads on a CPU (they split a sum differently: losses differ in the 7th digit between 1 and 2 threads)."""
+    if device.type == "cuda":
+        return f"{cfg.trainer.dtype.value} on cuda, tf32 {'on' if cfg.trainer.tf32 else 'off'}"
+    threads = f", {torch.get_num_threads()} thread(s)" if device.type == "cpu" else ""
+    return f"{cfg.trainer.dtype.value} on {device.type}{threads}"
 
 
 @contextlib.contextmanager

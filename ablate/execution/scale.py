@@ -63,6 +63,25 @@ def task_threads(how: str, options: dict[str, Any]) -> Optional[int]:
     return max(1, int(cpus)) if cpus else None
 
 
+def job_threads(launcher: dict[str, Any], cores: int) -> Optional[int]:
+    """The torch threads of one job of a Hydra launcher that runs jobs side by side in processes of this machine or
+    a cluster's, so that together they take the cores once, not each all of them (None: the launcher runs jobs in
+    this process, or leaves their processes to ablate's own tasks). joblib: the cores over ``n_jobs``; Ray: the
+    task's ``num_cpus``; submitit: ``cpus_per_task``."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        jobs = int(launcher.get("n_jobs") or -1)
+        jobs = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib's negatives: -1 all cores, -2 all but one
+        return max(1, cores // jobs)
+    if target.endswith("RayLauncher"):
+        cpus = ((launcher.get("ray") or {}).get("remote") or {}).get("num_cpus")
+    elif "submitit_launcher" in target:
+        cpus = launcher.get("cpus_per_task")
+    else:
+        return None
+    return max(1, int(cpus)) if cpus else None
+
+
 def asks_for_gpu(options: dict[str, Any]) -> bool:
     return bool((options.get("remote") or {}).get("num_gpus") or (options.get("parameters") or {}).get("gpus_per_node"))
 

@@ -4,6 +4,7 @@ import logging
 import threading
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from ablate.config import PopulationSettings, config_hash
@@ -27,7 +28,7 @@ def test_a_run_is_recorded_finished_with_params_metrics_and_artifacts(tracking_u
     assert run.data.params["data.name"] == "digits" and run.data.tags["ablate.config_hash"]
     assert run.data.tags["mlflow.source.git.commit"] and run.data.tags["torch"] and run.data.tags["device"] == "cpu"
     assert run.data.tags["ablate.code_version"] == code_version() and run.data.tags["ablate.inputs"]
-    assert run.data.tags["numeric_mode"] == "float32 on cpu" and run.data.params["trainer.tf32"] == "False"
+    assert run.data.tags["numeric_mode"] == f"float32 on cpu, {torch.get_num_threads()} thread(s)" and run.data.params["trainer.tf32"] == "False"
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
     assert run.data.metrics == pytest.approx(result.metrics)  # what a run returns is what resume reads back

@@ -61,10 +61,12 @@ def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, trac
     extra = {"ray": ["hydra.launcher.ray.init.num_cpus=2"],
              "population_ray": ["hydra.launcher.ray.init.num_cpus=2", "hydra.launcher.max_size=2"],
              "population_submitit_local": ["hydra.launcher.max_size=2"]}.get(launcher, [])
-    out = ablate(*GRID, f"hydra/launcher={launcher}", *extra, cwd=tmp_path)
+    out = ablate(*GRID, f"hydra/launcher={launcher}", *extra, cwd=tmp_path, env_extra={"OMP_NUM_THREADS": "2"})
     assert out.returncode == 0, out.output
     runs = train_runs(tracking_uri)
     assert_each_variant_finished_once(runs, 4)
+    # each process on the one CPU its task asked for, not torch's default (here 2: what every process would take)
+    assert {r.data.tags["numeric_mode"] for r in runs} == {"float32 on cpu, 1 thread(s)"}
     assert "4 FINISHED runs, 0 failed" in out.output
     if launcher.startswith("population"):  # the unit of remote work is a population group, not a variant
         assert sorted(Counter(r.data.tags["ablate.task"] for r in runs).values()) == [2, 2]
@@ -242,6 +244,20 @@ def test_runs_on_cuda_ask_each_remote_task_for_a_gpu_and_runs_on_a_cpu_do_not():
     assert task_resources("submitit", slurm, Device.cuda, 0.5)["parameters"]["gpus_per_node"] == 1
     assert task_resources("submitit", slurm, Device.cpu, 1.0)["parameters"]["gpus_per_node"] is None
     assert ray["remote"]["num_gpus"] is None  # the launcher's own settings are left as they were
+
+
+def test_jobs_side_by_side_take_the_cores_once_between_them():
+    from ablate.execution.scale import job_threads
+
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert [job_threads({"_target_": joblib, "n_jobs": n}, 16) for n in (1, 2, 3, 16, 32, -1, -2)] == \
+           [16, 8, 5, 1, 1, 1, 1]
+    assert job_threads({"_target_": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+                        "ray": {"remote": {"num_cpus": 4}}}, 16) == 4
+    assert job_threads({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                        "cpus_per_task": 2}, 16) == 2
+    assert job_threads({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 16) is None
+    assert job_threads({"max_size": 144, "ray": {"remote": {"num_cpus": 1}}}, 16) is None  # populations: their tasks
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -166,13 +167,23 @@ def test_four_workers_on_postgresql_complete_the_budget_exactly(tracking_uri, tm
 
 
 @pytest.mark.slow
-def test_three_workers_on_the_default_journal_file_complete_the_budget_exactly(tracking_uri, tmp_path):
-    run_workers([*FAST, "search.n_trials=6", "search.batch=2", "search.pruner=none", "trainer.epochs=1",
-                 "search.final_seeds=0"], 3, tmp_path)  # no search.storage: studies/ablate.journal
+def test_make_search_with_three_workers_on_the_default_journal_completes_the_budget_sharing_the_cores(tracking_uri,
+                                                                                                     tmp_path):
+    venv = Path(sys.executable).parent.parent
+    args = " ".join([*FAST, "search.n_trials=6", "search.batch=2", "search.pruner=none", "trainer.epochs=1",
+                     "search.final_seeds=0"])  # no search.storage: studies/ablate.journal, in the folder make runs in
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}  # torch's own default
+    done = subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "search", "WORKERS=3", f"ARGS={args}",
+                           f"VENV={venv}", "-o", f"{venv}/.ready"], cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     study = optuna.load_study(study_name="ablate", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "studies" / "ablate.journal"))))
     assert_budget_held_exactly(study, 6)
-    assert len(mlflow_runs(tracking_uri, "trial")) == 6
+    trials = mlflow_runs(tracking_uri, "trial")
+    assert len(trials) == 6
+    share = max(1, len(os.sched_getaffinity(0)) // 3)  # each worker its share, not all the cores each
+    assert {r.data.tags["numeric_mode"] for r in trials} == {f"float32 on cpu, {share} thread(s)"}
 
 
 def test_the_first_search_process_is_reproducible_from_its_sampler_seed(tracking_uri, tmp_path):

@@ -210,11 +210,14 @@ def test_population_launcher_records_runs_exactly_like_sequential_runs(migrated_
 @pytest.mark.slow
 def test_two_local_jobs_side_by_side_group_as_one_sweep(tracking_uri, tmp_path):
     out = multirun_process("model.bn=pre,none", "trainer.epochs=1", *FAST, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   cwd=tmp_path)
+                           cwd=tmp_path, env_extra={"OMP_NUM_THREADS": str(2 * len(os.sched_getaffinity(0)))})
     assert out.returncode == 0, out.stderr
     runs = train_runs(tracking_uri, "FINISHED")
     assert len(runs) == 2 and len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
     assert len({r.data.tags["ablate.pid"] for r in runs}) == 2  # trained in two worker processes
+    # the two share the cores: half each, whatever the environment asked of every process
+    shared = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert {r.data.tags["numeric_mode"] for r in runs} == {f"float32 on cpu, {shared} thread(s)"}
 
 
 def test_a_users_model_from_the_working_directory_sweeps_like_the_mlp(tracking_uri, tmp_path):
