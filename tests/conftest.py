@@ -20,6 +20,9 @@ from typing import Iterator, Optional
 
 import pytest
 
+# The suite sends MLflow's telemetry nothing; its client would also set and unset a session variable in
+# os.environ whenever MLflow re-creates it, which the API's leave-the-process-as-found test would see.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 if os.environ.get("PYTEST_XDIST_WORKER"):  # tests side by side share the cores: one thread each, their processes too
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402 - after the thread count it reads

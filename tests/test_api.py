@@ -3,6 +3,7 @@ show their progress (quietly where asked), and leave the process as they found i
 
 import logging
 import os
+import re
 import signal
 import warnings
 
@@ -71,6 +72,7 @@ def test_a_library_call_shows_progress_unless_quiet(tracking_uri, capsys):
     ablate.sweep([*QUICK, "seed=7,8"])
     swept = capsys.readouterr()
     assert "plan: 2 variants" in swept.out + swept.err and "member-epochs" in swept.err
+    assert re.search(r"about \d+ s to train 2 variants here", swept.out + swept.err)  # said before they train
 
 
 def test_params_come_back_as_their_config_types(tracking_uri):

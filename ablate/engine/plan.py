@@ -24,6 +24,7 @@ from ablate.engine.data import cached_splits
 from ablate.engine.device import resolve_device
 from ablate.engine.families import family_of
 from ablate.engine.memory import DataSize, bytes_per_member, free_bytes, members_that_fit, shared_bytes
+from ablate.engine.trainer import batch_starts, step_seconds
 from ablate.errors import UserError
 
 
@@ -129,3 +130,36 @@ def _lines(plan: Plan, settings: PopulationSettings, keys: list[tuple], sizes: d
         lines.append(f"  memory: about {bytes_per_member(cfg, size) / 2**20:.1f} MiB a member; each worker "
                      f"checks its own device before it trains")
     return lines
+
+
+def seconds_to_train(plan: Plan, todo: Sequence[RunConfig]) -> float:
+    """About how long the plan's variants in ``todo`` take to train here. Per kind of population (family, data, batch
+    size, together or one by one) one population's step is timed (``trainer.step_seconds``) and taken per member;
+    each population then costs its members' batches over its epochs, and its evaluations at a third of a step's cost
+    per row (a forward pass: validation every epoch, then train and test). Recording and probes are not counted."""
+    left = {id(c) for c in todo}
+    per_member_step: dict[tuple, float] = {}
+    total = 0.0
+    for population in plan.populations:
+        members = [c for c in population.cfgs if id(c) in left]
+        if not members:
+            continue
+        cfg = members[0]
+        trainer, splits = cfg.trainer, cached_splits(cfg.data.rows())
+        kind = (family_of(cfg.model).name, repr(cfg.data.rows()), trainer.batch_size, population.vectorised)
+        if kind not in per_member_step:
+            per_member_step[kind] = step_seconds(members, splits, population.vectorised) / len(members)
+        step = per_member_step[kind] * len(members)
+        evaluated = sum(len(part) for part in (splits.val, splits.train, splits.test) if part is not None)
+        val = len(splits.val) if splits.val is not None else 0
+        forward_rows = trainer.epochs * val + evaluated
+        total += step * (trainer.epochs * len(batch_starts(len(splits.train), trainer.batch_size))
+                         + forward_rows / trainer.batch_size / 3)
+    return total
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person says it: 40 s, 6 min, 1.5 h."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -265,19 +265,24 @@ def start(cfgs: Sequence[RunConfig], splits: Splits, device: torch.device, build
                     [True] * len(cfgs), began, augment.Augmenter.of(cfgs, device))
 
 
-def train_epoch(t: Training) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass over each member's own shuffled batches; returns each member's summed loss and correct count."""
+def batches(t: Training) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of each member's own shuffled batches, augmented where asked: x [K, B, ...], y [K, B]."""
     train, batch, k = t.data.train, t.cfgs[0].trainer.batch_size, t.k
     perms = torch.stack([torch.randperm(len(train), generator=g, device=train.x.device) for g in t.orders])  # [K, n]
-    loss_sum = torch.zeros(k, device=train.x.device, dtype=train.x.dtype)  # summed on the device: no sync per step
-    correct = torch.zeros(k, device=train.x.device, dtype=train.x.dtype)
     rows = train.x.view(len(train), -1)  # gathered as flat rows: index_select's fast path, whatever the shape
     for begin in batch_starts(len(train), batch):
-        idx = perms[:, begin:begin + batch].flatten()  # each member its own batch: x [K, B, ...], y [K, B]
+        idx = perms[:, begin:begin + batch].flatten()
         x = rows.index_select(0, idx).view(k, -1, *train.x.shape[1:])  # 8x faster than x[idx]
         y = train.y.index_select(0, idx).view(k, -1)
-        if t.augmenter is not None:
-            x = t.augmenter(x, t.steps)
+        yield (x if t.augmenter is None else t.augmenter(x, t.steps)), y
+
+
+def train_epoch(t: Training) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over each member's own shuffled batches; returns each member's summed loss and correct count."""
+    train, k = t.data.train, t.k
+    loss_sum = torch.zeros(k, device=train.x.device, dtype=train.x.dtype)  # summed on the device: no sync per step
+    correct = torch.zeros(k, device=train.x.device, dtype=train.x.dtype)
+    for x, y in batches(t):
         t.probe()
         losses, logits = t.population.train_step(x, y, t.optimizer)
         t.steps += 1
@@ -328,6 +333,29 @@ def finish(t: Training) -> None:
                 # mean validation accuracy over the epochs (area under the learning curve): training speed
                 "val_acc_auc": sum(m.get("val_acc", math.nan) for m in epochs) / len(epochs),
                 **summary(result.history.probes)}
+
+
+def step_seconds(cfgs: Sequence[RunConfig], splits: Splits, vectorised: bool, budget_s: float = 1.0) -> float:
+    """What one optimisation step of all these members takes here (together, or one member's step times K one by
+    one): the fastest of up to 5 steps on their own batches after a warm-up step, within ``budget_s``. Off the
+    record: the members are thrown away and torch's generators are left as they were."""
+    device = resolve_device(cfgs[0].trainer.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), numeric_mode_set(cfgs[0]):
+        try:
+            t = start(cfgs if vectorised else cfgs[:1], splits, device, build_population)
+        except NotVectorisable:
+            t, vectorised = start(cfgs[:1], splits, device, build_population), False
+        times: list[float] = []
+        clock = time.perf_counter()
+        for x, y in batches(t):
+            t.population.train_step(x, y, t.optimizer)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - clock)
+            clock = time.perf_counter()
+            if len(times) > 5 or sum(times) > budget_s:
+                break
+    return min(times[1:] or times) * (1 if vectorised else len(cfgs))
 
 
 def _one_by_one(cfgs: Sequence[RunConfig], splits: Splits, on_epoch: Optional[MemberCallback],

@@ -25,7 +25,7 @@ from ablate.engine import models
 from ablate.engine.data import Splits, cached_splits
 from ablate.engine.device import numeric_mode, resolve_device
 from ablate.engine.memory import DataSize, cut_to_memory, require_memory
-from ablate.engine.plan import Plan, make_plan
+from ablate.engine.plan import Plan, duration, make_plan, seconds_to_train
 from ablate.engine.trainer import fit_population
 from ablate.errors import UserError, raise_if_stopped
 from ablate.paths import command
@@ -69,6 +69,7 @@ class Recording:
     tags_of: Callable[[RunConfig], dict[str, str]] = field(default=lambda cfg: {})
     on_epoch: Optional[EpochHook] = None
     on_result: Optional[Callable[[RunConfig, "RunResult"], None]] = None
+    announce: Callable[[str], None] = field(default=lambda text: log.info(text))  # a sweep's: above its bar
 
     @property
     def sweep_id(self) -> Optional[str]:
@@ -126,6 +127,8 @@ def train_round(plan: Plan, recording: Recording, pending: list[RunConfig],
     sharing a sweep start at different populations); returns the variants other workers hold."""
     tracker, checked_ms = recording.tracker, int(time.time() * 1000)
     todo = resume(tracker, pending, recording.sweep_id, recording.kind, record, summarise)
+    if summarise and plan.memory_checked and len(todo) > 1:
+        announce_estimate(plan, todo, recording.announce)
     leases = {id(c): lease_key(c) for c in todo}
     busy = tracker.leased_elsewhere(recording.sweep_id, recording.kind) if todo else set()
     held = [c for c in todo if leases[id(c)] in busy]
@@ -148,6 +151,18 @@ def train_round(plan: Plan, recording: Recording, pending: list[RunConfig],
                 record(cfg, result)
             held += runs.taken
     return held
+
+
+def announce_estimate(plan: Plan, todo: list[RunConfig], announce: Callable[[str], None]) -> None:
+    """About how long ``todo`` will train, said before it does; a step that fails to time says nothing here (the
+    training that follows meets the same error and records it with its runs)."""
+    try:
+        seconds = seconds_to_train(plan, todo)
+    except Exception as err:
+        log.debug(f"no time estimate: {type(err).__name__}: {err}")
+        return
+    announce(f"  about {duration(seconds)} to train {len(todo)} variants here (a step of each kind of population "
+             f"timed; the bar's estimate then follows the epochs)")
 
 
 def resume(tracker: Tracker, cfgs: Sequence[RunConfig], sweep_id: Optional[str], kind: RunKind,

@@ -58,7 +58,9 @@ class AblateSweeper(Sweeper):
 
     def _one_job_per_variant(self, jobs: Sequence[List[str]], cfgs: Sequence[Any], definition: List[str],
                              factors: List[str]) -> Any:
-        from ablate.engine.plan import data_sizes
+        from ablate.config.launch import PopulationSettings
+        from ablate.engine.plan import data_sizes, make_plan
+        from ablate.execution.runner import announce_estimate
         from ablate.errors import UserError
         from ablate.execution.sweeps import Sweep, end_with_failures
         from ablate.tracking.tracker import Tracker
@@ -69,6 +71,9 @@ class AblateSweeper(Sweeper):
                             "give each swept key at least one value.")
         data_sizes(cfgs)  # the data read, each model checked against it, before the parent run opens
         sweep = Sweep(Tracker(cfgs[0].tracking), definition, len(cfgs), factors)
+        sweep.announce(f"plan: {len(cfgs)} variants, one {type(self.launcher).__name__} job each")
+        if type(self.launcher).__name__ == "BasicLauncher":  # one after another in this process: their sum
+            announce_estimate(make_plan(cfgs, PopulationSettings(max_size=1)), list(cfgs), sweep.announce)
         AblateCallback.follow(self.hydra_context.callbacks, sweep)
         size = self.max_batch_size or len(jobs)
         with sweep.lifecycle():

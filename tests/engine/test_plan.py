@@ -4,13 +4,16 @@ memory, and what the sweep is told first."""
 from dataclasses import dataclass, field, replace
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from ablate.config import PopulationSettings, TrainerConfig
 from ablate.engine import memory
 from ablate.engine.data import cached_splits
 from ablate.engine.memory import DataSize
-from ablate.engine.plan import make_plan, population_key
+from ablate.engine import plan as planning
+from ablate.engine.plan import duration, make_plan, population_key, seconds_to_train
+from ablate.engine.trainer import fit_population, step_seconds
 from ablate.errors import UserError
 from ablate.execution.runner import Outcome
 from tests.conftest import make_config, train_all
@@ -107,3 +110,35 @@ def test_the_plan_is_printed_with_its_device_families_keys_and_memory():
 def test_an_empty_plan_is_an_error_not_a_sweep_of_nothing():
     with pytest.raises(UserError, match="no variants to train"):
         make_plan([], PopulationSettings())
+
+
+def test_timing_a_step_trains_nothing_for_real_and_leaves_the_generators_alone():
+    cfgs = [make_config(*DIGITS, f"seed={s}") for s in range(3)]
+    splits = cached_splits(cfgs[0].data.rows())
+    alone = fit_population(cfgs, splits, vectorise=True)[0]
+    state = torch.get_rng_state()
+    assert step_seconds(cfgs, splits, vectorised=True) > 0 and step_seconds(cfgs, splits, vectorised=False) > 0
+    assert torch.equal(state, torch.get_rng_state())
+    after = fit_population(cfgs, splits, vectorise=True)[0]
+    def numbers(results):  # an epoch's metrics but its wall time
+        return [[{k: v for k, v in e.items() if k != "epoch_seconds"} for e in r.history.epochs] for r in results]
+
+    assert numbers(after) == numbers(alone)
+
+
+def test_the_estimate_counts_each_populations_batches_and_evaluations_and_only_what_is_left(monkeypatch):
+    """A step's time fixed (what is timed is the machine's), the count checked by hand: members x batches x epochs
+    steps, and a third of a step per batch-sized block of rows evaluated."""
+    monkeypatch.setattr(planning, "step_seconds", lambda cfgs, splits, vectorised: 0.01 * len(cfgs))
+    cfgs = [make_config(*DIGITS, f"model.bn={bn}", f"seed={s}", "trainer.epochs=3", "trainer.batch_size=50")
+            for bn in ("pre", "none") for s in range(2)]
+    plan = make_plan(cfgs, PopulationSettings(max_size=2))
+    splits = cached_splits(cfgs[0].data.rows())
+    n_train, n_val, n_test = len(splits.train), len(splits.val), len(splits.test)
+    batches = len([s for s in range(0, n_train, 50) if n_train - s >= 2])
+    member = 0.01 * (3 * batches + (3 * n_val + n_train + n_val + n_test) / 50 / 3)
+    assert seconds_to_train(plan, cfgs) == pytest.approx(4 * member)
+    assert seconds_to_train(plan, cfgs[:1]) == pytest.approx(member)  # the finished ones take no time
+    assert seconds_to_train(plan, []) == 0
+    assert [duration(s) for s in (0.2, 40, 89.6, 360, 5399, 5400)] == ["1 s", "40 s", "90 s", "6 min", "90 min",
+                                                                        "1.5 h"]
