@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from typing import Any, Iterator, Optional, Sequence
 
 import pandas as pd
@@ -24,10 +25,19 @@ import pandas as pd
 
 @contextlib.contextmanager
 def _console(quiet: bool) -> Iterator[None]:
-    """ablate's own lines printed as the console shows them, for the call only (logging as it was afterwards)."""
-    if quiet:
+    """ablate's own lines printed as the console shows them, for the call only (logging as it was afterwards);
+    MLflow's store lines (creating its tables, a failure logged whole before it is raised) quiet either way."""
+    from ablate.tracking.store import store_lines_quiet
+
+    with warnings.catch_warnings():  # MLflow imports tqdm.auto, which warns in a notebook without ipywidgets; ablate
+        warnings.simplefilter("ignore")  # draws the console's bar there instead (sweeps.bar_class)
+        import tqdm.autonotebook  # noqa: F401
+    with store_lines_quiet(), contextlib.ExitStack() if quiet else _ablate_lines():
         yield
-        return
+
+
+@contextlib.contextmanager
+def _ablate_lines() -> Iterator[None]:
     logger = logging.getLogger("ablate")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ablate.errors import (Stopped, UserError, first_signal, raise_if_stopped, signal_received,
                            signals_cleared)
+from ablate.tracking.store import store_lines_quiet
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -71,13 +71,10 @@ def _entry_point() -> Iterator[bool]:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ablate prints its own line per run
     signals_cleared()
     handlers = {s: signal.signal(s, _stop) for s in SIGNALS}
-    store_log = logging.getLogger("mlflow.store.db.utils")  # logs a store's failure whole before raising it: the
-    level = store_log.level                                   # error becomes one line here
-    store_log.setLevel(logging.CRITICAL)
     try:
-        yield full_error
+        with store_lines_quiet():  # a store's failure becomes one line here
+            yield full_error
     finally:
-        store_log.setLevel(level)
         for s, handler in handlers.items():
             signal.signal(s, handler)
         for name, value in saved.items():

@@ -3,6 +3,8 @@
 ``<!-- config-reference -->`` in a page becomes a table per config section, read from the typed dataclasses
 (``ablate/config/``, the model families): every key with its type, default, allowed values and the comment that
 documents it where it is declared. ``<!-- command-help -->`` becomes each command's own ``--help``.
+``<!-- notebook: examples/x.ipynb -->`` becomes that notebook, executed now (a fresh MLflow store in a temporary
+folder; a cell's error fails the build), with its outputs: text, tables and plots.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import dataclasses
 import enum
 import inspect
 import io
+import os
 import re
+import tempfile
 import typing
+from pathlib import Path
 
 MISSING = "???"
 
@@ -124,7 +129,65 @@ def command_help() -> str:
     return "\n\n".join(out)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = re.compile(r"<!-- notebook: (\S+) -->")
+
+
+def executed(path: Path):
+    """The notebook run top to bottom in a temporary folder, its runs in a fresh store there."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(folder) / 'mlflow.db'}"  # never the reader's own store
+        try:
+            NotebookClient(notebook, timeout=600, kernel_name="python3",
+                           resources={"metadata": {"path": folder}}).execute()
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_URI") if before is None else os.environ.update(MLFLOW_TRACKING_URI=before)
+    return notebook
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # a tqdm bar's state
+
+
+def printed(texts: list[str]) -> str:
+    """A cell's stdout and stderr as its reader saw them at the end: a progress bar's last state only."""
+    lines = [line for line in re.split(r"[\r\n]", ANSI.sub("", "".join(texts))) if line.strip()]
+    bars = [i for i, line in enumerate(lines) if BAR.search(line)]
+    return "\n".join(line for i, line in enumerate(lines) if i not in bars[:-1])
+
+
+def shown(output: dict) -> str:
+    """A result as the page shows it: a plot inline, a table as its HTML, else its text."""
+    data = output.get("data", {})
+    if "image/png" in data:
+        return f'<img alt="a plot" src="data:image/png;base64,{data["image/png"].strip()}">'
+    if "text/html" in data:
+        return f'<div markdown="0">{data["text/html"]}</div>'
+    return "```text\n" + data["text/plain"] + "\n```" if "text/plain" in data else ""
+
+
+def notebook_page(path: Path) -> str:
+    parts = [f"*Executed when these pages were built, from [`{path.relative_to(ROOT)}`]"
+             f"(https://github.com/ablate-dev/ablate/blob/main/{path.relative_to(ROOT)}).*"]
+    for cell in executed(path).cells:
+        if cell.cell_type == "markdown":
+            parts.append(cell.source)
+        elif cell.cell_type == "code":
+            parts.append(f"```python\n{cell.source}\n```")
+            streams = [o["text"] for o in cell.outputs if o["output_type"] == "stream"]
+            if streams:
+                parts.append("```text\n" + printed(streams) + "\n```")
+            parts += [shown(o) for o in cell.outputs if o["output_type"] != "stream"]
+    return "\n\n".join(part for part in parts if part)
+
+
 def on_page_markdown(markdown: str, **_: typing.Any) -> str:
+    markdown = NOTEBOOK.sub(lambda found: notebook_page(ROOT / found.group(1)), markdown)
     if "<!-- config-reference -->" in markdown:
         markdown = markdown.replace("<!-- config-reference -->", config_reference())
     if "<!-- command-help -->" in markdown:

@@ -4,9 +4,7 @@ stays short, and the example notebook runs from top to bottom."""
 import subprocess
 import sys
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from ablate.config.identity import flatten
 from tests.conftest import REPO, make_config
@@ -41,20 +39,13 @@ def test_the_readme_is_at_most_150_lines_and_links_only_to_files_that_exist():
 
 
 @pytest.mark.slow
-def test_the_site_builds_strictly(tmp_path):
+def test_the_site_builds_strictly_with_the_example_notebook_run_top_to_bottom(tmp_path):
+    """The build executes examples/seed_study.ipynb (a cell's error fails it) and shows it with its outputs."""
     out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "configuration" / "index.html").exists()
-
-
-@pytest.mark.slow
-def test_the_example_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    notebook = nbformat.read(REPO / "examples" / "seed_study.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    printed = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-                      for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
-    assert "FINISHED" in printed and "| claim |" in printed and "L2 shrinks the weights" in printed
-    assert not [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
-                if o.output_type == "error"]
+    page = (tmp_path / "site" / "notebook" / "index.html").read_text()
+    assert "FINISHED" in page and "L2 shrinks the weights" in page and "SUPPORTED" in page  # the run, the claims
+    assert page.count('src="data:image/png;base64,') == 1 and "<table" in page  # the plot, the sweep's table
+    assert "Traceback" not in page

@@ -27,11 +27,21 @@ from ablate.tracking.tracker import (TAG_DEFINITION, TAG_FACTORS, TAG_KIND, TAG_
                                      RunKind, RunStatus, SweepRef, Tracker)
 
 
+def bar_class() -> type:
+    """tqdm's notebook widget where ipywidgets can draw it, its console bar otherwise (where tqdm.auto would warn
+    that it found no widgets, then draw the console bar)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm
+
+
 def announce(text: str) -> None:
     """A line on the console above the sweep's progress bar (Hydra's process log is quiet)."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(text)
+    bar_class().write(text)
 
 
 def grid(definition: Sequence[str], config_loader: Any = None) -> tuple[list[list[str]], list[str]]:
@@ -58,11 +68,9 @@ class Progress:
     variant reused, pruned, failed early, or another worker's) leaves the total, so the estimate stays honest."""
 
     def __init__(self, cfgs: Sequence[RunConfig], desc: str, quiet: bool = False) -> None:
-        from tqdm.auto import tqdm
-
         self.epochs = {id(c): c.trainer.epochs for c in cfgs}
         self.seen = dict.fromkeys(self.epochs, 0)
-        self.bar = tqdm(total=sum(self.epochs.values()), desc=desc, unit=" member-epochs", dynamic_ncols=True,
+        self.bar = bar_class()(total=sum(self.epochs.values()), desc=desc, unit=" member-epochs", dynamic_ncols=True,
                         disable=quiet, smoothing=0.05)
 
     def add(self, cfgs: Sequence[RunConfig]) -> None:

@@ -253,3 +253,18 @@ def store_failure(err: BaseException) -> Optional[str]:
                     f"then run the same command again (the runs finished before are kept).")
         err = err.__cause__ or err.__context__
     return None
+
+
+@contextlib.contextmanager
+def store_lines_quiet() -> Iterator[None]:
+    """MLflow's own lines about its SQL store quiet for the block (creating its tables; a failure logged whole
+    before it is raised, which ablate then names in one line), its logger as it was afterwards."""
+    import logging
+
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    level = store_log.level
+    store_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        store_log.setLevel(level)
