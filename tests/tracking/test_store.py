@@ -101,18 +101,18 @@ def created_in_a_fork(uri: str) -> int:
 
 @pytest.mark.slow
 def test_an_interrupt_at_any_moment_of_a_stores_creation_leaves_it_usable(tmp_path):
-    """SIGKILL and SIGTERM at 20 moments spread over the creation (MLflow's migrations, the rename, the first
+    """SIGKILL and SIGTERM at 12 moments spread over the creation (MLflow's migrations, the rename, the first
     experiment): every next command opens the store, or makes it, whole."""
     began = time.perf_counter()
     _, status = os.waitpid(created_in_a_fork(f"sqlite:///{tmp_path / 'timed' / 'mlflow.db'}"), 0)
     whole = time.perf_counter() - began
     assert os.waitstatus_to_exitcode(status) == 0
     ended = []
-    for i in range(20):
+    for i in range(12):
         store = tmp_path / f"store{i}" / "mlflow.db"
         uri = f"sqlite:///{store}"
         pid = created_in_a_fork(uri)
-        time.sleep(whole * (0.02 + 1.0 * i / 19))  # from its first statement to past the rename
+        time.sleep(whole * (0.02 + 1.0 * i / 11))  # from its first statement to past the rename
         os.kill(pid, signal.SIGKILL if i % 2 else signal.SIGTERM)
         ended.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
         Tracker(TrackingConfig(uri=uri))  # the next command: it must work, whatever the kill left
