@@ -92,11 +92,12 @@ def config_sections() -> list[tuple[str, str, type]]:
     """(title, key prefix, dataclass) for every section a user sets."""
     from ablate.config.commands import JudgeSettings, ReportConfig, UIConfig
     from ablate.config.launch import LauncherSettings
-    from ablate.config.run import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainerConfig
+    from ablate.config.run import DataConfig, OptimConfig, RunConfig, SeedSources, TrackingConfig, TrainerConfig
     from ablate.config.search_space import SearchConfig
     from ablate.engine.families import families
 
-    sections = [("Top level", "", RunConfig), ("data", "data.", DataConfig), ("optim", "optim.", OptimConfig),
+    sections = [("Top level", "", RunConfig), ("seeds", "seeds.", SeedSources), ("data", "data.", DataConfig),
+                ("optim", "optim.", OptimConfig),
                 ("trainer", "trainer.", TrainerConfig), ("tracking", "tracking.", TrackingConfig)]
     sections += [(f"model={name}", "model.", family.config) for name, family in sorted(families().items())]
     return sections + [("search (ablate search)", "search.", SearchConfig),

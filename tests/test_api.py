@@ -119,4 +119,5 @@ def test_judge_returns_the_verdict_tables(tracking_uri, tmp_path):
     text = ablate.judge("claims=[one]", f"hydra.searchpath=[file://{tmp_path}]", "judge.seeds=3", "trainer.epochs=1",
                         "judge.bootstrap=200", "~judge.contexts.fmnist_small", "~judge.contexts.fmnist_small_precise",
                         "~judge.contexts.digits_precise", quiet=True)
-    assert text.startswith("| claim | digits | holds in |") and "| BN helps |" in text
+    assert text.startswith("| claim | digits | holds in | seeds vary |") and "| BN helps |" in text
+    assert "| init, order, noise |" in text and "Seeds vary: init, order, noise (held fixed: split)" in text

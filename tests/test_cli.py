@@ -119,6 +119,8 @@ BAD = [  # (argv, what the one line says)
     (("claims", "model.bn=foo"), "model.bn=foo is not allowed"),
     (("claims", "claims=[broken]"), "broken.yaml, line 4, column 4: not valid YAML (while parsing a flow mapping"),
     (("claims", "judge.seeds=1"), "judge.seeds=1 is not allowed: judge.seeds must be auto or a number, at least 3"),
+    (("claims", "judge.vary=[init,seed]"), "judge.vary=[init,seed] is not allowed: judge.vary must be one of init, order, noise, split."),
+    (("seeds.init=-1",), "seeds.init=-1 is not allowed: seeds.init must be unset or in [0, 2**32)"),
     (("claims", "judge.seeds=many"), "judge.seeds='many' is not allowed: judge.seeds must be auto or a number"),
     (("report", "sweep=sweep-nothing"), "sweep sweep-nothing has no FINISHED runs"),
     (("report", "tracking.uri=http://127.0.0.1:{port}"), "cannot reach the MLflow store http://127.0.0.1:"),

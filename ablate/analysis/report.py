@@ -19,6 +19,7 @@ import pandas as pd
 from ablate.analysis.plots import first_factor, label, probe_keys, probe_plots, report_plots
 from ablate.analysis.stats import best_against_others, effect_table
 from ablate.analysis.tables import fmt, load_runs, markdown_table, runs_frame, summary_table
+from ablate.analysis.variance import SOURCE_KEYS, shares_table
 from ablate.errors import UserError
 from ablate.tracking.tracker import TAG_FACTORS, TAG_VARIANTS, RunKind, RunRecord, Tracker
 
@@ -37,7 +38,7 @@ def build_report(tracker: Tracker, sweep_id: str, out_root: Path = Path("reports
     out.mkdir(parents=True, exist_ok=True)
     plots = draw(tracker, runs, factors, out)
     lines = [*overview(tracker, sweep_id, parent, runs, factors), *best_lines(runs, factors),
-             *effect_lines(runs, factors), "## All variants (seeds pooled)", "",
+             *effect_lines(runs, factors), *variance_lines(runs, factors), "## All variants (seeds pooled)", "",
              markdown_table(summary_table(runs, factors)), "", "## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots]]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
@@ -140,3 +141,20 @@ def effect_lines(runs: pd.DataFrame, factors: list[str]) -> list[str]:
                         for a, s, h in zip(table[m], table[f"{m} std"], table[f"{m} ci95"])]
         lines += [f"## Main effect of {label(factor)} (`{factor}`)", "", markdown_table(shown), ""]
     return lines
+
+
+def variance_lines(runs: pd.DataFrame, factors: list[str], metric: str = "test_acc") -> list[str]:
+    """Where the sweep crosses sources of randomness (seeds.init, seeds.order, seeds.noise, data.split_seed,
+    seed), each variant's variance split into theirs (``analysis.variance``)."""
+    table = shares_table(runs, factors, metric)
+    if table is None:
+        return []
+    sources = [c for c in table.columns if c in SOURCE_KEYS.values() or c == "interactions and the rest"]
+    shown = table.copy()
+    for column in sources:
+        shown[column] = [f"{v:.0%}" for v in table[column]]
+    shown[f"{metric} std"] = [f"{v:.4f}" for v in table[f"{metric} std"]]
+    return [f"## Sources of variance ({metric})", "",
+            "Each variant's runs cross the sources' seeds (one run per combination); each share is the source's "
+            "variance component (crossed random-effects ANOVA, method of moments, interactions pooled into the "
+            "rest) over their sum; the std is the one those components add up to.", "", markdown_table(shown), ""]

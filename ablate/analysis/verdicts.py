@@ -276,6 +276,7 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
                 f", fragile ({j.firmness:.0%})" if j.fragile else "")
         held = sum(j.verdict == Verdict.supported for j in mine.values())
         row["holds in"] = f"{held} of {len(mine)} contexts"
+        row["seeds vary"] = ", ".join(s.value for s in settings.vary)  # the sources its verdicts averaged over
         rows.append(row)
     detail = [{"claim": j.claim.text, "context": j.context, "metric": j.claim.metric, "n": j.n,
                "A": _number(j.a_mean), "B": _number(j.b_mean), "A − B": f"{j.diff:+.4f}" if j.n >= 3 else "–",
@@ -290,7 +291,8 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
     tests = "\n".join(f"- {j.claim.text}: {_test_text(j.claim)}" for j in
                       {j.name: j for j in judged}.values())
     return (markdown_table(pd.DataFrame(rows)) + "\n\n" + markdown_table(pd.DataFrame(detail)) +
-            f"\n\nFamily: {len(judged)} tests (claims x contexts), {settings.correction.value} correction at alpha "
+            f"\n\nSeeds vary: {settings.varied_text}. "
+            f"Family: {len(judged)} tests (claims x contexts), {settings.correction.value} correction at alpha "
             f"{settings.alpha}; each interval is one-sided at confidence 1 − level, the level its corrected test "
             f"uses, so it excludes 0 exactly when that test rejects. Detectable: the true effect the claim's "
             f"seeds find with power {settings.power}; seeds needed: for the claim's minimal effect. Firmness: the "

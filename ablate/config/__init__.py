@@ -9,11 +9,11 @@ May import: ``ablate.errors`` and ``ablate.paths``; the dataclasses use the stan
 from ablate.config.identity import config_hash, flatten, to_dict, with_values
 from ablate.config.launch import LauncherSettings, PopulationSettings
 from ablate.config.run import (BN, Activation, Augment, BNStats, BuiltinModelConfig, DataConfig, DataSource, Device,
-                               DType, L2Mode, ModelConfig, OptimConfig, OptimName, Probe, RunConfig, TrackingConfig,
-                               TrainerConfig)
+                               DType, L2Mode, ModelConfig, OptimConfig, OptimName, Probe, RunConfig, SeedSources,
+                               Source, TrackingConfig, TrainerConfig)
 from ablate.config.search_space import SearchConfig
 
 __all__ = ["BN", "Activation", "Augment", "BNStats", "BuiltinModelConfig", "DType", "DataConfig", "DataSource",
            "Device", "L2Mode", "LauncherSettings", "ModelConfig", "OptimConfig", "OptimName", "PopulationSettings",
-           "Probe", "RunConfig", "SearchConfig", "TrackingConfig", "TrainerConfig", "config_hash", "flatten", "to_dict",
+           "Probe", "RunConfig", "SeedSources", "Source", "SearchConfig", "TrackingConfig", "TrainerConfig", "config_hash", "flatten", "to_dict",
            "with_values"]

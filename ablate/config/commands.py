@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ablate.config.identity import is_config_key, missing_key
 from ablate.config.launch import PopulationSettings
-from ablate.config.run import MISSING, PROBE_SUMMARIES, RunConfig, TrackingConfig
+from ablate.config.run import MISSING, PROBE_SUMMARIES, RunConfig, Source, TrackingConfig
 from ablate.errors import ConfigValueError, require
 
 
@@ -75,6 +75,9 @@ class JudgeSettings:
     subsample_share: float = 0.83  # of the seeds each subsample keeps (25 of 30)
     firm: float = 0.9  # a verdict that fewer subsamples reach than this share is marked fragile
     population: PopulationSettings = field(default_factory=PopulationSettings)  # how the runs train together
+    # what a claim's seeds vary (init, order, noise, split); the rest held at the base config's (``seed``,
+    # ``data.split_seed``). The default: what ``seed`` alone varies, the data split fixed, as the notes' claims need
+    vary: list[Source] = field(default_factory=lambda: [Source.init, Source.order, Source.noise])
 
     def __post_init__(self) -> None:
         require(self.seeds == "auto" or (isinstance(self.seeds, int) and not isinstance(self.seeds, bool) and
@@ -87,6 +90,21 @@ class JudgeSettings:
         require(self.subsamples >= 0, "judge.subsamples", self.subsamples, "0 or more")
         require(0 < self.subsample_share < 1, "judge.subsample_share", self.subsample_share, "in (0, 1)")
         require(0 < self.firm <= 1, "judge.firm", self.firm, "in (0, 1]")
+        require(len(self.vary) > 0, "judge.vary", self.vary, "at least one of init, order, noise, split")
+
+    def seed_overrides(self, seed: int, base: RunConfig) -> list[str]:
+        """A claim's seed as overrides: ``seed`` for what it varies, each other source held at the base's seed
+        (the data split: varied as ``data.split_seed``, else the base's)."""
+        held = [f"seeds.{s.value}={base.seed}" for s in (Source.init, Source.order, Source.noise)
+                if s not in self.vary]
+        return [f"seed={seed}", *held, *([f"data.split_seed={seed}"] if Source.split in self.vary else [])]
+
+    @property
+    def varied_text(self) -> str:
+        """Which sources each verdict averages over, and which it holds fixed."""
+        varied = [s.value for s in Source if s in self.vary]
+        held = [s.value for s in Source if s not in self.vary]
+        return ", ".join(varied) + (f" (held fixed: {', '.join(held)})" if held else "")
 
     @property
     def sequential(self) -> bool:

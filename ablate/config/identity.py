@@ -73,7 +73,8 @@ def role(cfg: Any, key: str) -> str:
 
 def config_hash(cfg: Any) -> str:
     """A stable hash of what determines a run's result: resume and dedup compare runs by it."""
-    identity = {k: v for k, v in flatten(cfg).items() if role(cfg, k) not in ("not_training", "same_numbers")}
+    identity = {k: v for k, v in flatten(cfg).items() if role(cfg, k) not in ("not_training", "same_numbers")
+                and not (k.startswith("seeds.") and v is None)}  # unset: the run's seed decides, as before they were
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 

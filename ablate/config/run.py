@@ -317,6 +317,30 @@ class TrackingConfig:
                 self.sweep_id, "given together with tracking.parent_run_id (both are set by the sweep)")
 
 
+class Source(str, Enum):
+    """A source of a run's variance: what a seed decides."""
+
+    init = "init"  # the model's initial weights
+    order = "order"  # the order of the training batches
+    noise = "noise"  # dropout's masks and augmentation's draws
+    split = "split"  # which rows are train, validation and test (data.split_seed)
+
+
+@dataclass
+class SeedSources:
+    """Each source's own seed; unset, the run's ``seed`` decides it (the data split: ``data.split_seed``). Setting one
+    holds that source fixed while ``seed`` varies the rest, or varies it alone."""
+
+    init: Optional[int] = None  # the initial weights; unset: seed
+    order: Optional[int] = None  # the order of the training batches; unset: seed
+    noise: Optional[int] = None  # dropout's masks and augmentation's draws; unset: seed
+
+    def __post_init__(self) -> None:
+        for source in ("init", "order", "noise"):
+            value = getattr(self, source)
+            require(value is None or 0 <= value < 2**32, f"seeds.{source}", value, "unset or in [0, 2**32)")
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = MISSING  # each chosen by its group's option (conf/config.yaml's defaults list)
@@ -327,10 +351,17 @@ class RunConfig:
     # used by ablate search only
     search: SearchConfig = field(default_factory=SearchConfig, metadata=NOT_TRAINING)
     seed: int = field(default=42, metadata=PER_MEMBER)  # the notebook's torch.manual_seed
+    # a source's own seed (init, order, noise); unset: ``seed``. An unset one leaves the run's identity as it was
+    seeds: SeedSources = field(default_factory=SeedSources, metadata=PER_MEMBER)
     # re-run even when a FINISHED run of the same config and code exists
     force: bool = field(default=False, metadata=NOT_TRAINING)
     # set by conf/experiment/*: names the study in MLflow tags
     experiment_name: Optional[str] = field(default=None, metadata=NOT_TRAINING)
+
+    def seed_of(self, source: Source) -> int:
+        """The seed that decides ``source`` (init, order or noise) for this run."""
+        own = getattr(self.seeds, source.value)
+        return self.seed if own is None else own
 
     def __post_init__(self) -> None:
         from ablate.config.identity import is_config_key

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ablate.config.run import Augment, DataConfig, RunConfig
+from ablate.config.run import Augment, DataConfig, RunConfig, Source
 from ablate.errors import ConfigValueError
 from ablate.engine.streams import AUGMENT, counter_uniform, stream_key
 
@@ -35,7 +35,8 @@ class Augmenter:
 
         self.crop, self.flip = flags(Augment.crop), flags(Augment.flip)
         self.any_crop, self.any_flip = bool(self.crop.any()), bool(self.flip.any())
-        self.keys = torch.tensor([stream_key(c.seed, AUGMENT) for c in cfgs], dtype=torch.int64, device=device)
+        self.keys = torch.tensor([stream_key(c.seed_of(Source.noise), AUGMENT) for c in cfgs], dtype=torch.int64,
+                                 device=device)
         self.padding = cfgs[0].data.crop_padding  # shared: part of the data's rows (DataConfig.rows)
 
     @classmethod

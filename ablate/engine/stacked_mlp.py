@@ -32,10 +32,10 @@ class StackedMLP:
     gradient is known (see ``FactoredGradient``).
     """
 
-    def __init__(self, cfgs: Sequence[MLPConfig], seeds: Sequence[int], in_shape: Sequence[int] | int, n_classes: int,
-                 device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, cfgs: Sequence[MLPConfig], init_seeds: Sequence[int], noise_seeds: Sequence[int],
+                 in_shape: Sequence[int] | int, n_classes: int, device: torch.device, dtype: torch.dtype) -> None:
         n_features = in_shape if isinstance(in_shape, int) else math.prod(in_shape)
-        models = [seeded(cfg, seed, (n_features,), n_classes) for cfg, seed in zip(cfgs, seeds)]  # their own inits
+        models = [seeded(cfg, seed, (n_features,), n_classes) for cfg, seed in zip(cfgs, init_seeds)]  # own inits
         # The template has Dropout layers wherever any member needs them (members with p = 0 keep every unit).
         self.layers = list(seeded(replace(cfgs[0], dropout=max(c.dropout for c in cfgs)), 0, (n_features,),
                                   n_classes).children())
@@ -54,7 +54,7 @@ class StackedMLP:
                             for i in range(len(self.layers))]  # layer i's parameters start at params[first_param[i]]
         dropout = torch.tensor([c.dropout for c in cfgs], device=device, dtype=dtype).view(-1, 1, 1)
         self.keep, self.rescale = 1 - dropout, 1 / (1 - dropout)
-        self.masks = MemberUniform(seeds, DROPOUT, device, dtype)  # each member's masks from its own stream
+        self.masks = MemberUniform(noise_seeds, DROPOUT, device, dtype)  # each member's masks from its own stream
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: x [K, B, ...], y [K, B] (each member its own batch) -> (per-member losses [K], logits). The

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.config.run import BNStats, RunConfig
+from ablate.config.run import BNStats, RunConfig, Source
 from ablate.engine import augment, models
 from ablate.engine.data import Split, Splits
 from ablate.engine.device import numeric_mode_set, resolve_device, torch_dtype
@@ -72,14 +72,16 @@ def build_population(cfgs: Sequence[RunConfig], in_shape: Sequence[int], n_class
     MLP's stacked one), the generic one otherwise."""
     stack = family_of(cfgs[0].model).stack
     if stack is not None:
-        return stack([c.model for c in cfgs], [c.seed for c in cfgs], in_shape, n_classes, device, dtype)
+        return stack([c.model for c in cfgs], [c.seed_of(Source.init) for c in cfgs],
+                     [c.seed_of(Source.noise) for c in cfgs], in_shape, n_classes, device, dtype)
     return generic_population(cfgs, in_shape, n_classes, device, dtype)
 
 
 def generic_population(cfgs: Sequence[RunConfig], in_shape: Sequence[int], n_classes: int, device: torch.device,
                        dtype: torch.dtype) -> ModulePopulation:
     """Any family through ``torch.func`` (the MLP too, where a benchmark or a test asks for it)."""
-    members = [key_streams(models.seeded(cfg.model, cfg.seed, in_shape, n_classes), cfg.seed) for cfg in cfgs]
+    members = [key_streams(models.seeded(cfg.model, cfg.seed_of(Source.init), in_shape, n_classes),
+                           cfg.seed_of(Source.noise)) for cfg in cfgs]
     return ModulePopulation(members, in_shape, device, dtype)  # their dropout masks from their own streams
 
 
@@ -260,7 +262,7 @@ def start(cfgs: Sequence[RunConfig], splits: Splits, device: torch.device, build
     population = build(cfgs, splits.in_shape, splits.n_classes, device, dtype)
     optimizer = Optimizer(cfgs[0].optim.name, population.params, population.decayed,
                           member_hyperparameters(cfgs, device, dtype))
-    orders = [torch.Generator(device).manual_seed(c.seed) for c in cfgs]  # drawn where the data is: no host copy
+    orders = [torch.Generator(device).manual_seed(c.seed_of(Source.order)) for c in cfgs]  # on the data's device
     return Training(cfgs, data, population, optimizer, orders, [MemberResult(History()) for _ in cfgs],
                     [True] * len(cfgs), began, augment.Augmenter.of(cfgs, device))
 

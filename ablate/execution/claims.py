@@ -71,7 +71,7 @@ def compose_experiment(cfg: JudgeConfig, run_overrides: list[str], cache: Compos
             for (arm, values), level in zip(arms(claim), [level for _ in "ab" for level in levels]):
                 for seed in table.seeds:
                     run = _arm_config(cache, name, arm, [*run_overrides, *context_overrides, *overrides(values),
-                                                         f"seed={seed}", "experiment_name=claims"])
+                                                         *settings.seed_overrides(seed, cfg), "experiment_name=claims"])
                     table.hashes[arm, level, seed] = key = config_hash(run)
                     found.variants[key] = run
     return found

@@ -192,3 +192,17 @@ def test_a_report_on_a_partial_sweep_says_how_many_variants_it_rests_on_and_whic
     text = build_report(tracker, sweep_id, tmp_path / "reports").read_text()
     assert ("**A partial sweep: 3 of its 4 variants have a FINISHED run.** Everything below rests on those alone; "
             "missing: model.bn = none, seed = 1.") in text
+
+
+def test_a_sweep_that_crosses_the_sources_of_variance_reports_each_ones_share(tracking_uri, tmp_path):
+    """Initialisation, batch order and data split crossed (3 x 2 x 2 runs per BN placement): a share each."""
+    sweep_id = ablate.sweep(["model.bn=pre,none", "seeds.init=0,1,2", "seeds.order=0,1", "data.split_seed=0,1",
+                             "data=digits", "trainer.epochs=1", "trainer.device=cpu"], quiet=True)
+    text = build_report(Tracker(TrackingConfig(uri=tracking_uri)), sweep_id, tmp_path / "reports").read_text()
+    section = text.split("## Sources of variance (test_acc)", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    assert table[0] == "| model.bn | runs | test_acc std | init | order | split | interactions and the rest |"
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]]
+    assert sorted(r[0] for r in rows) == ["none", "pre"] and all(r[1] == "12" for r in rows)
+    for row in rows:  # the shares, rounded to whole per cents, add up to 100 within the rounding
+        assert abs(sum(int(v.rstrip("%")) for v in row[3:]) - 100) <= 2, row

@@ -38,7 +38,7 @@ def _step_with_zero_grads(l2: L2Mode, kind: OptimName):
     """One step with zero gradients on the trainer's own network and decay mask: only decay can move a tensor."""
     cfg = make_config(f"optim={'sgd' if kind == OptimName.sgd else 'adam'}", "optim.weight_decay=0.1",
                       f"optim.l2={l2.value}")
-    net = StackedMLP([cfg.model], [0], 8, 3, torch.device("cpu"), torch.float32)
+    net = StackedMLP([cfg.model], [0], [0], 8, 3, torch.device("cpu"), torch.float32)
     before = [p.clone() for p in net.params]
     Optimizer(cfg.optim.name, net.params, net.decayed, hyper([cfg], torch.device("cpu"), torch.float32)).step(
         [torch.zeros_like(p) for p in net.params])

@@ -25,7 +25,7 @@ def dropout_masks_of(net, x):
 
 def test_dropout_keeps_a_share_1_minus_p_of_units_rescaled_by_1_over_1_minus_p():
     ps = [0.3, 0.6, 0.0]
-    net = StackedMLP([MLPConfig(bn=BN.none, dropout=p) for p in ps], [0, 1, 2], 8, 3, CPU, torch.float64)
+    net = StackedMLP([MLPConfig(bn=BN.none, dropout=p) for p in ps], [0, 1, 2], [0, 1, 2], 8, 3, CPU, torch.float64)
     masks = dropout_masks_of(net, torch.randn(3, 4096, 8, dtype=torch.float64))
     assert len(masks) == 2  # one per hidden layer
     for mask in masks:
@@ -38,7 +38,7 @@ def test_dropout_keeps_a_share_1_minus_p_of_units_rescaled_by_1_over_1_minus_p()
 
 
 def test_evaluation_of_a_member_with_dropout_equals_its_plain_module_in_eval_mode():
-    net = StackedMLP([MLPConfig(dropout=0.5), MLPConfig(dropout=0.2)], [3, 4], 8, 3, CPU, torch.float64)
+    net = StackedMLP([MLPConfig(dropout=0.5), MLPConfig(dropout=0.2)], [3, 4], [3, 4], 8, 3, CPU, torch.float64)
     x = torch.randn(2, 64, 8, dtype=torch.float64) * 3 + 1
     net.forward(x, train=True, masks=net.masks)  # moves BN's running averages
     evaluated = net.forward(x[0], train=False)
@@ -48,7 +48,7 @@ def test_evaluation_of_a_member_with_dropout_equals_its_plain_module_in_eval_mod
 
 @pytest.mark.parametrize("bn", list(BN))
 def test_the_trainers_decay_mask_is_the_linear_weights_only(bn):
-    net = StackedMLP([MLPConfig(bn=bn)], [0], 8, 3, CPU, torch.float32)
+    net = StackedMLP([MLPConfig(bn=bn)], [0], [0], 8, 3, CPU, torch.float32)
     names = [name for name, _ in build_mlp(MLPConfig(bn=bn), 8, 3).named_parameters()]
     decayed = {name for name, flag in zip(names, net.decayed) if flag}
     linear = {f"{i}.weight" for i, m in enumerate(build_mlp(MLPConfig(bn=bn), 8, 3)) if isinstance(m, nn.Linear)}
@@ -60,7 +60,7 @@ def test_the_trainers_decay_mask_is_the_linear_weights_only(bn):
 def test_the_stacked_network_computes_what_build_mlp_computes(bn, activation):
     """The trainer's [K, ...] network vs the readable nn.Sequential, in train mode (dropout 0) and eval mode."""
     cfgs = [MLPConfig(bn=bn, dropout=0.0, activation=activation), MLPConfig(bn=bn, dropout=0.0, activation=activation)]
-    net = StackedMLP(cfgs, [3, 4], 8, 3, torch.device("cpu"), torch.float64)
+    net = StackedMLP(cfgs, [3, 4], [3, 4], 8, 3, torch.device("cpu"), torch.float64)
     x = torch.randn(2, 16, 8, dtype=torch.float64)
     out = net.forward(x, train=True)
     for k in range(2):
@@ -75,7 +75,7 @@ def test_the_stacked_network_computes_what_build_mlp_computes(bn, activation):
 
 
 def test_stacked_eval_uses_running_averages_and_no_dropout():
-    net = StackedMLP([MLPConfig(dropout=0.5)], [0], 8, 3, torch.device("cpu"), torch.float32)
+    net = StackedMLP([MLPConfig(dropout=0.5)], [0], [0], 8, 3, torch.device("cpu"), torch.float32)
     masks = net.masks
     x = torch.randn(1, 64, 8) * 5 + 2
     net.forward(x, train=True, masks=masks)  # a training step moves the running averages
@@ -92,7 +92,7 @@ def test_backward_by_hand_is_autograds_gradient(bn, activation):
     member 1 has p = 0 (it keeps every unit of the template's Dropout layers)."""
     cfgs = [MLPConfig(bn=bn, dropout=0.3, activation=activation), MLPConfig(bn=bn, dropout=0.0, activation=activation)]
     cpu = torch.device("cpu")
-    net = StackedMLP(cfgs, [3, 4], 8, 3, cpu, torch.float64)
+    net = StackedMLP(cfgs, [3, 4], [3, 4], 8, 3, cpu, torch.float64)
     x, y = torch.randn(2, 16, 8, dtype=torch.float64), torch.randint(0, 3, (2, 16))
     tape: list = []
     losses, grad = cross_entropy(net.forward(x, train=True, masks=net.masks, tape=tape), y)

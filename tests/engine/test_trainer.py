@@ -189,3 +189,33 @@ def test_precise_evaluation_measures_the_same_weights_and_keeps_the_running_twin
     with torch.no_grad():
         accuracy = (model(splits.test.x.double()).argmax(1) == splits.test.y).double().mean().item()
     assert precise.final["test_acc"] == pytest.approx(accuracy, abs=1e-12)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_each_source_of_randomness_follows_its_own_seed(augment):
+    """seeds.init / .order / .noise each decide one source: with all three set, ``seed`` changes nothing; changing
+    one of them alone changes the run; a source set to the run's own seed is the run with it unset."""
+    extra = ["data.augment=[crop]"] if augment else []
+
+    def result(*overrides):
+        cfg = make_config(*QUICK, "trainer.epochs=1", *extra, *overrides)
+        [member], _ = fit_population([cfg], cached_splits(cfg.data.rows()))
+        return member.history.epochs[-1]["train_loss"], member.history.final["test_acc"]
+
+    fixed = ("seeds.init=7", "seeds.order=8", "seeds.noise=9")
+    assert result("seed=1", *fixed) == result("seed=2", *fixed)
+    for i, source in enumerate(("init", "order", "noise")):
+        moved = [*fixed[:i], f"seeds.{source}=10", *fixed[i + 1:]]
+        assert result("seed=1", *moved) != result("seed=1", *fixed), source
+    assert result("seed=3", "seeds.init=3", "seeds.noise=3") == result("seed=3")
+
+
+def test_a_held_init_starts_every_seed_from_the_same_weights_and_order_from_the_same_batches():
+    cfgs = [make_config(*QUICK, f"seed={s}", "seeds.init=5") for s in (0, 1)]
+    splits = cached_splits(cfgs[0].data.rows())
+    t = start(cfgs, splits, torch.device("cpu"), build_population)
+    assert all(torch.equal(p[0], p[1]) for p in t.population.params)  # the members' initial weights: one draw
+    ordered = start([make_config(*QUICK, f"seed={s}", "seeds.order=5") for s in (0, 1)], splits,
+                    torch.device("cpu"), build_population)
+    assert torch.equal(ordered.orders[0].get_state(), ordered.orders[1].get_state())
+    assert not all(torch.equal(p[0], p[1]) for p in ordered.population.params)

@@ -140,3 +140,22 @@ def test_seeds_on_demand_stop_each_claim_where_its_anytime_valid_sequence_settle
     assert len(trained) == 8 + 8 + 2 * 12  # L2's B arm and both evaluation batches are the default: one variant
     assert judge_command(argv, quiet=True) == table
     assert len([r for r in recorded(tracking_uri) if r.data.tags.get("ablate.kind") == "train"]) == len(trained)
+
+
+@pytest.mark.parametrize("vary", ["[init,order,noise]", "[init]", "[order,split]"])
+def test_a_claims_seeds_vary_the_sources_asked_for_and_hold_the_rest_at_the_base_seed(vary):
+    from ablate.config.run import Source
+    from ablate.execution.claims import compose_experiment
+    from ablate.execution.compose import ComposeCache
+
+    with composing() as loader:
+        cfg = typed_object(compose("judge", [*QUICK_JUDGE, "claims=[notes]", f"judge.vary={vary}"]))
+        cache = ComposeCache(lambda groups: compose("config", groups), loader)
+        variants = list(compose_experiment(cfg, [], cache, range(3)).variants.values())
+    varied = {Source(s) for s in vary.strip("[]").split(",")}
+    for source in (Source.init, Source.order, Source.noise):
+        used = {(v.seed, v.seed_of(source)) for v in variants}
+        assert used == ({(s, s) for s in range(3)} if source in varied else {(s, cfg.seed) for s in range(3)}), source
+    splits = {(v.seed, v.data.split_seed) for v in variants}
+    assert splits == ({(s, s) for s in range(3)} if Source.split in varied else
+                      {(s, cfg.data.split_seed) for s in range(3)})

@@ -45,10 +45,10 @@ def build_mlp(cfg: MLPConfig, in_features: int, n_classes: int):
     return nn.Sequential(*layers)
 
 
-def stack(cfgs, seeds, in_shape, n_classes, device, dtype):
+def stack(cfgs, init_seeds, noise_seeds, in_shape, n_classes, device, dtype):
     from ablate.engine.stacked_mlp import StackedMLP
 
-    return StackedMLP(cfgs, seeds, in_shape, n_classes, device, dtype)
+    return StackedMLP(cfgs, init_seeds, noise_seeds, in_shape, n_classes, device, dtype)
 
 
 def plain_sgd(cfg: RunConfig) -> tuple:

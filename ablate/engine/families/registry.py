@@ -40,7 +40,8 @@ class Family:
     - ``config``: its ModelConfig subclass (``family`` names it: ``model=<name>``; ``switches``: what it honours).
     - ``build(cfg, in_shape, n_classes)``: the readable ``nn.Module`` (ablate seeds it and scales its weights).
     - ``describe(cfg)``: one line for the console.
-    - ``stack(cfgs, seeds, in_shape, n_classes, device, dtype)``: a population path of its own (the MLP's
+    - ``stack(cfgs, init_seeds, noise_seeds, in_shape, n_classes, device, dtype)``: a population path of its own
+      (each member initialised from its init seed, its dropout masks from its noise seed; the MLP's
       hand-written ``StackedMLP``); None: the generic one (``engine.vmapped``: any module under ``torch.func``).
     - ``per_member``: model keys that members of one population may differ in (the rest is the architecture).
     - ``check(cfg)``: what can be checked before any data is read (a custom model's contract).
