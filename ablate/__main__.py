@@ -23,6 +23,10 @@ COMMANDS = {  # ablate <command> [args]: its module (each has a main(argv)) and 
 }
 
 
+MODES = {"-m": "multirun", "--multirun": "multirun", "-c": "cfg", "--cfg": "cfg", "-i": "info", "--info": "info",
+         "-sc": "shell", "--shell-completion": "shell"}  # Hydra's run modes: one at a time
+
+
 def usage() -> str:
     """ablate's help: the commands, the common overrides with their choices (read from the configs themselves),
     examples."""
@@ -87,6 +91,11 @@ def cli(argv: list[str] | None = None) -> None:
         print(f"error: {first!r} is not an ablate command{f' (did you mean {close[0]}?)' if close else ''}; the "
               f"commands: {', '.join(COMMANDS)}; settings are key=value ({paths.command('--help')}).",
               file=sys.stderr)
+        sys.exit(2)
+    modes = [flag for flag in argv if flag in MODES]
+    if len(set(map(MODES.get, modes))) > 1:  # Hydra would raise a ValueError with its traceback
+        print(f"error: {' and '.join(dict.fromkeys(modes))} do not go together: give one of -m (a sweep), --cfg (the "
+              f"config, printed), --info or --shell-completion ({paths.command('--help')}).", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], *argv]  # what Hydra reads
     from ablate.train import main
