@@ -161,8 +161,8 @@ def announce_estimate(plan: Plan, todo: list[RunConfig], announce: Callable[[str
     except Exception as err:
         log.debug(f"no time estimate: {type(err).__name__}: {err}")
         return
-    announce(f"  about {duration(seconds)} to train {len(todo)} variants here (a step of each kind of population "
-             f"timed; the bar's estimate then follows the epochs)")
+    announce(f"  about {duration(seconds)} to train {len(todo)} variant{'' if len(todo) == 1 else 's'} here (a step "
+             f"of each kind of population timed; the bar's estimate then follows the epochs)")
 
 
 def resume(tracker: Tracker, cfgs: Sequence[RunConfig], sweep_id: Optional[str], kind: RunKind,

@@ -58,12 +58,13 @@ class AblateSweeper(Sweeper):
 
     def _one_job_per_variant(self, jobs: Sequence[List[str]], cfgs: Sequence[Any], definition: List[str],
                              factors: List[str]) -> Any:
+        from ablate.config.identity import config_hash
         from ablate.config.launch import PopulationSettings
         from ablate.engine.plan import data_sizes, make_plan
         from ablate.execution.runner import announce_estimate
         from ablate.errors import UserError
         from ablate.execution.sweeps import Sweep, end_with_failures
-        from ablate.tracking.tracker import Tracker
+        from ablate.tracking.tracker import RunKind, Tracker
         from hydra_plugins.ablate_launchers.callback import AblateCallback
 
         if not cfgs:
@@ -73,7 +74,10 @@ class AblateSweeper(Sweeper):
         sweep = Sweep(Tracker(cfgs[0].tracking), definition, len(cfgs), factors)
         sweep.announce(f"plan: {len(cfgs)} variants, one {type(self.launcher).__name__} job each")
         if type(self.launcher).__name__ == "BasicLauncher":  # one after another in this process: their sum
-            announce_estimate(make_plan(cfgs, PopulationSettings(max_size=1)), list(cfgs), sweep.announce)
+            reused = sweep.tracker.finished([c for c in cfgs if not c.force], sweep.sweep_id, RunKind.train).reuse
+            todo = [c for c in cfgs if c.force or config_hash(c) not in reused]  # a resumed sweep: what is left
+            if todo:
+                announce_estimate(make_plan(todo, PopulationSettings(max_size=1)), todo, sweep.announce)
         AblateCallback.follow(self.hydra_context.callbacks, sweep)
         size = self.max_batch_size or len(jobs)
         with sweep.lifecycle():
