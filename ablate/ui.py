@@ -1,4 +1,4 @@
-"""``ablate ui [port=5000] [tracking.uri=...]``: the MLflow UI on the project's tracking store, with the address of
+"""``ablate ui [port=5000] [workers=1] [tracking.uri=...]``: the MLflow UI on the project's tracking store, with the address of
 its runs. Ctrl-C (or SIGTERM) stops it and every process it started."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def ui(cfg) -> None:
     print(f"MLflow UI for {tracker.uri}\n  training runs: {tracker.runs_url(host=f'http://127.0.0.1:{cfg.port}')}\n"
           f"  (Ctrl-C stops it)", flush=True)
     serve([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
-           "--port", str(cfg.port)])
+           "--port", str(cfg.port), "--workers", str(cfg.workers)])
 
 
 def main(argv: list[str]) -> None:

@@ -127,6 +127,7 @@ BAD = [  # (argv, what the one line says)
     (("search", "search.n_trials=-1"), "search.n_trials must be 0 or more"),
     (("search", "data.val_fraction=0", *D), "the search chooses on validation accuracy"),
     (("init", "a", "b"), "ablate init takes one folder"),
+    (("ui", "workers=0"), "workers=0 is not allowed: workers must be at least 1"),
     (("-m", "--cfg", "hydra"), "-m and --cfg do not go together: give one of -m (a sweep), --cfg"),
 ]
 
