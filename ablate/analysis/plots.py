@@ -47,6 +47,21 @@ def first_factor(factors: list[str]) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------------------------- the report
+def variance_plot(shares: pd.DataFrame, sources: list[str], variant_keys: list[str], metric: str, out: Path) -> Path:
+    """Each variant's variance split into its sources' shares (``analysis.variance.shares_table``): one bar each."""
+    fig, axes = figure(size=(8.0, 1.6 + 0.45 * len(shares)))
+    ax = axes[0][0]
+    names = [", ".join(f"{label(k)}={row[k]}" for k in variant_keys) or "all runs" for _, row in shares.iterrows()]
+    left = np.zeros(len(shares))
+    for colour, source in zip(COLOURS, sources):
+        ax.barh(names, shares[source], left=left, color=colour, label=source)
+        left += shares[source].to_numpy()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of the variance of {metric}")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", frameon=False)
+    return save(fig, out / "sources_of_variance.png", "Sources of variance")
+
+
 def report_plots(runs: pd.DataFrame, factors: list[str], histories: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """Learning curves per level of a factor, an interaction heatmap for each pair of neighbouring factors, each
     metric against every factor: PNGs in ``out``."""

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ablate.analysis.plots import first_factor, label, probe_keys, probe_plots, report_plots
+from ablate.analysis.plots import first_factor, label, probe_keys, probe_plots, report_plots, variance_plot
 from ablate.analysis.stats import best_against_others, effect_table
 from ablate.analysis.tables import fmt, load_runs, markdown_table, runs_frame, summary_table
 from ablate.analysis.variance import SOURCE_KEYS, shares_table
@@ -37,8 +37,12 @@ def build_report(tracker: Tracker, sweep_id: str, out_root: Path = Path("reports
     out = out_root / sweep_id
     out.mkdir(parents=True, exist_ok=True)
     plots = draw(tracker, runs, factors, out)
+    shares = shares_table(runs, factors)
+    if shares is not None:
+        plots.append(variance_plot(shares, share_columns(shares), [f for f in factors if f not in SOURCE_KEYS],
+                                   "test_acc", out))
     lines = [*overview(tracker, sweep_id, parent, runs, factors), *best_lines(runs, factors),
-             *effect_lines(runs, factors), *variance_lines(runs, factors), "## All variants (seeds pooled)", "",
+             *effect_lines(runs, factors), *variance_lines(shares), "## All variants (seeds pooled)", "",
              markdown_table(summary_table(runs, factors)), "", "## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots]]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
@@ -143,15 +147,17 @@ def effect_lines(runs: pd.DataFrame, factors: list[str]) -> list[str]:
     return lines
 
 
-def variance_lines(runs: pd.DataFrame, factors: list[str], metric: str = "test_acc") -> list[str]:
+def share_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c in SOURCE_KEYS.values() or c == "interactions and the rest"]
+
+
+def variance_lines(table: Optional[pd.DataFrame], metric: str = "test_acc") -> list[str]:
     """Where the sweep crosses sources of randomness (seeds.init, seeds.order, seeds.noise, data.split_seed,
-    seed), each variant's variance split into theirs (``analysis.variance``)."""
-    table = shares_table(runs, factors, metric)
+    seed), each variant's variance split into theirs (``analysis.variance.shares_table``)."""
     if table is None:
         return []
-    sources = [c for c in table.columns if c in SOURCE_KEYS.values() or c == "interactions and the rest"]
     shown = table.copy()
-    for column in sources:
+    for column in share_columns(table):
         shown[column] = [f"{v:.0%}" for v in table[column]]
     shown[f"{metric} std"] = [f"{v:.4f}" for v in table[f"{metric} std"]]
     return [f"## Sources of variance ({metric})", "",

@@ -198,7 +198,9 @@ def test_a_sweep_that_crosses_the_sources_of_variance_reports_each_ones_share(tr
     """Initialisation, batch order and data split crossed (3 x 2 x 2 runs per BN placement): a share each."""
     sweep_id = ablate.sweep(["model.bn=pre,none", "seeds.init=0,1,2", "seeds.order=0,1", "data.split_seed=0,1",
                              "data=digits", "trainer.epochs=1", "trainer.device=cpu"], quiet=True)
-    text = build_report(Tracker(TrackingConfig(uri=tracking_uri)), sweep_id, tmp_path / "reports").read_text()
+    report = build_report(Tracker(TrackingConfig(uri=tracking_uri)), sweep_id, tmp_path / "reports")
+    text = report.read_text()
+    assert (report.parent / "sources_of_variance.png").stat().st_size > 0 and "![sources_of_variance]" in text
     section = text.split("## Sources of variance (test_acc)", 1)[1].split("\n## ", 1)[0]
     table = [line for line in section.splitlines() if line.startswith("| ")]
     assert table[0] == "| model.bn | runs | test_acc std | init | order | split | interactions and the rest |"
