@@ -54,7 +54,7 @@ search: $(VENV)/.ready  ## Optuna over the keys of conf/search (p, lambda, lr) (
 	env $(SHARE) $(PY) -m ablate search $(ARGS); status=$$?; wait; exit $$status
 
 dashboard: $(VENV)/.ready  ## optuna-dashboard on the study's storage (STORAGE=postgresql://... for a shared one)
-	$(VENV)/bin/optuna-dashboard --port $(DASHBOARD_PORT) $(STORAGE)
+	$(PY) -m ablate dashboard --port $(DASHBOARD_PORT) --storage $(STORAGE)
 
 claims: $(VENV)/.ready  ## judge the claims of conf/claims (30 seeds, shipped data and digits): verdict table
 	$(PY) -m ablate claims $(ARGS)

@@ -20,6 +20,7 @@ COMMANDS = {  # ablate <command> [args]: its module (each has a main(argv)) and 
     "search": ("ablate.search", "an Optuna search over conf/search's keys, trained as populations"),
     "ui": ("ablate.ui", "the MLflow UI on the runs (./mlflow.db)"),
     "server": ("ablate.server", "a shared MLflow tracking server on PostgreSQL, for a team or a cluster"),
+    "dashboard": ("ablate.dashboard", "optuna-dashboard on a search's studies (studies/ablate.journal)"),
 }
 
 
@@ -42,7 +43,7 @@ def usage() -> str:
         return "|".join(e.value for e in enum)
 
     me = paths.command()
-    commands = "\n".join(f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items())
+    commands = "\n".join(f"  {name:<9} {text}" for name, (_, text) in COMMANDS.items())
     return f"""ablate {__version__}: ablation studies of PyTorch networks. Trains the seed notebook's MLP (BatchNorm before
 ReLU, dropout 0.3, SGD lr 0.1) on the shipped Fashion-MNIST sample and records every run in MLflow (./mlflow.db).
 

@@ -1,5 +1,6 @@
 """Servers stop cleanly: SIGTERM (kill) of the command alone, or Ctrl-C (SIGINT to the terminal's process group), of
-``ablate server``, ``ablate ui`` and ``make dashboard`` leaves no process of theirs and the port free."""
+``ablate server``, ``ablate ui``, ``ablate dashboard`` and ``make dashboard`` leaves no process of theirs and the port
+free."""
 
 import os
 import signal
@@ -28,13 +29,23 @@ def stop(process, how, signum):
         os.killpg(process.pid, signum)  # a terminal's Ctrl-C reaches the whole foreground group
 
 
+def empty_study(folder: Path) -> Path:
+    import optuna
+
+    journal = folder / "ablate.journal"
+    optuna.create_study(study_name="empty", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    return journal
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("command, how, signum, code", [(c, *h) for c in ("server", "ui") for h in HOW])
-def test_ablate_server_and_ui_stop_with_everything_they_started(command, how, signum, code, tmp_path):
+@pytest.mark.parametrize("command, how, signum, code", [(c, *h) for c in ("server", "ui", "dashboard") for h in HOW])
+def test_ablate_server_ui_and_dashboard_stop_with_everything_they_started(command, how, signum, code, tmp_path):
     port = free_port()
-    argv = [sys.executable, "-m", "ablate", "server", "--port", str(port), "--workers", "2", "--artifacts",
-            str(tmp_path / "artifacts")] if command == "server" else [sys.executable, "-m", "ablate", "ui",
-                                                                       f"port={port}"]
+    argv = {"server": ["server", "--port", str(port), "--workers", "2", "--artifacts", str(tmp_path / "artifacts")],
+            "ui": ["ui", f"port={port}"],
+            "dashboard": ["dashboard", "--port", str(port), "--storage", str(empty_study(tmp_path))]}[command]
+    argv = [sys.executable, "-m", "ablate", *argv]
     server = started(argv, tmp_path, {"ABLATE_SERVER_DB": f"sqlite:///{tmp_path}/server.db"})
     with stopped_at_exit(server, with_children=True):
         serves(port, server)
@@ -46,11 +57,7 @@ def test_ablate_server_and_ui_stop_with_everything_they_started(command, how, si
 @pytest.mark.slow
 @pytest.mark.parametrize("how, signum, code", HOW)
 def test_make_dashboard_stops_with_optuna_dashboard(how, signum, code, tmp_path):
-    import optuna
-
-    journal = tmp_path / "ablate.journal"
-    optuna.create_study(study_name="empty", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal))))
+    journal = empty_study(tmp_path)
     port = free_port()
     make = started(["make", "-s", "-C", str(REPO), "dashboard", f"VENV={VENV}", f"STORAGE={journal}",
                     f"DASHBOARD_PORT={port}", "-o", f"{VENV}/.ready"], tmp_path)
