@@ -193,7 +193,8 @@ def search_round(cfg: RunConfig, space: dict[str, SearchedKey], study: optuna.St
     pruner = RoundPruner(s.seeds_per_trial, trial_of)
     plan = make_plan(cfgs, PopulationSettings(max_size=len(cfgs)))
     recording = sweep.recording(plan.cfgs, quiet, kind=RunKind.trial, on_epoch=pruner, tags_of=lambda c: {
-        "optuna.study": s.study, "optuna.trial": str(trial_of[id(c)].number)})
+        "optuna.study": s.study, "optuna.trial": str(trial_of[id(c)].number)},
+        announce=log.debug)  # a round's estimate would repeat every round: the bar over n_trials says it
     done = dict(zip(map(id, plan.cfgs), execute(plan, recording)))
     results = [done[id(c)] for c in cfgs]
     for i, trial in enumerate(trials):
@@ -293,7 +294,8 @@ def finalize(cfg: RunConfig, study: optuna.Study, tracker: Tracker, sweep: Sweep
     text = (f"Study {s.study} ({mask_url(storage_url(s))}): " + ", ".join(f"{n} {k}" for k, n in states.items() if n)
             + f"\nbest: trial {best.number}, validation accuracy {best.value:.4f}\n  {best_command(best, space)}\n"
             f"  or: {command('--config-dir', str(folder), '+experiment=best')}   ({yaml_path})\n"
-            f"best config retrained with {len(accs)} seeds, test accuracy {mean:.4f} ± {std:.4f} (used once)")
+            + (f"best config retrained with {len(accs)} seeds, test accuracy {mean:.4f} ± {std:.4f} (used once)"
+               if accs else "best config not retrained (search.final_seeds=0)"))
     sweep.close(text)
     return best
 

@@ -150,8 +150,8 @@ class Sweep:
             self.progress.epoch(cfg)
             return on_epoch(cfg, metrics) if on_epoch else None
 
-        return Recording(self.tracker, self.ref, on_epoch=epoch, on_result=self.progress.result, announce=self.announce,
-                         **options)
+        return Recording(self.tracker, self.ref, on_epoch=epoch, on_result=self.progress.result,
+                         **{"announce": self.announce, **options})
 
     def job_done(self) -> None:
         """A job of a one-variant-per-job launcher ended (Hydra's basic launcher, joblib): progress in runs."""
