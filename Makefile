@@ -9,8 +9,8 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 JOBS ?= 1
 WORKERS ?= 1
 ARGS ?=
-STORAGE ?= studies/ablate.journal
-DASHBOARD_PORT ?= 8080
+STORAGE ?=
+DASHBOARD_PORT ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test sweep search dashboard claims report ui server clean docs
@@ -53,8 +53,8 @@ search: $(VENV)/.ready  ## Optuna over the keys of conf/search (p, lambda, lr) (
 	@for i in $$(seq 2 $(WORKERS)); do env $(SHARE) $(PY) -m ablate search search.finalize=false $(ARGS) & done; \
 	env $(SHARE) $(PY) -m ablate search $(ARGS); status=$$?; wait; exit $$status
 
-dashboard: $(VENV)/.ready  ## optuna-dashboard on the study's storage (STORAGE=postgresql://... for a shared one)
-	$(PY) -m ablate dashboard --port $(DASHBOARD_PORT) --storage $(STORAGE)
+dashboard: $(VENV)/.ready  ## optuna-dashboard on ablate search's studies (STORAGE=postgresql://... for a shared one)
+	$(PY) -m ablate dashboard $(if $(DASHBOARD_PORT),--port $(DASHBOARD_PORT)) $(if $(STORAGE),--storage $(STORAGE))
 
 claims: $(VENV)/.ready  ## judge the claims of conf/claims (30 seeds, shipped data and digits): verdict table
 	$(PY) -m ablate claims $(ARGS)

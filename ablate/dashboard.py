@@ -11,16 +11,15 @@ import sys
 from pathlib import Path
 
 from ablate.cli import run_command, serve
+from ablate.config.search_space import SearchConfig, storage_url
 from ablate.errors import UserError
 from ablate.paths import command
-
-DEFAULT_STORAGE = "studies/ablate.journal"  # ablate search's own default (search.storage)
 
 
 def dashboard(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog=command("dashboard"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+    parser.add_argument("--storage", default=storage_url(SearchConfig()),  # ablate search's own default
                         help="the study storage: a journal file or a database URL (default %(default)s)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default="8080")

@@ -1,5 +1,5 @@
-"""``ablate ui [port=5000] [workers=1] [tracking.uri=...]``: the MLflow UI on the project's tracking store, with the address of
-its runs. Ctrl-C (or SIGTERM) stops it and every process it started."""
+"""``ablate ui [port=5000] [workers=1] [tracking.uri=...]``: the MLflow UI on the project's tracking store, with the
+address of its runs. Ctrl-C (or SIGTERM) stops it and every process it started."""
 
 from __future__ import annotations
 

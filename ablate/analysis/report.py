@@ -23,6 +23,8 @@ from ablate.analysis.variance import SOURCE_KEYS, shares_table
 from ablate.errors import UserError
 from ablate.tracking.tracker import TAG_FACTORS, TAG_VARIANTS, RunKind, RunRecord, Tracker
 
+VARIANCE_METRIC = "test_acc"  # whose variance the sources of variance split (never used to choose a variant)
+
 
 def build_report(tracker: Tracker, sweep_id: str, out_root: Path = Path("reports")) -> Path:
     """Write ``reports/<sweep>/report.md`` and its plots, log them to the sweep's run; returns the markdown."""
@@ -37,12 +39,13 @@ def build_report(tracker: Tracker, sweep_id: str, out_root: Path = Path("reports
     out = out_root / sweep_id
     out.mkdir(parents=True, exist_ok=True)
     plots = draw(tracker, runs, factors, out)
-    shares = shares_table(runs, factors)
+    shares = shares_table(runs, factors, VARIANCE_METRIC)
     if shares is not None:
         plots.append(variance_plot(shares, share_columns(shares), [f for f in factors if f not in SOURCE_KEYS],
-                                   "test_acc", out))
+                                   VARIANCE_METRIC, out))
     lines = [*overview(tracker, sweep_id, parent, runs, factors), *best_lines(runs, factors),
-             *effect_lines(runs, factors), *variance_lines(shares), "## All variants (seeds pooled)", "",
+             *effect_lines(runs, factors), *variance_lines(shares, VARIANCE_METRIC),
+             "## All variants (seeds pooled)", "",
              markdown_table(summary_table(runs, factors)), "", "## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots]]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
@@ -151,7 +154,7 @@ def share_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c in SOURCE_KEYS.values() or c == "interactions and the rest"]
 
 
-def variance_lines(table: Optional[pd.DataFrame], metric: str = "test_acc") -> list[str]:
+def variance_lines(table: Optional[pd.DataFrame], metric: str) -> list[str]:
     """Where the sweep crosses sources of randomness (seeds.init, seeds.order, seeds.noise, data.split_seed,
     seed), each variant's variance split into theirs (``analysis.variance.shares_table``)."""
     if table is None:

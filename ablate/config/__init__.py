@@ -15,5 +15,5 @@ from ablate.config.search_space import SearchConfig
 
 __all__ = ["BN", "Activation", "Augment", "BNStats", "BuiltinModelConfig", "DType", "DataConfig", "DataSource",
            "Device", "L2Mode", "LauncherSettings", "ModelConfig", "OptimConfig", "OptimName", "PopulationSettings",
-           "Probe", "RunConfig", "SeedSources", "Source", "SearchConfig", "TrackingConfig", "TrainerConfig", "config_hash", "flatten", "to_dict",
-           "with_values"]
+           "Probe", "RunConfig", "SearchConfig", "SeedSources", "Source", "TrackingConfig", "TrainerConfig",
+           "config_hash", "flatten", "to_dict", "with_values"]

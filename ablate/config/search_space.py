@@ -89,3 +89,8 @@ class SearchConfig:
         require(self.seeds_per_trial >= 1, "search.seeds_per_trial", self.seeds_per_trial, "at least 1")
         require(self.final_seeds >= 0, "search.final_seeds", self.final_seeds, "0 or more")
         searched_keys(self.space)  # each declaration checked
+
+
+def storage_url(cfg: SearchConfig) -> str:
+    """Where a study lives: ``search.storage``, else its journal file studies/<study>.journal."""
+    return cfg.storage or f"studies/{cfg.study}.journal"

@@ -169,10 +169,10 @@ def resume(tracker: Tracker, cfgs: Sequence[RunConfig], sweep_id: Optional[str],
            record: Callable[[RunConfig, RunResult], None], summarise: bool) -> list[RunConfig]:
     """Record as skipped the configs with a FINISHED run of the same config, code and inputs (``force=true`` trains
     anyway); return the rest. ``summarise``: say how many were skipped and why each of the rest trains again."""
-    found = tracker.finished([c for c in cfgs if not c.force], sweep_id, kind)
+    found = tracker.finished(cfgs, sweep_id, kind)
     todo = []
     for cfg in cfgs:
-        done = None if cfg.force else found.reuse.get(config_hash(cfg))
+        done = found.reusable(cfg)
         if done is None:
             todo.append(cfg)
             continue

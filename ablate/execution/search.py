@@ -28,7 +28,8 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from ablate.config.identity import to_dict, with_values
 from ablate.config.launch import PopulationSettings
 from ablate.config.run import RunConfig
-from ablate.config.search_space import Distribution, PrunerName, SearchConfig, SearchedKey, searched_keys
+from ablate.config.search_space import (Distribution, PrunerName, SearchConfig, SearchedKey, searched_keys,
+                                        storage_url)
 from ablate.engine.plan import make_plan
 from ablate.errors import UserError
 from ablate.paths import command
@@ -44,10 +45,6 @@ OBJECTIVE = "val_acc"
 
 
 # ------------------------------------------------------------------------------------------ the study
-def storage_url(cfg: SearchConfig) -> str:
-    return cfg.storage or f"studies/{cfg.study}.journal"
-
-
 def open_study(cfg: SearchConfig, epochs: int) -> optuna.Study:
     """The study in its storage (created on first use): a journal file by default, or an RDB URL."""
     url = storage_url(cfg)

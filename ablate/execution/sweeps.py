@@ -11,6 +11,7 @@ comes here too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import random
@@ -27,6 +28,7 @@ from ablate.tracking.tracker import (TAG_DEFINITION, TAG_FACTORS, TAG_KIND, TAG_
                                      RunKind, RunStatus, SweepRef, Tracker)
 
 
+@functools.cache
 def bar_class() -> type:
     """tqdm's notebook widget where ipywidgets can draw it, its console bar otherwise (where tqdm.auto would warn
     that it found no widgets, then draw the console bar)."""

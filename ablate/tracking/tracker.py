@@ -137,6 +137,10 @@ class Resumable:
     reuse: dict[str, RunRecord] = field(default_factory=dict)
     stale: dict[str, list[str]] = field(default_factory=dict)  # a FINISHED run exists, but these parts changed
 
+    def reusable(self, cfg: RunConfig) -> Optional[RunRecord]:
+        """The FINISHED run that stands for ``cfg``; None where it trains (none found, or ``force=true``)."""
+        return None if cfg.force else self.reuse.get(config_hash(cfg))
+
 
 def _where(*, sweep_id: Optional[str] = None, kind: Optional[RunKind] = None, not_kind: Optional[RunKind] = None,
            status: Optional[RunStatus] = None, config_hashes: Collection[str] = (), this_code: bool = False,
@@ -228,9 +232,9 @@ class Tracker:
     def finished(self, cfgs: Collection[RunConfig], sweep_id: Optional[str], kind: RunKind) -> Resumable:
         """FINISHED runs of these configs (within the sweep, if given) made by the same code from the same inputs,
         by config hash: what resume reuses; for a config whose FINISHED run has other code or inputs, what changed.
-        Inside a sweep one query covers all of it; outside, one query per config (the experiment may hold many
-        other runs)."""
-        by_hash = {config_hash(cfg): cfg for cfg in cfgs}
+        Configs with ``force=true`` are not looked up. Inside a sweep one query covers all of it; outside, one query
+        per config (the experiment may hold many other runs)."""
+        by_hash = {config_hash(cfg): cfg for cfg in cfgs if not cfg.force}
         batches = [set(by_hash)] if sweep_id and len(by_hash) > 1 else [{h} for h in by_hash]
         runs = [run for batch in batches for run in self.runs(sweep_id=sweep_id, kind=kind, status=RunStatus.finished,
                                                                config_hashes=batch)]

@@ -58,7 +58,6 @@ class AblateSweeper(Sweeper):
 
     def _one_job_per_variant(self, jobs: Sequence[List[str]], cfgs: Sequence[Any], definition: List[str],
                              factors: List[str]) -> Any:
-        from ablate.config.identity import config_hash
         from ablate.config.launch import PopulationSettings
         from ablate.engine.plan import data_sizes, make_plan
         from ablate.execution.runner import announce_estimate
@@ -74,8 +73,8 @@ class AblateSweeper(Sweeper):
         sweep = Sweep(Tracker(cfgs[0].tracking), definition, len(cfgs), factors)
         sweep.announce(f"plan: {len(cfgs)} variants, one {type(self.launcher).__name__} job each")
         if type(self.launcher).__name__ == "BasicLauncher":  # one after another in this process: their sum
-            reused = sweep.tracker.finished([c for c in cfgs if not c.force], sweep.sweep_id, RunKind.train).reuse
-            todo = [c for c in cfgs if c.force or config_hash(c) not in reused]  # a resumed sweep: what is left
+            found = sweep.tracker.finished(cfgs, sweep.sweep_id, RunKind.train)
+            todo = [c for c in cfgs if found.reusable(c) is None]  # a resumed sweep: what is left
             if todo:
                 announce_estimate(make_plan(todo, PopulationSettings(max_size=1)), todo, sweep.announce)
         AblateCallback.follow(self.hydra_context.callbacks, sweep)
