@@ -33,7 +33,12 @@ def judged(folder: Path, args: list[str]) -> tuple[float, int, dict[tuple[str, s
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - began
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`ablate.kind` = 'train'")
+    experiments, count, token = [e.experiment_id for e in client.search_experiments()], 0, None
+    while True:  # a page holds at most 1,000 runs: count them all
+        page = client.search_runs(experiments, "tags.`ablate.kind` = 'train'", max_results=1000, page_token=token)
+        count, token = count + len(page), page.token
+        if not token:
+            break
     lines = (folder / "reports" / "claims.md").read_text().splitlines()
     header = next(i for i, line in enumerate(lines) if "anytime-valid" in line)
     names = [c.strip() for c in lines[header].split("|")[1:-1]]
@@ -44,7 +49,7 @@ def judged(folder: Path, args: list[str]) -> tuple[float, int, dict[tuple[str, s
             break
         row = dict(zip(names, cells))
         rows[row["claim"], row["context"]] = row
-    return wall, len(runs), rows
+    return wall, count, rows
 
 
 def main() -> None:
