@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlflow import MlflowClient
+from ablate.config.run import TrackingConfig
+from ablate.tracking.tracker import RunKind, Tracker
 
 CONTEXTS = ("fmnist_small", "fmnist_small_precise", "digits", "digits_precise")
 
@@ -32,13 +33,7 @@ def judged(folder: Path, args: list[str]) -> tuple[float, int, dict[tuple[str, s
     subprocess.run([sys.executable, "-m", "ablate", "claims", *args], cwd=folder, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - began
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    experiments, count, token = [e.experiment_id for e in client.search_experiments()], 0, None
-    while True:  # a page holds at most 1,000 runs: count them all
-        page = client.search_runs(experiments, "tags.`ablate.kind` = 'train'", max_results=1000, page_token=token)
-        count, token = count + len(page), page.token
-        if not token:
-            break
+    runs = Tracker(TrackingConfig(uri=env["MLFLOW_TRACKING_URI"])).runs(kind=RunKind.train)  # every page
     lines = (folder / "reports" / "claims.md").read_text().splitlines()
     header = next(i for i, line in enumerate(lines) if "anytime-valid" in line)
     names = [c.strip() for c in lines[header].split("|")[1:-1]]
@@ -49,7 +44,7 @@ def judged(folder: Path, args: list[str]) -> tuple[float, int, dict[tuple[str, s
             break
         row = dict(zip(names, cells))
         rows[row["claim"], row["context"]] = row
-    return wall, count, rows
+    return wall, len(runs), rows
 
 
 def main() -> None:
