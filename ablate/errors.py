@@ -8,7 +8,7 @@ import inspect
 import signal
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 
 class UserError(Exception):
@@ -81,10 +81,9 @@ def first_signal() -> Optional[int]:
 
 
 @contextlib.contextmanager
-def signals_deferred(on_stop: Optional[Callable[[Stopped], None]] = None) -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     """Within the block a stop waits: a run is started or ended whole (its status never left half written), and a
-    stop that came meanwhile is raised as the block ends (once: the wind-down's own writes do not raise it again),
-    after ``on_stop`` (a run just started ends KILLED there, so that nothing is left RUNNING)."""
+    stop that came meanwhile is raised as the block ends (once: the wind-down's own writes do not raise it again)."""
     _state["deferring"] += 1
     try:
         yield
@@ -92,10 +91,7 @@ def signals_deferred(on_stop: Optional[Callable[[Stopped], None]] = None) -> Ite
         _state["deferring"] -= 1
     if not _state["deferring"] and _received and not _state["raised"]:
         _state["raised"] = True
-        stop = Stopped(_received[0])
-        if on_stop is not None:
-            on_stop(stop)
-        raise stop
+        raise Stopped(_received[0])
 
 
 def raise_if_stopped() -> None:

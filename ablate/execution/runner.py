@@ -116,6 +116,9 @@ def execute(plan: Plan, recording: Recording, wait_for_others: bool = True) -> l
                     log.info(f"waiting for {len(pending)} variant(s) other workers are training")
                     announced = True
                 time.sleep(random.uniform(0.5, 1.0) * min(5.0, pending[0].tracking.heartbeat_s))
+    except BaseException as err:  # a run a stop caught between its opening and its lifecycle is ended too
+        recording.tracker.end_open(err)
+        raise
     finally:  # the populations' runs are all recorded before their results are returned (or the error raised)
         recording.tracker.writer.drain()
     return [results[id(cfg)] for cfg in plan.cfgs]

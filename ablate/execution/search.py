@@ -157,8 +157,8 @@ def run_search(cfg: RunConfig, quiet: bool = False) -> Optional[FrozenTrial]:
     study = open_study(s, cfg.trainer.epochs)
     tracker = Tracker(cfg.tracking)
     sweep = Sweep(tracker, ["search", s.study, mask_url(storage_url(s))], s.n_trials, list(space), kind=RunKind.search)
-    sweep.parent.set_tags({"optuna.study": s.study, "optuna.storage": storage_url(s)})
     with sweep.lifecycle():
+        sweep.parent.set_tags({"optuna.study": s.study, "optuna.storage": storage_url(s)})
         while True:
             if fail_dead_trials(study, cfg):
                 sweep.announce("trials of a dead worker were marked FAIL" + (" and queued again" if s.retry_dead

@@ -108,19 +108,17 @@ class Sweep:
         self.tracker, self.total, self.factors, self.kind, self.quiet = tracker, total, factors, kind, quiet
         self.sweep_id = "sweep-" + hashlib.sha256("\n".join(definition).encode()).hexdigest()[:10]
         self.started_ms = int(time.time() * 1000)
-        tracker.live(sweep_id=self.sweep_id)  # runs of dead workers become KILLED
-        self.parent = self._open_parent(" ".join(definition)[:200] or "sweep", {
-            TAG_SWEEP: self.sweep_id, TAG_KIND: kind.value, TAG_FACTORS: ",".join(factors),
-            TAG_DEFINITION: " ".join(definition)[:5000], TAG_VARIANTS: str(total)})
-        self.ref = SweepRef(self.sweep_id, self.parent.run_id)
+        self.name = " ".join(definition)[:200] or "sweep"
+        self.tags = {TAG_SWEEP: self.sweep_id, TAG_KIND: kind.value, TAG_FACTORS: ",".join(factors),
+                     TAG_DEFINITION: " ".join(definition)[:5000], TAG_VARIANTS: str(total)}
         self.progress: Optional[Progress] = None
-        self.closed = False
 
-    def _open_parent(self, name: str, tags: dict[str, str]) -> RecordedRun:
+    def _open_parent(self) -> RecordedRun:
         """The sweep's one parent run, shared by every worker on the sweep: the oldest one, re-opened, or ours.
 
         Workers starting together may both create one; each then sees the other's and withdraws its own, and
         both look again after a random pause, so exactly one parent remains."""
+        self.tracker.live(sweep_id=self.sweep_id)  # runs of dead workers become KILLED
         while True:
             previous = sorted(self.tracker.runs(sweep_id=self.sweep_id, kind=self.kind),
                               key=lambda r: (r.start_time, r.run_id))
@@ -129,7 +127,7 @@ class Sweep:
                 self.announce(f"continuing {self.kind.value} {self.sweep_id} (MLflow run {parent.run_id}): finished "
                          f"variants are reused")
                 return parent
-            parent = self.tracker.start_run(name, tags)
+            parent = self.tracker.start_run(self.name, self.tags)
             if len(self.tracker.runs(sweep_id=self.sweep_id, kind=self.kind)) == 1:
                 return parent
             parent.withdraw()
@@ -180,7 +178,6 @@ class Sweep:
         failed = len(self.tracker.runs(sweep_id=self.sweep_id, kind=RunKind.train, status=RunStatus.failed,
                                        started_since_ms=self.started_ms))
         self.parent.end(RunStatus.finished if not failed else RunStatus.failed)
-        self.closed = True
         self.announce(f"\n{self.kind.value.capitalize()} {self.sweep_id}: {len(finished)} FINISHED runs, {failed} failed "
                  f"in this attempt\n{text}\n"
                  f"  MLflow: {self.tracker.runs_url()} (filter: tags.`{TAG_SWEEP}` = '{self.sweep_id}')\n"
@@ -198,15 +195,16 @@ class Sweep:
 
     @contextlib.contextmanager
     def lifecycle(self) -> Iterator["Sweep"]:
-        """The parent run is not left RUNNING: KILLED with the signal's name on a stop, FAILED on an error."""
+        """The parent run opened (or re-opened) for the block; it and every run the block left open end KILLED with
+        the signal's name on a stop, FAILED on an error: nothing is left RUNNING."""
         try:
+            self.parent = self._open_parent()
+            self.ref = SweepRef(self.sweep_id, self.parent.run_id)
             yield self
         except BaseException as err:
             if self.progress:
                 self.progress.close()
-            if not self.closed:
-                self.parent.end(RunStatus.killed if isinstance(err, KeyboardInterrupt) else RunStatus.failed,
-                                str(err) or type(err).__name__)
+            self.tracker.end_open(err)
             raise
 
 

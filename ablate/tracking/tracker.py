@@ -177,6 +177,7 @@ class Tracker:
         self.dead_after_s = cfg.dead_after_s
         self.heartbeat = Heartbeat(cfg.heartbeat_s)
         self.writer = Writer(cfg.uri, cfg.write_behind)
+        self._open: dict[str, RecordedRun] = {}  # this process's runs not yet ended: what ``end_open`` ends
         check_scheme(cfg.uri, "tracking.uri")
         check_reachable(cfg.uri, "MLflow store", "Start the server or database (or create the database), or point "
                                                  "tracking.uri / MLFLOW_TRACKING_URI elsewhere.")
@@ -299,20 +300,27 @@ class Tracker:
                 TAG_HEARTBEAT: f"{time.time():.3f}"}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
-        opened: list[RecordedRun] = []
-        with signals_deferred(on_stop=lambda stop: [run.end(RunStatus.killed, str(stop)) for run in opened]):
+        with signals_deferred():  # a stop meanwhile finds the run among the open ones
             info = self._client.create_run(self.experiment_id, tags=tags, run_name=name).info
-            opened.append(RecordedRun(self, info.run_id, artifact_uri=info.artifact_uri))
-            self._keep_alive(info.run_id)
-        return opened[0]
+            return self._opened(RecordedRun(self, info.run_id, artifact_uri=info.artifact_uri))
 
     def reopen(self, run_id: str) -> "RecordedRun":
         """An ended run of this experiment RUNNING again, as this process's (a resumed sweep's parent)."""
-        run = RecordedRun(self, run_id)
-        with signals_deferred(on_stop=lambda stop: run.end(RunStatus.killed, str(stop))):
+        with signals_deferred():
             self._client.update_run(run_id, status=RunStatus.running.value)
-            self._keep_alive(run_id)
+            return self._opened(RecordedRun(self, run_id))
+
+    def _opened(self, run: "RecordedRun") -> "RecordedRun":
+        self._open[run.run_id] = run
+        self._keep_alive(run.run_id)
         return run
+
+    def end_open(self, err: BaseException) -> None:
+        """End every run this process still has open as ``err`` ends a run's lifecycle. The commands' outer layers
+        (a sweep's lifecycle, ``runner.execute``) call this on their way out, so that a stop landing anywhere (between
+        a run's opening and its lifecycle too, a window of a few bytecodes) leaves nothing RUNNING."""
+        for run in list(self._open.values()):
+            run.end_with(err)
 
     def run(self, run_id: str) -> "RecordedRun":
         """An existing run to log more to (a report's artifacts), its state untouched."""
@@ -434,6 +442,7 @@ class RecordedRun:
         if self.status is not None:
             return
         self.status = status
+        self._tracker._open.pop(self.run_id, None)
         if error:
             self._pending["tags"].append(_tag(TAG_ERROR, error[:5000]))
         forget = functools.partial(self._tracker.heartbeat.forget, self.run_id)
@@ -448,6 +457,7 @@ class RecordedRun:
     def let_go(self) -> None:
         """Leave the run as another worker ended it (``Tracker.ended_by_others``): nothing more is written to it."""
         self.status = RunStatus.killed
+        self._tracker._open.pop(self.run_id, None)
         self._tracker.heartbeat.forget(self.run_id)
 
     def withdraw(self) -> None:
@@ -462,13 +472,17 @@ class RecordedRun:
         """FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED with the error otherwise; the error propagates."""
         try:
             yield self
-        except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP (errors.Stopped: its str names the signal)
-            self.end(RunStatus.killed, str(err) or "interrupted (Ctrl-C)")
-            raise
         except BaseException as err:
-            self.fail(err)
+            self.end_with(err)
             raise
         self.end(RunStatus.finished)
+
+    def end_with(self, err: BaseException) -> None:
+        """KILLED by Ctrl-C, SIGTERM or SIGHUP (``errors.Stopped``: its str names the signal), FAILED by an error."""
+        if isinstance(err, KeyboardInterrupt):
+            self.end(RunStatus.killed, str(err) or "interrupted (Ctrl-C)")
+        else:
+            self.fail(err)
 
     def fail(self, err: BaseException) -> None:
         """FAILED with the error's one line in the tag and its whole traceback as the artifact ``error.txt``."""

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -9,9 +10,9 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from ablate.errors import UserError
+from ablate.errors import Stopped, UserError
 from ablate.config import TrackingConfig
-from ablate.tracking.tracker import (TAG_HEARTBEAT, TAG_HOST, TAG_PID, RunStatus, Tracker)
+from ablate.tracking.tracker import (TAG_ERROR, TAG_HEARTBEAT, TAG_HOST, TAG_PID, RunStatus, Tracker)
 from tests.conftest import QUICK, REPO, fresh_postgres_database, make_config, stopped_at_exit, wait_until
 from tests.servers import free_port
 
@@ -28,6 +29,22 @@ def test_ctrl_c_marks_the_run_killed_and_an_error_marks_it_failed(tracking_uri):
             with tracker.training_run(make_config(*QUICK), "cpu") as run:
                 raise error
         assert MlflowClient(tracking_uri).get_run(run.run_id).info.status == status
+
+
+def test_a_stop_that_lands_between_a_runs_opening_and_its_lifecycle_still_ends_it(tracking_uri):
+    """The window CI once hit (a SIGTERM after ``start_run`` returned, before the run's ``with``): the outer layer's
+    ``end_open`` ends what is open, as the stop or the error says, and leaves the ended runs as they were."""
+    tracker = Tracker(make_config().tracking)
+    done = tracker.start_run("done", {})
+    done.end(RunStatus.finished)
+    client = MlflowClient(tracking_uri)
+    for err, status, why in [(Stopped(signal.SIGTERM), "KILLED", "terminated (SIGTERM)"),
+                             (RuntimeError("boom"), "FAILED", "RuntimeError: boom")]:
+        caught = tracker.start_run("caught", {})
+        tracker.end_open(err)
+        assert client.get_run(caught.run_id).info.status == status
+        assert client.get_run(caught.run_id).data.tags[TAG_ERROR] == why
+    assert client.get_run(done.run_id).info.status == "FINISHED" and TAG_ERROR not in client.get_run(done.run_id).data.tags
 
 
 def test_runs_of_dead_processes_are_marked_killed(tracking_uri):
