@@ -71,11 +71,17 @@ def main() -> None:
           f"| auto (max {args.max_seeds}) | {auto[0]:.0f} | {auto[1]} ({auto[1] / fixed[1]:.0%}) |\n")
     print("| claim | context | fixed verdict (firmness) | auto verdict | auto seeds | auto stopped |\n"
           "|---|---|---|---|---|---|")
+    firm = same = fixed_seeds = auto_seeds = 0
     for key, row in fixed[2].items():
         other = auto[2][key]
         stopped = re.sub(r", [\[≥≤].*", "", other["anytime-valid"])
         print(f"| {key[0]} | {key[1]} | {row['verdict']} ({row['firmness']}) | {other['verdict']} | {other['n']} | "
               f"{stopped} |")
+        if re.fullmatch(r"[0-9.]+", row["firmness"]) and float(row["firmness"]) >= 0.9:  # judge.firm
+            firm, same = firm + 1, same + (row["verdict"] == other["verdict"])
+            fixed_seeds, auto_seeds = fixed_seeds + int(row["n"]), auto_seeds + int(other["n"])
+    print(f"\nfirm verdicts of the fixed table: {same} of {firm} the same under auto; their seeds per arm: "
+          f"{auto_seeds} under auto against {fixed_seeds} ({auto_seeds / max(fixed_seeds, 1):.0%})")
 
 
 if __name__ == "__main__":

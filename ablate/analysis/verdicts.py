@@ -240,10 +240,10 @@ def anytime_decisions(judged: list[Judged], settings: JudgeSettings,
     tested = [j for j in judged if j.n >= 3]  # the family, as judge() corrects it
     for j in tested:
         j.anytime = decide(differences[j.name, j.context], j.claim.direction.value, j.margin,
-                           settings.alpha / len(tested))
+                           settings.alpha / len(tested), max_seeds=settings.max_seeds, min_reach=settings.min_reach)
 
 
-def sequential_verdicts(judged: list[Judged], max_seeds: int) -> None:
+def sequential_verdicts(judged: list[Judged], settings: JudgeSettings) -> None:
     """``judge.seeds=auto``: each verdict is its anytime-valid sequence's, in place (the fixed-n columns stay beside
     it, computed at the seeds it took: their p-values assume no stopping and are shown for comparison only)."""
     for j in judged:
@@ -252,7 +252,10 @@ def sequential_verdicts(judged: list[Judged], max_seeds: int) -> None:
         j.verdict = {"SUPPORTED": Verdict.supported, "CONTRADICTED": Verdict.contradicted}.get(
             j.anytime.stop.value, Verdict.inconclusive)
         why = {"FUTILE": "stopped as smaller than its minimal effect",
-               "OPEN": f"still open at judge.max_seeds={max_seeds}" if j.n >= max_seeds else "still open"}
+               "OUT_OF_REACH": f"stopped: less than {settings.min_reach:.0%} chance to settle by judge.max_seeds="
+                               f"{settings.max_seeds}",
+               "OPEN": f"still open at judge.max_seeds={settings.max_seeds}" if j.n >= settings.max_seeds else
+               "still open"}
         j.note = "; ".join(filter(None, [j.note, why.get(j.anytime.stop.value, "")]))
 
 

@@ -66,6 +66,7 @@ class JudgeSettings:
     seeds: Any = 30
     max_seeds: int = 100  # judge.seeds=auto: where a claim still open stops, INCONCLUSIVE
     round_seeds: int = 8  # judge.seeds=auto: seeds trained per round (the first round: at least 8, the first look)
+    min_reach: float = 0.02  # judge.seeds=auto: a claim less likely than this to settle by max_seeds stops (0: never)
     alpha: float = 0.05  # the family's error rate (see correction)
     correction: Correction = Correction.holm  # across every claim x context judged in one command
     power: float = 0.8  # for the minimal detectable effect and the seeds an inconclusive claim would need
@@ -84,6 +85,7 @@ class JudgeSettings:
                                          self.seeds >= 3), "judge.seeds", self.seeds, "auto or a number, at least 3")
         require(self.max_seeds >= 8, "judge.max_seeds", self.max_seeds, "at least 8 (the first look)")
         require(self.round_seeds >= 1, "judge.round_seeds", self.round_seeds, "at least 1")
+        require(0 <= self.min_reach < 1, "judge.min_reach", self.min_reach, "in [0, 1)")
         require(0 < self.alpha < 0.5, "judge.alpha", self.alpha, "in (0, 0.5)")
         require(0 < self.power < 1, "judge.power", self.power, "in (0, 1)")
         require(self.bootstrap >= 100, "judge.bootstrap", self.bootstrap, "at least 100")

@@ -164,7 +164,7 @@ def verdicts(cfg: JudgeConfig, experiment: Experiment, runs: dict[str, dict[str,
     judge(judged, cfg.judge, differences)
     anytime_decisions(judged, cfg.judge, differences)
     if cfg.judge.sequential:  # each claim has its own seeds: firmness re-judges a family on shared subsamples
-        sequential_verdicts(judged, cfg.judge.max_seeds)
+        sequential_verdicts(judged, cfg.judge)
     else:
         firmness(judged, cfg.judge, pairs)
     return verdict_tables(judged, cfg.judge)

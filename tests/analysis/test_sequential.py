@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from ablate.analysis.sequential import MIN_SEEDS, PRIOR_PRECISION, Stop, confidence_sequence, decide, half_width
+from ablate.analysis.sequential import (MIN_SEEDS, PRIOR_PRECISION, Stop, confidence_sequence, decide, half_width,
+                                       reach)
 
 ALPHA, SIMULATIONS, LOOKS = 0.05, 2000, 200
 LIMIT = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / SIMULATIONS)  # alpha plus three Monte-Carlo standard errors
@@ -96,3 +97,35 @@ def test_a_claim_smaller_than_its_minimal_effect_stops_as_futile_and_an_equivale
     assert decide(np.zeros(30), "equal", 1e-6, ALPHA) == decide(np.zeros(30), "equal", 1e-6, ALPHA)
     assert decide(np.zeros(30), "equal", 1e-6, ALPHA).stop == Stop.supported
     assert decide(rng.normal(-1, 0.1, 50), "greater", 0.05, ALPHA).stop == Stop.contradicted
+
+
+def test_the_chance_to_settle_is_what_the_sequence_does_on_simulated_seeds_to_come():
+    """``reach`` against the sequence itself: seeds to come drawn from the predictive (the effect from its posterior
+    under a flat prior, the spread seen so far), the real rule (running intersection, its own spread) run on them."""
+    rng = np.random.default_rng(11)
+    for d_z, n in [(0.25, 24), (0.45, 24), (0.6, 16), (0.1, 40)]:
+        seen = rng.normal(d_z, 1, n)
+        mean, spread = seen.mean(), seen.std(ddof=1)
+        effects = rng.normal(mean, spread / math.sqrt(n), 400)
+        settled = np.mean([decide(np.concatenate([seen, rng.normal(effect, spread, 100 - n)]), "greater", 0.01,
+                                  ALPHA / 56).stop != Stop.open for effect in effects])
+        assert reach(seen, "greater", 0.01, ALPHA / 56, 100) == pytest.approx(settled, abs=0.08), (d_z, n)
+
+
+def test_stopping_out_of_reach_rejects_nothing_the_sequence_would_not_and_saves_the_hopeless_seeds():
+    """Pathwise: a claim the curtailed rule settles, the plain one settles the same way at the same seed (so the
+    error rate is the sequence's); hopeless claims (d_z 0 and 0.1) stop near a third of the way to 100, and of the
+    claims the sequence settles by 100 (d_z 0.45, 0.6) the curtailed rule loses at most 3 in 100."""
+    rng = np.random.default_rng(12)
+    for d_z, most_seeds, most_lost in [(0.0, 40, 0.0), (0.1, 40, 0.0), (0.45, 100, 0.03), (0.6, 100, 0.03)]:
+        plain, curtailed = [], []
+        for x in rng.normal(d_z, 1, (200, 100)):
+            plain.append(decide(x, "greater", 0.01, ALPHA / 56))
+            curtailed.append(decide(x, "greater", 0.01, ALPHA / 56, max_seeds=100, min_reach=0.02))
+        for p, c in zip(plain, curtailed):
+            assert c.stop == Stop.out_of_reach or c == p
+        settled = [d.stop in (Stop.supported, Stop.contradicted) for d in plain]
+        kept = [d.stop in (Stop.supported, Stop.contradicted) for d in curtailed]
+        assert np.mean(settled) - np.mean(kept) <= most_lost, d_z
+        assert np.mean([d.seeds for d in curtailed]) <= most_seeds, d_z
+    assert decide(rng.normal(0, 1, 100), "greater", 0.01, ALPHA / 56).stop == Stop.open  # min_reach 0: never stops

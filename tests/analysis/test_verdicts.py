@@ -206,3 +206,19 @@ def test_the_table_says_where_an_anytime_valid_rule_would_have_stopped_on_the_sa
     assert none.anytime.stop.value in ("OPEN", "FUTILE") and none.anytime.lower < 0 < none.anytime.upper
     table = verdict_tables(results, SETTINGS)
     assert f"SUPPORTED at seed {big.anytime.seeds}, " in table and "alpha / 2 (Bonferroni)" in table
+
+
+def test_a_claim_that_cannot_settle_by_max_seeds_stops_out_of_reach_and_the_table_says_so():
+    from ablate.analysis.verdicts import anytime_decisions, sequential_verdicts
+
+    rng = np.random.default_rng(4)
+    cases = [(claim(minimal_effect=0.001), 0.802 + rng.normal(0, 0.05, 60), np.full(60, 0.8))]  # d_z ~0.04
+    for min_reach, stop in [(0.02, "OUT_OF_REACH"), (0.0, "OPEN")]:
+        settings = JudgeSettings(seeds="auto", min_reach=min_reach, bootstrap=200, contexts={"here": {}})
+        results = family(cases, settings)
+        anytime_decisions(results, settings, {("c0", "here"): cases[0][1] - cases[0][2]})
+        sequential_verdicts(results, settings)
+        [result] = results
+        assert result.anytime.stop.value == stop and result.verdict == Verdict.inconclusive
+        table = verdict_tables(results, settings)
+        assert ("less than 2% chance to settle by judge.max_seeds=100" in table) == (stop == "OUT_OF_REACH")

@@ -112,8 +112,9 @@ def test_a_claims_arm_that_does_not_compose_is_one_line_naming_the_claim(tmp_pat
 
 def test_seeds_on_demand_stop_each_claim_where_its_anytime_valid_sequence_settles_it(tracking_uri, tmp_path):
     """judge.seeds=auto: a large effect stops at the first look (seed 8), a claim whose arms compute the same numbers
-    stops as futile, one within noise of its margin trains round after round up to judge.max_seeds; the rerun
-    trains nothing and gives the same table."""
+    stops as futile, one within noise of its margin trains round after round up to judge.max_seeds (judge.min_reach=0:
+    never stopped as out of reach, which ``tests/analysis`` checks); the rerun trains nothing and gives the same
+    table."""
     (tmp_path / "claims").mkdir()
     (tmp_path / "claims" / "three.yaml").write_text(
         "large:\n  text: L2 shrinks the weights\n  a: {optim.weight_decay: 0.05}\n  b: {optim.weight_decay: 0}\n"
@@ -122,8 +123,8 @@ def test_seeds_on_demand_stop_each_claim_where_its_anytime_valid_sequence_settle
         "  b: {trainer.eval_batch_size: 4096}\n  direction: greater\n"
         "noise:\n  text: dropout 0.1 against 0.05\n  a: {model.dropout: 0.1}\n  b: {model.dropout: 0.05}\n"
         "  minimal_effect: 0.0001\n")
-    argv = ["judge.seeds=auto", "judge.max_seeds=12", "judge.round_seeds=4", "trainer.epochs=1", "trainer.device=cpu",
-            "judge.bootstrap=200", *ONLY_DIGITS, "claims=[three]",
+    argv = ["judge.seeds=auto", "judge.max_seeds=12", "judge.round_seeds=4", "judge.min_reach=0", "trainer.epochs=1",
+            "trainer.device=cpu", "judge.bootstrap=200", *ONLY_DIGITS, "claims=[three]",
             f"hydra.searchpath=[file://{tmp_path}]"]
     table = judge_command(argv, quiet=True)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if " | digits | " in line}
