@@ -305,8 +305,9 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
             f"0.9. A failed run scores its metric's worst value (an accuracy's 0) unless the claim sets failed_as; "
             f"where the metric has none, a claim with failures is INCONCLUSIVE. Anytime-valid: Lai's t-confidence "
             f"sequence over the same seeds read in order from seed {MIN_SEEDS}, each at alpha / {sum(j.n >= 3 for j in judged)} "
-            f"(Bonferroni): the seed at which it would have stopped (SUPPORTED, CONTRADICTED, or FUTILE: inside ± the "
-            f"minimal effect) and its interval there; OPEN: not settled by these seeds.\n\nTests:\n{tests}")
+            f"(Bonferroni): the seed at which it would have stopped (SUPPORTED, CONTRADICTED, FUTILE: inside ± the "
+            f"minimal effect, or OUT_OF_REACH: less than {settings.min_reach:.0%} chance to settle by judge.max_seeds="
+            f"{settings.max_seeds}) and its interval there; OPEN: not settled by these seeds.\n\nTests:\n{tests}")
 
 
 def _test_text(claim: ClaimSpec) -> str:
