@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ablate.config.commands import JudgeSettings
 from ablate.config.run import TrackingConfig
 from ablate.tracking.tracker import RunKind, Tracker
 
@@ -77,7 +78,7 @@ def main() -> None:
         stopped = re.sub(r", [\[≥≤].*", "", other["anytime-valid"])
         print(f"| {key[0]} | {key[1]} | {row['verdict']} ({row['firmness']}) | {other['verdict']} | {other['n']} | "
               f"{stopped} |")
-        if re.fullmatch(r"[0-9.]+", row["firmness"]) and float(row["firmness"]) >= 0.9:  # judge.firm
+        if re.fullmatch(r"[0-9.]+", row["firmness"]) and float(row["firmness"]) >= JudgeSettings().firm:
             firm, same = firm + 1, same + (row["verdict"] == other["verdict"])
             fixed_seeds, auto_seeds = fixed_seeds + int(row["n"]), auto_seeds + int(other["n"])
     print(f"\nfirm verdicts of the fixed table: {same} of {firm} the same under auto; their seeds per arm: "

@@ -252,8 +252,7 @@ def sequential_verdicts(judged: list[Judged], settings: JudgeSettings) -> None:
         j.verdict = {"SUPPORTED": Verdict.supported, "CONTRADICTED": Verdict.contradicted}.get(
             j.anytime.stop.value, Verdict.inconclusive)
         why = {"FUTILE": "stopped as smaller than its minimal effect",
-               "OUT_OF_REACH": f"stopped: less than {settings.min_reach:.0%} chance to settle by judge.max_seeds="
-                               f"{settings.max_seeds}",
+               "OUT_OF_REACH": f"stopped: {settings.out_of_reach_text}",
                "OPEN": f"still open at judge.max_seeds={settings.max_seeds}" if j.n >= settings.max_seeds else
                "still open"}
         j.note = "; ".join(filter(None, [j.note, why.get(j.anytime.stop.value, "")]))
@@ -306,8 +305,8 @@ def verdict_tables(judged: list[Judged], settings: JudgeSettings) -> str:
             f"where the metric has none, a claim with failures is INCONCLUSIVE. Anytime-valid: Lai's t-confidence "
             f"sequence over the same seeds read in order from seed {MIN_SEEDS}, each at alpha / {sum(j.n >= 3 for j in judged)} "
             f"(Bonferroni): the seed at which it would have stopped (SUPPORTED, CONTRADICTED, FUTILE: inside ± the "
-            f"minimal effect, or OUT_OF_REACH: less than {settings.min_reach:.0%} chance to settle by judge.max_seeds="
-            f"{settings.max_seeds}) and its interval there; OPEN: not settled by these seeds.\n\nTests:\n{tests}")
+            f"minimal effect, or OUT_OF_REACH: {settings.out_of_reach_text}) and its interval there; OPEN: not "
+            f"settled by these seeds.\n\nTests:\n{tests}")
 
 
 def _test_text(claim: ClaimSpec) -> str:

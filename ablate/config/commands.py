@@ -109,6 +109,11 @@ class JudgeSettings:
         return ", ".join(varied) + (f" (held fixed: {', '.join(held)})" if held else "")
 
     @property
+    def out_of_reach_text(self) -> str:
+        """Why a claim stopped OUT_OF_REACH (``analysis.sequential.reach``)."""
+        return f"less than {self.min_reach:.0%} chance to settle by judge.max_seeds={self.max_seeds}"
+
+    @property
     def sequential(self) -> bool:
         return self.seeds == "auto"
 
