@@ -16,19 +16,22 @@ LIMIT = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / SIMULATIONS)  # alpha plus t
 
 
 def bayes_factor_by_quadrature(x, m, c=PRIOR_PRECISION):
-    """The mixture's Bayes factor at mean ``m``, integrated numerically over the effect θ ~ N(0, 1/c) and the scale
-    (prior dσ/σ), each marginal likelihood divided by the same constant so that it stays in floating range."""
+    """The mixture's Bayes factor at mean ``m``, integrated numerically (Simpson's rule on a fine grid) over the
+    effect θ ~ N(0, 1/c) and the scale (prior dσ/σ), each marginal likelihood divided by the same constant so that
+    it stays in floating range."""
     y = np.asarray(x) - m
     n, scale = len(y), math.sqrt(np.mean(y * y))
+    total, squares = y.sum(), np.sum(y * y)
 
-    def likelihood(log_sigma, theta):
-        sigma = math.exp(log_sigma) * scale
-        return math.exp(-n * math.log(sigma / scale) - np.sum((y - sigma * theta) ** 2) / (2 * sigma**2) + n / 2)
+    def likelihood(log_sigma, theta):  # the Gaussian likelihood of y given σ and μ − m = σθ, times a constant
+        sigma = np.exp(log_sigma) * scale
+        return np.exp(-n * np.log(sigma / scale) - (squares - 2 * sigma * theta * total + n * (sigma * theta) ** 2)
+                      / (2 * sigma**2) + n / 2)
 
-    prior = stats.norm(0, 1 / math.sqrt(c)).pdf
-    alt, _ = integrate.dblquad(lambda theta, s: likelihood(s, theta) * prior(theta), -6, 6, -12, 12,
-                               epsabs=1e-12, epsrel=1e-9)
-    null, _ = integrate.quad(lambda s: likelihood(s, 0.0), -6, 6, epsabs=1e-12, epsrel=1e-9)
+    log_sigma, theta = np.linspace(-12, 12, 6001), np.linspace(-6, 6, 3001)
+    grid = likelihood(log_sigma[:, None], theta[None, :]) * stats.norm(0, 1 / math.sqrt(c)).pdf(theta)[None, :]
+    alt = integrate.simpson(integrate.simpson(grid, x=theta, axis=1), x=log_sigma)
+    null = integrate.simpson(likelihood(log_sigma, 0.0), x=log_sigma)
     return alt / null
 
 
