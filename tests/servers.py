@@ -65,6 +65,18 @@ def serves(port, process, timeout_s=60):
             time.sleep(0.5)
 
 
+def descendants(pid: int) -> list[str]:
+    """The command lines of every process ``pid`` started, its children's children too (in sessions of their own)."""
+    table = [line.split(None, 2) for line in subprocess.run(["ps", "-eww", "-o", "pid=,ppid=,args="],
+                                                             capture_output=True, text=True).stdout.splitlines()]
+    found, frontier = [], {str(pid)}
+    while frontier:
+        children = [row for row in table if len(row) == 3 and row[1] in frontier]
+        found += [row[2] for row in children]
+        frontier = {row[0] for row in children}
+    return found
+
+
 def assert_all_gone(session, port, timeout_s=20):
     """No process of the session a server ran in is left, and nothing listens on its port."""
     deadline = time.time() + timeout_s
