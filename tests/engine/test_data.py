@@ -167,6 +167,23 @@ def test_the_shipped_data_and_digits_declare_their_image_shapes():
     assert cached_splits(make_config("data=digits").data).in_shape == (1, 8, 8)
 
 
+def test_digits_are_sklearns_own_read_without_importing_sklearn():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from ablate.engine.data import read_digits
+
+    pixels, labels = read_digits()
+    reference = load_digits()
+    np.testing.assert_array_equal(pixels, reference.data)
+    np.testing.assert_array_equal(labels, reference.target)
+    code = "import sys; from ablate.engine.data import read_digits; read_digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_a_csv_with_a_wrong_declared_shape_names_both_sizes(tmp_path):
     path = write_csv(tmp_path / "d.csv", GOOD)
     with pytest.raises(DataError, match=r"data.shape=\[1, 3, 3\] holds 9 values.*hold 4 pixels"):
