@@ -154,7 +154,7 @@ def test_sigkill_mid_sweep_then_restart_loses_nothing_and_leaves_nothing_running
     finished_before = {r.data.tags["ablate.config_hash"] for r in train_runs(tracking_uri, "FINISHED")}
     assert 1 <= len(finished_before) < 4  # killed midway
 
-    out = multirun_process(*args[1:], cwd=tmp_path)
+    out = multirun(*args[1:], cwd=tmp_path)  # the restart: what crosses a process boundary was the kill
     assert out.returncode == 0, out.stderr
     runs = train_runs(tracking_uri)
     finished = [r.data.tags["ablate.config_hash"] for r in runs if r.info.status == "FINISHED"]
