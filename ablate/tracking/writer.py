@@ -106,12 +106,16 @@ class Writer:
 
     def drain(self) -> None:
         """Wait until every run given is written, then let the process go; the first failure is raised (with the
-        writer's traceback) after every other write was tried."""
-        if self._held:
-            self.send_held()
-        with self._changed:
-            self._changed.wait_for(lambda: not self._pending)
-            errors, self._errors = self._errors, []
+        writer's traceback) after every other write was tried. A stop that comes meanwhile waits for the writes (the
+        runs given here are no longer anyone else's to end) and is raised after them."""
+        from ablate.errors import signals_deferred
+
+        with signals_deferred():
+            if self._held:
+                self.send_held()
+            with self._changed:
+                self._changed.wait_for(lambda: not self._pending)
+                errors, self._errors = self._errors, []
         if self._process is not None:  # its stdin closed, it exits; the thread reading its answers reaps it
             with self._sending, contextlib.suppress(OSError):  # a process gone leaves a pipe that cannot flush
                 self._process.stdin.close()

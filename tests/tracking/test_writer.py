@@ -6,6 +6,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from ablate.cli import run_command
 from ablate.config import TrackingConfig
 from ablate.tracking.liveness import pid_alive
 from ablate.tracking.tracker import RunStatus, Tracker
@@ -62,3 +63,24 @@ def test_a_writer_process_that_dies_fails_the_ends_it_had_not_written_and_a_run_
     inline.log_metrics({"acc": 0.9}, step=1)
     inline.end(RunStatus.finished)
     assert MlflowClient(tracking_uri).get_run(inline.run_id).info.status == "FINISHED"
+
+
+def test_a_stop_while_drain_waits_for_the_writer_lets_every_end_be_written_then_stops(tracking_uri):
+    """Ctrl-C while the sweep's last ends are being written (the writer's process still starting): the ends are
+    written, not left RUNNING with no one to end them, and the command then stops with 130."""
+    tracker = Tracker(TrackingConfig(uri=tracking_uri))
+    runs = [tracker.start_run(f"run {i}", {}).run_id for i in range(2)]
+    writer = Writer(tracking_uri, enabled=True)
+    for run in runs:
+        writer.end_run(run, [([Metric("acc", 0.5, 0, 1)], [], [])], "FINISHED", lambda: None)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # the process takes seconds to import MLflow
+
+    def drained():
+        timer.start()
+        writer.drain()
+
+    with pytest.raises(SystemExit) as stopped:
+        run_command(drained, "stopped")
+    timer.join()
+    assert stopped.value.code == 130
+    assert [MlflowClient(tracking_uri).get_run(r).info.status for r in runs] == ["FINISHED", "FINISHED"]
