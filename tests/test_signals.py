@@ -45,10 +45,13 @@ def test_a_signal_at_any_moment_stops_the_sweep_once_with_its_code_and_leaves_no
         signal.signal(signum, lambda number, frame: late.append(number))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{migrated_store}")
     assert ablate_cli("--cfg", "job").code == 0  # Hydra's plugins imported once, as a process has them at its start
-    fresh_store_in(tmp_path / "timed", migrated_store, monkeypatch)
-    began = time.perf_counter()
-    assert ablate_cli(*SWEEP).code == 0
-    whole = time.perf_counter() - began  # the moments spread over this host's own sweep: a slower one finishes later
+    durations = []
+    for timed in ("cold", "warm"):  # the moments spread over this host's own sweep: a slower one finishes later
+        fresh_store_in(tmp_path / timed, migrated_store, monkeypatch)
+        began = time.perf_counter()
+        assert ablate_cli(*SWEEP).code == 0
+        durations.append(time.perf_counter() - began)
+    whole = min(durations)  # the first pays for what this process had not loaded yet (the data, lazy imports)
     stopped, kept = 0, 0
     try:
         for attempt in range(36):
@@ -83,4 +86,4 @@ def test_a_signal_at_any_moment_stops_the_sweep_once_with_its_code_and_leaves_no
     finally:
         for signum in REASONS:
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
-    assert stopped >= 32 and kept, (stopped, kept)  # the late signals came after finished runs, which stayed recorded
+    assert stopped >= 32 and kept, (stopped, kept, durations)  # the late signals came after finished runs, which stayed recorded
