@@ -167,10 +167,7 @@ def test_the_shipped_data_and_digits_declare_their_image_shapes():
     assert cached_splits(make_config("data=digits").data).in_shape == (1, 8, 8)
 
 
-def test_digits_are_sklearns_own_read_without_importing_sklearn():
-    import subprocess
-    import sys
-
+def test_digits_are_sklearns_own():
     from sklearn.datasets import load_digits
 
     from ablate.engine.data import read_digits
@@ -179,6 +176,13 @@ def test_digits_are_sklearns_own_read_without_importing_sklearn():
     reference = load_digits()
     np.testing.assert_array_equal(pixels, reference.data)
     np.testing.assert_array_equal(labels, reference.target)
+
+
+@pytest.mark.slow
+def test_digits_are_read_without_importing_sklearn():
+    import subprocess
+    import sys
+
     code = "import sys; from ablate.engine.data import read_digits; read_digits(); print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
