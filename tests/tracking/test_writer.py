@@ -14,6 +14,7 @@ from ablate.tracking.writer import WriteError, Writer
 from tests.conftest import wait_until
 
 
+@pytest.mark.slow  # the writer's own process is what is tested
 def test_the_writer_ends_runs_in_its_own_process_in_order_ignoring_ctrl_c_and_drain_raises_its_traceback(
         tracking_uri):
     """Runs ended behind: each end is held until sent, a process of its own writes them in order (a Ctrl-C sent to
@@ -47,6 +48,7 @@ def test_the_writer_ends_runs_in_its_own_process_in_order_ignoring_ctrl_c_and_dr
     writer.drain()  # drained: nothing left to raise
 
 
+@pytest.mark.slow  # the writer's own process is what is tested
 def test_a_writer_process_that_dies_fails_the_ends_it_had_not_written_and_a_run_ends_in_place_when_off(tracking_uri):
     tracker = Tracker(TrackingConfig(uri=tracking_uri))
     run = tracker.start_run("behind", {})
@@ -65,6 +67,7 @@ def test_a_writer_process_that_dies_fails_the_ends_it_had_not_written_and_a_run_
     assert MlflowClient(tracking_uri).get_run(inline.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # the writer's own process is what is tested
 def test_a_stop_while_drain_waits_for_the_writer_lets_every_end_be_written_then_stops(tracking_uri):
     """Ctrl-C while the sweep's last ends are being written (the writer's process still starting): the ends are
     written, not left RUNNING with no one to end them, and the command then stops with 130."""
