@@ -86,4 +86,5 @@ def test_a_signal_at_any_moment_stops_the_sweep_once_with_its_code_and_leaves_no
     finally:
         for signum in REASONS:
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
-    assert stopped >= 32 and kept, (stopped, kept, durations)  # the late signals came after finished runs, which stayed recorded
+    # the late signals came after finished runs, which stayed recorded
+    assert stopped >= 32 and kept, (stopped, kept, durations)

@@ -22,6 +22,8 @@ import threading
 import traceback
 from typing import Callable, Optional, Sequence
 
+from ablate.errors import signals_deferred
+
 Batch = tuple[list, list, list]  # MLflow Metric, Param and RunTag entities, within MLflow's limits for one log_batch
 
 
@@ -108,8 +110,6 @@ class Writer:
         """Wait until every run given is written, then let the process go; the first failure is raised (with the
         writer's traceback) after every other write was tried. A stop that comes meanwhile waits for the writes (the
         runs given here are no longer anyone else's to end) and is raised after them."""
-        from ablate.errors import signals_deferred
-
         with signals_deferred():
             if self._held:
                 self.send_held()

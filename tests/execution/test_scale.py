@@ -62,8 +62,9 @@ def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, trac
              "population_ray": ["hydra.launcher.ray.init.num_cpus=2", "hydra.launcher.max_size=2"]}.get(launcher, [])
     # a task per variant: two of them (a submitit task is a process, its imports seconds of CPU); a task per
     # population: four variants, so that the two tasks are told apart from the variants
-    grid = GRID if launcher.startswith("population") else ("model.bn=pre", *GRID[1:])
-    variants = 4 if launcher.startswith("population") else 2
+    per_population = launcher.startswith("population")
+    grid = GRID if per_population else ("model.bn=pre", *GRID[1:])
+    variants = 4 if per_population else 2
     out = ablate(*grid, f"hydra/launcher={launcher}", *extra, cwd=tmp_path, env_extra={"OMP_NUM_THREADS": "2"})
     assert out.returncode == 0, out.output
     runs = train_runs(tracking_uri)
@@ -71,7 +72,7 @@ def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, trac
     # each process on the one CPU its task asked for, not torch's default (here 2: what every process would take)
     assert {r.data.tags["numeric_mode"] for r in runs} == {"float32 on cpu, 1 thread(s)"}
     assert f"{variants} FINISHED runs, 0 failed" in out.output
-    if launcher.startswith("population"):  # the unit of remote work is a population group, not a variant
+    if per_population:  # the unit of remote work is a population group, not a variant
         assert sorted(Counter(r.data.tags["ablate.task"] for r in runs).values()) == [2, 2]
         assert len({r.data.tags["ablate.pid"] for r in runs}) == 2
 
