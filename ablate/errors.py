@@ -62,7 +62,7 @@ _state = {"deferring": 0, "raised": False}  # how deep in a write a stop must no
 
 
 def signals_cleared() -> None:
-    """A command starts with no stop received (the entry point calls this: a process may run several)."""
+    """A command starts and ends with no stop received (the entry point calls this: a process may run several)."""
     _received.clear()
     _state.update(deferring=0, raised=False)
 

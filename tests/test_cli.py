@@ -258,3 +258,22 @@ def test_ablate_inits_grid_trains_its_model_as_populations_over_enough_seeds_for
     assert "18 variants in 3 population(s) of up to 6" in ran.out and "custom: vectorised" in ran.out
     finished = [r for r in recorded(tracking_uri) if r.info.status == "FINISHED" and r.data.tags.get("ablate.kind") == "train"]
     assert len(finished) == 18 and {r.data.params["seed"] for r in finished} == {str(s) for s in range(6)}
+
+
+def test_a_command_stopped_by_a_signal_leaves_no_stop_behind_in_the_process():
+    """An entry point run in a process that goes on (a notebook, a test): the stop it received ended it with 130 and
+    stops nothing after it."""
+    import signal
+
+    from ablate.cli import run_command
+    from ablate.errors import first_signal, raise_if_stopped
+
+    def stopped_by_ctrl_c():
+        os.kill(os.getpid(), signal.SIGINT)
+        raise_if_stopped()  # where a command meets the stop it received
+
+    with pytest.raises(SystemExit) as stopped:
+        run_command(stopped_by_ctrl_c, "stopped")
+    assert stopped.value.code == 130
+    assert first_signal() is None
+    raise_if_stopped()  # the next run's check between epochs: nothing to raise
