@@ -109,12 +109,23 @@ def test_workers_opening_a_new_store_together_all_get_it(store, tmp_path, reques
             uri = stack.enter_context(fresh_postgres_database())
         else:
             uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
-        code = ("from ablate.config import TrackingConfig; from ablate.tracking.tracker import Tracker; "
-                f"print(Tracker(TrackingConfig(uri={uri!r})).experiment_id)")
+        # each imports first, then waits for the others: they open the store within milliseconds of each other, and
+        # each records a run in it (a store made twice, one over the other, would lose the first one's run)
+        go = tmp_path / "go"
+        code = ("import pathlib, time; from mlflow import MlflowClient; from ablate.config import TrackingConfig; "
+                "from ablate.tracking.tracker import Tracker; print('ready', flush=True)\n"
+                f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.005)\n"
+                f"experiment = Tracker(TrackingConfig(uri={uri!r})).experiment_id\n"
+                f"print(experiment, MlflowClient({uri!r}).create_run(experiment).info.run_id)")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         workers = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True) for _ in range(4)]
+                                    stderr=subprocess.PIPE, text=True) for _ in range(3)]
         stack.enter_context(stopped_at_exit(*workers))
+        assert [w.stdout.readline() for w in workers] == ["ready\n"] * 3
+        go.touch()
         outputs = [w.communicate(timeout=120) for w in workers]
-    assert [w.returncode for w in workers] == [0] * 4, [err[-2000:] for _, err in outputs]
-    assert len({out.strip() for out, _ in outputs}) == 1  # one experiment for all
+        assert [w.returncode for w in workers] == [0] * 3, [err[-2000:] for _, err in outputs]
+        experiments, runs = zip(*(out.split() for out, _ in outputs))
+        assert len(set(experiments)) == 1  # one experiment for all
+        kept = {r.info.run_id for r in MlflowClient(uri).search_runs([experiments[0]])}
+        assert kept == set(runs), f"runs recorded {sorted(runs)}, kept {sorted(kept)}"
