@@ -26,13 +26,15 @@ import pandas as pd
 @contextlib.contextmanager
 def _console(quiet: bool) -> Iterator[None]:
     """ablate's own lines printed as the console shows them, for the call only (logging as it was afterwards);
-    MLflow's store lines (creating its tables, a failure logged whole before it is raised) quiet either way."""
+    MLflow's store lines (creating its tables, a failure logged whole before it is raised) and Hydra's notes on the
+    launcher configs quiet either way."""
+    from ablate.config.adapter import launcher_schema_notes_quiet
     from ablate.tracking.store import store_lines_quiet
 
     with warnings.catch_warnings():  # MLflow imports tqdm.auto, which warns in a notebook without ipywidgets; ablate
         warnings.simplefilter("ignore")  # draws the console's bar there instead (sweeps.bar_class)
         import tqdm.autonotebook  # noqa: F401
-    with store_lines_quiet(), contextlib.ExitStack() if quiet else _ablate_lines():
+    with store_lines_quiet(), launcher_schema_notes_quiet(), contextlib.ExitStack() if quiet else _ablate_lines():
         yield
 
 

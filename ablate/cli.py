@@ -64,7 +64,8 @@ def one_line(err: BaseException) -> Optional[str]:
 @contextlib.contextmanager
 def _entry_point() -> Iterator[bool]:
     """The process set up for a command for the block, and as it was after: the signals handled here, Hydra's errors
-    raised to this module (yields whether the user asked to see Hydra's own), MLflow's console lines quiet."""
+    raised to this module (yields whether the user asked to see Hydra's own), MLflow's console lines and Hydra's
+    notes on the launcher configs quiet."""
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved = {name: os.environ.get(name) for name in ("HYDRA_FULL_ERROR", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")}
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here, where they become one line
@@ -72,7 +73,9 @@ def _entry_point() -> Iterator[bool]:
     signals_cleared()
     handlers = {s: signal.signal(s, _stop) for s in SIGNALS}
     try:
-        with store_lines_quiet():  # a store's failure becomes one line here
+        from ablate.config.adapter import launcher_schema_notes_quiet
+
+        with store_lines_quiet(), launcher_schema_notes_quiet():  # a store's failure becomes one line here
             yield full_error
     finally:
         for s, handler in handlers.items():

@@ -6,8 +6,10 @@ The only module of ``ablate.config`` that imports Hydra or OmegaConf; the datacl
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
+import warnings
 from dataclasses import fields, is_dataclass
 from typing import Any, Iterable, Iterator
 
@@ -32,6 +34,18 @@ def register_configs(model_configs: Iterable[type[ModelConfig]]) -> None:
     store.store(name="ui_schema", node=UIConfig)
     for config in model_configs:
         store.store(group="model", name=config.family, node=config)
+
+
+@contextlib.contextmanager
+def launcher_schema_notes_quiet() -> Iterator[None]:
+    """conf/hydra/launcher/{ray,submitit_local,submitit_slurm}.yaml are ablate's settings for the plugins' launchers,
+    named as the plugins name them, so Hydra checks each against the plugin's schema of the same name. Hydra 1.3
+    still does, and says per composition (four times a sweep) that this matching is deprecated; the note is quiet
+    for the block, the check kept."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema with the "
+                                          r"same name", UserWarning)
+        yield
 
 
 def typed_node(cfg: DictConfig) -> DictConfig:

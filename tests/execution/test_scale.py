@@ -72,6 +72,7 @@ def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, trac
     # each process on the one CPU its task asked for, not torch's default (here 2: what every process would take)
     assert {r.data.tags["numeric_mode"] for r in runs} == {"float32 on cpu, 1 thread(s)"}
     assert f"{variants} FINISHED runs, 0 failed" in out.output
+    assert "deprecated" not in out.output  # Hydra's note on the name of conf/hydra/launcher/{launcher}.yaml
     if per_population:  # the unit of remote work is a population group, not a variant
         assert sorted(Counter(r.data.tags["ablate.task"] for r in runs).values()) == [2, 2]
         assert len({r.data.tags["ablate.pid"] for r in runs}) == 2
