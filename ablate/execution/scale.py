@@ -172,9 +172,23 @@ def _submitit(tasks, options, sweep, memory_fraction, threads):
         jobs = [executor.submit(train_population, population, sweep, task, memory_fraction, asks_for_gpu(options),
                                 threads) for population, task in tasks]
     by_job = {id(job): task for job, task in zip(jobs, tasks)}
+    local = options.get("cluster") == "local"
     for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
         try:
+            if local and not job.paths.result_pickle.exists():
+                raise _died_locally(job)
             outcome = job.result()
         except Exception as err:  # FailedJobError, UncompletedJobError (timeout, preemption)
             outcome = err
         yield by_job[id(job)], outcome
+
+
+def _died_locally(job) -> Exception:
+    """A local job's process ended without writing its result: it was killed, or died. Said at once: ``result()``
+    would first wait 15 s for the file, the delay a cluster's network file system may need, which a local folder
+    does not."""
+    from submitit.core.utils import UncompletedJobError
+
+    stderr = (job.stderr() or "")[-3000:]
+    return UncompletedJobError(f"Job {job.job_id}'s process ended without a result: it was killed, or died\n"
+                               f"Error stream produced:\n{stderr}")

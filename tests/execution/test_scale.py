@@ -98,6 +98,7 @@ def test_submitit_tasks_each_a_population_a_crash_and_a_death_fail_only_their_ow
     dead = [r for r in runs if r.data.tags.get("ablate.error", "").startswith("its worker task failed: ")]
     assert len(dead) == 2 and {r.info.status for r in dead} == {"FAILED"}  # ended by the sweep: SIGKILL after 150
     assert len({r.data.tags["ablate.task"] for r in dead}) == 1 and "kill_after=150" in dead[0].data.tags["ablate.error"]
+    assert "process ended without a result" in dead[0].data.tags["ablate.error"]  # known at once: a local folder
     assert not {r.data.tags["ablate.pid"] for r in dead} & {r.data.tags["ablate.pid"] for r in finished}
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
