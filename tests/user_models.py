@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import torch
 from torch import nn
@@ -131,4 +132,19 @@ class KillsItself(nn.Module):
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.steps == self.crash_after:
                 torch.empty(10**14, dtype=torch.uint8)  # 100 TB
+        return self.head(x.flatten(1))
+
+
+class Slow(nn.Module):
+    """A linear head that takes ``step_s`` seconds a training step, asleep: long training at no CPU (a remote task's
+    progress reports, seen before it ends)."""
+
+    def __init__(self, in_shape, n_classes, step_s=0.01):
+        super().__init__()
+        self.head = nn.Linear(int(torch.tensor(in_shape).prod()), n_classes)
+        self.step_s = step_s
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(self.step_s)
         return self.head(x.flatten(1))

@@ -298,6 +298,7 @@ class TrackingConfig:
     experiment: str = "ablate"
     # Several workers on one sweep or search: a worker's RUNNING run (or trial) is its lease on a variant while the
     # worker stamps it every heartbeat_s; one not stamped for dead_after_s belongs to a dead worker and is redone.
+    # A remote task reports its progress for the sweep's bar as often (at most every 10 s).
     heartbeat_s: float = 30.0
     dead_after_s: float = 120.0
     # true: a population's runs are ended in the store by a process of their own while the next population trains

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import traceback
 import uuid
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Callable, Collection, Optional
 
 from ablate.config.identity import config_hash
 from ablate.config.run import Device, RunConfig
@@ -23,6 +24,7 @@ from ablate.tracking.tracker import RunKind, RunStatus, SweepRef, Tracker
 
 log = logging.getLogger("ablate")
 TAG_TASK = "ablate.task"  # the remote task that trained a run: a task that dies takes only its own runs down
+REPORT_EVERY_S = 10.0  # at most this often a remote task reports its progress (tracking.heartbeat_s if shorter)
 
 class NoGPU(RuntimeError):
     """A task asked for a GPU and its worker has none: its runs fail rather than train on a CPU."""
@@ -45,8 +47,59 @@ def train_population(population: PlannedPopulation, sweep: Optional[SweepRef], t
         cfgs = [replace(c, trainer=replace(c.trainer, device=Device.cuda)) for c in cfgs]  # auto: on the GPU asked for
     plan = Plan([replace(population, cfgs=tuple(cfgs))], torch.device("cuda" if gpu else "cpu"), "on this worker",
                 memory_checked=False, memory_fraction=memory_fraction)
-    recording = Recording(Tracker(cfgs[0].tracking), sweep, tags_of=lambda _: {TAG_TASK: task})
-    return execute(plan, recording)
+    tracker = Tracker(cfgs[0].tracking)
+    report = TaskReport(tracker, sweep, task, report_every_s(cfgs[0])) if sweep else None
+    return execute(plan, Recording(tracker, sweep, tags_of=lambda _: {TAG_TASK: task}, on_epoch=report))
+
+
+def report_every_s(cfg: RunConfig) -> float:
+    return min(REPORT_EVERY_S, cfg.tracking.heartbeat_s)
+
+
+class TaskReport:
+    """A remote task's progress for its sweep's bar: the member-epochs it has trained, stamped on the sweep's parent
+    run at most every ``every_s`` (a Recording's epoch hook)."""
+
+    def __init__(self, tracker: Tracker, sweep: SweepRef, task: str, every_s: float) -> None:
+        self.tracker, self.sweep, self.task, self.every_s = tracker, sweep, task, every_s
+        self.epochs, self.last = 0, time.monotonic()
+
+    def __call__(self, cfg: RunConfig, metrics: dict[str, float]) -> None:
+        self.epochs += 1
+        if time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        try:
+            self.tracker.report_task(self.sweep.parent_run_id, self.task, self.epochs)
+        except Exception as err:  # noqa: BLE001 - progress is told again next time; training goes on
+            log.warning(f"could not report this task's progress ({type(err).__name__}: {err})")
+
+
+class TaskReports:
+    """The sweep's process following its remote tasks' reports while it waits: ``poll`` reads them (at most every
+    ``every_s``) and tells ``on_report`` each running task's member-epochs; an ended task's are its results'."""
+
+    def __init__(self, tracker: Tracker, sweep: Optional[SweepRef], tasks: Collection[str], every_s: float,
+                 on_report: Optional[Callable[[str, int], None]]) -> None:
+        self.tracker, self.sweep, self.every_s, self.on_report = tracker, sweep, every_s, on_report
+        self.tasks, self.running, self.last = set(tasks), set(tasks), time.monotonic()
+
+    def poll(self) -> None:
+        if self.sweep is None or self.on_report is None or time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        reports = self.tracker.task_reports(self.sweep.parent_run_id)
+        for task in self.running:
+            self.on_report(task, reports.get(task, 0))
+
+    def ended(self, task: str) -> None:
+        self.running.discard(task)
+        if self.on_report is not None:
+            self.on_report(task, 0)
+
+    def clear(self) -> None:
+        if self.sweep is not None:
+            self.tracker.clear_task_reports(self.sweep.parent_run_id, self.tasks)
 
 
 def task_device(options: dict[str, Any], device: Device):
@@ -108,15 +161,23 @@ def resources_text(options: dict[str, Any]) -> str:
     return f"each asking for {gpus:g} GPU(s)" + (f" and {cpus:g} CPU(s)" if cpus else "")
 
 
-def dispatch(plan: Plan, how: str, options: dict[str, Any], sweep: Optional[SweepRef], tracker: Tracker):
+def dispatch(plan: Plan, how: str, options: dict[str, Any], sweep: Optional[SweepRef], tracker: Tracker,
+             on_report: Optional[Callable[[str, int], None]] = None):
     """Run each planned population as one remote task (``how``: ``ray`` or ``submitit``); yields each population and
-    its results as it completes. A task that crashes (a lost node, a killed process) fails its own runs only."""
+    its results as it completes, telling ``on_report`` (task, member-epochs) what running tasks have trained. A task
+    that crashes (a lost node, a killed process) fails its own runs only."""
     tasks = [(population, uuid.uuid4().hex[:12]) for population in plan.populations]
+    reports = TaskReports(tracker, sweep, [task for _, task in tasks], report_every_s(plan.cfgs[0]), on_report)
     submit = {"ray": _ray, "submitit": _submitit}[how]  # each task: train_population(population, sweep, task, ...)
-    for (population, task), outcome in submit(tasks, options, sweep, plan.memory_fraction, task_threads(how, options)):
-        if isinstance(outcome, BaseException):
-            outcome = fail_task(tracker, list(population.cfgs), task, outcome, sweep)
-        yield population, outcome
+    try:
+        for (population, task), outcome in submit(tasks, options, sweep, plan.memory_fraction,
+                                                  task_threads(how, options), reports.poll):
+            reports.ended(task)
+            if isinstance(outcome, BaseException):
+                outcome = fail_task(tracker, list(population.cfgs), task, outcome, sweep)
+            yield population, outcome
+    finally:
+        reports.clear()
 
 
 def fail_task(tracker: Tracker, members: list[RunConfig], task: str, error: BaseException,
@@ -145,7 +206,7 @@ def fail_task(tracker: Tracker, members: list[RunConfig], task: str, error: Base
     return results
 
 
-def _ray(tasks, options, sweep, memory_fraction, threads):
+def _ray(tasks, options, sweep, memory_fraction, threads, waiting):
     import ray
 
     if not ray.is_initialized():
@@ -155,7 +216,11 @@ def _ray(tasks, options, sweep, memory_fraction, threads):
     pending = {remote.remote(population, sweep, task, memory_fraction, gpu, threads): (population, task)
                for population, task in tasks}
     while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        if not ready:
+            waiting()
+            continue
+        [ref] = ready
         try:
             outcome = ray.get(ref)
         except Exception as err:  # RayTaskError, WorkerCrashedError, OutOfMemoryError
@@ -163,7 +228,7 @@ def _ray(tasks, options, sweep, memory_fraction, threads):
         yield pending.pop(ref), outcome
 
 
-def _submitit(tasks, options, sweep, memory_fraction, threads):
+def _submitit(tasks, options, sweep, memory_fraction, threads, waiting):
     import submitit
 
     executor = submitit.AutoExecutor(folder=options["folder"], cluster=options.get("cluster"))
@@ -173,7 +238,7 @@ def _submitit(tasks, options, sweep, memory_fraction, threads):
                                 threads) for population, task in tasks]
     by_job = {id(job): task for job, task in zip(jobs, tasks)}
     local = options.get("cluster") == "local"
-    for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
+    for job in _as_completed(jobs, waiting):
         try:
             if local and not job.paths.result_pickle.exists():
                 raise _died_locally(job)
@@ -181,6 +246,20 @@ def _submitit(tasks, options, sweep, memory_fraction, threads):
         except Exception as err:  # FailedJobError, UncompletedJobError (timeout, preemption)
             outcome = err
         yield by_job[id(job)], outcome
+
+
+def _as_completed(jobs, waiting: Callable[[], None]):
+    """submitit's jobs as each ends (``submitit.helpers.as_completed``, checking every second), ``waiting`` called
+    between the checks."""
+    pending = list(jobs)
+    while pending:
+        done = [job for job in pending if job.done()]
+        if not done:
+            waiting()
+            time.sleep(1.0)
+        for job in done:
+            pending.remove(job)
+            yield job
 
 
 def _died_locally(job) -> Exception:

@@ -66,12 +66,15 @@ def grid(definition: Sequence[str], config_loader: Any = None) -> tuple[list[lis
 
 class Progress:
     """A sweep's progress in trained member-epochs (they move from a population's first epoch, where runs would
-    move only at its end), with tqdm's estimate; a notebook gets tqdm's widget. Work that will not train here (a
-    variant reused, pruned, failed early, or another worker's) leaves the total, so the estimate stays honest."""
+    move only at its end), with tqdm's estimate; a notebook gets tqdm's widget. Remote tasks move it by their
+    reports while they train. Work that will not train here (a variant reused, pruned, failed early, or another
+    worker's) leaves the total, so the estimate stays honest."""
 
     def __init__(self, cfgs: Sequence[RunConfig], desc: str, quiet: bool = False) -> None:
         self.epochs = {id(c): c.trainer.epochs for c in cfgs}
         self.seen = dict.fromkeys(self.epochs, 0)
+        self.reported: dict[str, int] = {}  # running remote tasks' member-epochs, as they reported them
+        self.credit = 0  # what ended tasks' reports showed, until their variants' results count it
         self.bar = bar_class()(total=sum(self.epochs.values()), desc=desc, unit=" member-epochs", dynamic_ncols=True,
                         disable=quiet, smoothing=0.05)
 
@@ -86,14 +89,30 @@ class Progress:
         self.seen[id(cfg)] += 1
         self.bar.update(1)
 
+    def remote(self, task: str, epochs: int) -> None:
+        """A remote task's member-epochs so far, as it reported them; 0 once it has ended, when what it showed
+        becomes credit for its variants' results, which follow (so the bar neither drops back nor counts twice)."""
+        shown = self.reported.pop(task, 0)
+        if not epochs:
+            self.credit += shown
+            return
+        self.reported[task] = max(epochs, shown)  # a report read late never moves the bar back
+        if self.reported[task] != shown:
+            self.bar.n += self.reported[task] - shown
+            self.bar.refresh()
+
     def result(self, cfg: RunConfig, result: RunResult) -> None:
-        """A variant's end: trained elsewhere (a remote task) counts its epochs now; not trained leaves the total."""
+        """A variant's end: trained elsewhere (a remote task) counts its epochs now, less what the task's reports
+        already showed; not trained leaves the total."""
         left = self.epochs[id(cfg)] - self.seen[id(cfg)]
         self.seen[id(cfg)] = self.epochs[id(cfg)]
+        shown = min(self.credit, left)
+        self.credit -= shown
         if result.outcome == Outcome.finished:
-            self.bar.update(left)
+            self.bar.update(left - shown)
         elif left:
             self.bar.total -= left
+            self.bar.n -= shown
             self.bar.refresh()
 
     def close(self) -> None:
@@ -226,7 +245,8 @@ def launch_populations(cfgs: Sequence[RunConfig], settings: LauncherSettings, sw
     sweep.announce(str(plan))
     recording = sweep.recording(plan.cfgs, quiet)
     results: dict[int, RunResult] = {}
-    for population, done in scale.dispatch(plan, settings.dispatch.value, options, sweep.ref, sweep.tracker):
+    for population, done in scale.dispatch(plan, settings.dispatch.value, options, sweep.ref, sweep.tracker,
+                                           on_report=sweep.progress.remote):
         for cfg, result in zip(population.cfgs, done):
             results[id(cfg)] = result
             recording.on_result(cfg, result)

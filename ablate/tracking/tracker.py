@@ -40,6 +40,7 @@ TAG_HEARTBEAT = "ablate.heartbeat"  # unix time of the owner's last sign of life
 TAG_INPUTS = "ablate.inputs"  # a digest of the user's code and the data files a run read; per part: ablate.inputs.*
 TAG_FACTORS, TAG_DEFINITION = "ablate.factors", "ablate.definition"  # a sweep's parent: what it varies
 TAG_VARIANTS = "ablate.variants"
+TAG_TASK_EPOCHS = "ablate.task_epochs."  # + a remote task's id, on its sweep's parent run: member-epochs it trained
 SWEEP_KEYS = ("tracking.sweep_id", "tracking.parent_run_id")  # recorded as TAG_SWEEP and MLflow's parent run  # a sweep's parent: how many variants its grid has
 FLUSH_EVERY_S = 1.0
 log = logging.getLogger("ablate")
@@ -321,6 +322,24 @@ class Tracker:
         a run's opening and its lifecycle too, a window of a few bytecodes) leaves nothing RUNNING."""
         for run in list(self._open.values()):
             run.end_with(err)
+
+    def report_task(self, parent_run_id: str, task: str, epochs: int) -> None:
+        """A remote task's member-epochs so far, on its sweep's parent run: a worker's one way back to the sweep's
+        process that works the same on Ray, SLURM and local processes (the store they all share)."""
+        with signals_deferred():
+            self._client.set_tag(parent_run_id, TAG_TASK_EPOCHS + task, str(epochs))
+
+    def task_reports(self, parent_run_id: str) -> dict[str, int]:
+        """Each reporting task's member-epochs, as ``report_task`` stamped them last."""
+        tags = self._client.get_run(parent_run_id).data.tags
+        return {k.removeprefix(TAG_TASK_EPOCHS): int(v) for k, v in tags.items() if k.startswith(TAG_TASK_EPOCHS)}
+
+    def clear_task_reports(self, parent_run_id: str, tasks: Collection[str]) -> None:
+        """These tasks' reports gone from the parent run once they have ended (their runs say what they trained);
+        another process's tasks of the same sweep keep theirs."""
+        with signals_deferred():
+            for task in set(self.task_reports(parent_run_id)) & set(tasks):
+                self._client.delete_tag(parent_run_id, TAG_TASK_EPOCHS + task)
 
     def run(self, run_id: str) -> "RecordedRun":
         """An existing run to log more to (a report's artifacts), its state untouched."""

@@ -3,6 +3,7 @@ sweep processes sharing an MLflow tracking server on the local PostgreSQL."""
 
 import base64
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,21 @@ def test_submitit_tasks_each_a_population_a_crash_and_a_death_fail_only_their_ow
     assert "process ended without a result" in dead[0].data.tags["ablate.error"]  # known at once: a local folder
     assert not {r.data.tags["ablate.pid"] for r in dead} & {r.data.tags["ablate.pid"] for r in finished}
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_a_remote_tasks_progress_moves_the_sweeps_bar_while_it_trains(tracking_uri, tmp_path):
+    """One task, two members of 5 epochs, each step asleep 10 ms (about 4 s): its results alone would move the bar
+    from 0 to 5 and 10 member-epochs; its reports (every tracking.heartbeat_s, here 1 s) show counts between."""
+    out = ablate("model=custom", "model.target=tests.user_models.Slow", "seed=0,1", "data=digits", "trainer.epochs=5",
+                 "trainer.device=cpu", *LEASES, "hydra/launcher=population_submitit_local", cwd=tmp_path)
+    assert out.returncode == 0, out.output[-3000:]
+    shown = [int(n) for n, total in re.findall(r"\| *(\d+)/(\d+) \[", out.output) if total == "10"]
+    assert set(shown) - {0, 5, 10} and shown[-1] == 10, shown
+    assert shown == sorted(shown), shown  # never back
+    [parent] = MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name("ablate").experiment_id], "tags.`ablate.kind` = 'sweep'")
+    assert not [tag for tag in parent.data.tags if tag.startswith("ablate.task_epochs.")]  # cleared at the end
 
 
 def test_data_a_worker_could_not_read_fails_the_sweep_before_any_task_starts(tracking_uri, tmp_path):
