@@ -26,6 +26,7 @@ log = logging.getLogger("ablate")
 TAG_TASK = "ablate.task"  # the remote task that trained a run: a task that dies takes only its own runs down
 REPORT_EVERY_S = 10.0  # at most this often a remote task reports its progress (tracking.heartbeat_s if shorter)
 
+
 class NoGPU(RuntimeError):
     """A task asked for a GPU and its worker has none: its runs fail rather than train on a CPU."""
 
@@ -88,7 +89,11 @@ class TaskReports:
         if self.sweep is None or self.on_report is None or time.monotonic() - self.last < self.every_s:
             return
         self.last = time.monotonic()
-        reports = self.tracker.task_reports(self.sweep.parent_run_id)
+        try:
+            reports = self.tracker.task_reports(self.sweep.parent_run_id)
+        except Exception as err:  # noqa: BLE001 - the bar waits for the next read; the tasks' results decide
+            log.warning(f"could not read the tasks' progress ({type(err).__name__}: {err})")
+            return
         for task in self.running:
             self.on_report(task, reports.get(task, 0))
 
@@ -98,8 +103,14 @@ class TaskReports:
             self.on_report(task, 0)
 
     def clear(self) -> None:
-        if self.sweep is not None:
+        """The stamps gone; a failure to remove them (a store down at the end) is said, not raised over the sweep's
+        own outcome."""
+        if self.sweep is None:
+            return
+        try:
             self.tracker.clear_task_reports(self.sweep.parent_run_id, self.tasks)
+        except Exception as err:  # noqa: BLE001
+            log.warning(f"the tasks' progress stamps stay on the sweep's parent run ({type(err).__name__}: {err})")
 
 
 def task_device(options: dict[str, Any], device: Device):
