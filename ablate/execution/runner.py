@@ -322,7 +322,8 @@ def _epoch_line(m: dict[str, float], epochs: int) -> str:
 
 def _report(tracker: Tracker, run_id: str, metrics: dict[str, float], brief: bool) -> None:
     val = f", val acc {metrics['val_acc']:.4f}" if "val_acc" in metrics else ""
-    line = (f"FINISHED in {metrics['train_seconds']:.1f} s: test acc {metrics['test_acc']:.4f}, "
+    took = metrics["train_seconds"]  # a short run's time in hundredths, not "0.0 s"
+    line = (f"FINISHED in {took:.{2 if took < 1 else 1}f} s: test acc {metrics['test_acc']:.4f}, "
             f"test loss {metrics['test_loss']:.4f}{val}")
     if brief:
         return log.info(f"run {run_id} {line}")
