@@ -90,3 +90,40 @@ def assert_all_gone(session, port, timeout_s=20):
         time.sleep(0.2)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # refused: the port is free
+
+
+RAY_TOKEN = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "ablate-tests-" + os.urandom(8).hex()}  # a cluster's secret
+
+
+@contextlib.contextmanager
+def ray_head(num_gpus: int = 0) -> Iterator[str]:
+    """A Ray cluster's head on this machine, as ``ray start --head`` starts one (2 CPUs; ``num_gpus`` it may not
+    have, for a worker that finds none), with token authentication (``RAY_TOKEN``) and a temporary folder of its own,
+    so that ``ray.init()`` elsewhere does not find it; yields its address. Stopped with everything it started."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
+    port = free_port()
+    log = open(Path(folder) / "head.log", "w+")
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--num-gpus={num_gpus}",
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={folder}"],
+                            env={**os.environ, **RAY_TOKEN}, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while "Ray runtime started" not in Path(log.name).read_text():
+            assert time.time() < deadline and head.poll() is None, Path(log.name).read_text()[-3000:]
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.send_signal(signal.SIGTERM)  # to it alone: it stops the cluster (seconds; the group's SIGTERM, 20 s)
+        try:
+            head.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Collection, Optional
 from ablate.config.identity import config_hash
 from ablate.config.run import Device, RunConfig
 from ablate.engine.plan import Plan, PlannedPopulation
+from ablate.errors import UserError
 from ablate.execution.runner import Outcome, Recording, RunResult, execute
 from ablate.tracking.tracker import RunKind, RunStatus, SweepRef, Tracker
 
@@ -221,7 +222,12 @@ def _ray(tasks, options, sweep, memory_fraction, threads, waiting):
     import ray
 
     if not ray.is_initialized():
-        ray.init(**{k: v for k, v in options.get("init", {}).items() if v is not None})
+        init = {k: v for k, v in options.get("init", {}).items() if v is not None}
+        _check_answers(init.get("address"))
+        try:
+            ray.init(**init)
+        except ConnectionError as err:
+            raise _unreachable(init.get("address"), err) from err  # a traceback of Ray's retries, else
     remote = ray.remote(**{k: v for k, v in options.get("remote", {}).items() if v is not None})(train_population)
     gpu = asks_for_gpu(options)
     pending = {remote.remote(population, sweep, task, memory_fraction, gpu, threads): (population, task)
@@ -237,6 +243,36 @@ def _ray(tasks, options, sweep, memory_fraction, threads, waiting):
         except Exception as err:  # RayTaskError, WorkerCrashedError, OutOfMemoryError
             outcome = err
         yield pending.pop(ref), outcome
+
+
+def _check_answers(address: Optional[str]) -> None:
+    """A cluster's head named as host:port answers there, or one line now: ``ray.init`` would retry for minutes."""
+    import socket
+
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit():  # unset (a local instance), "auto", or a ray:// client address
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise _unreachable(address, err) from err
+
+
+def _unreachable(address: Optional[str], err: BaseException) -> UserError:
+    """The Ray cluster a sweep names, unreachable, in one line: one that asks for a token this process does not send
+    (token authentication: Ray's default for ``ray start`` since 2.59), or none answering at the address."""
+    chain = []
+    while err is not None and len(chain) < 8:
+        chain.append(str(err))
+        err = err.__cause__ or err.__context__
+    where = f"cannot connect to the Ray cluster at {address}" if address else \
+        "cannot connect to the Ray cluster that ray.init found on this machine"
+    if "Authentication token is missing or incorrect" in "".join(chain):
+        return UserError(f"{where}: it asks for a token and this process sends none. Run the sweep with "
+                         f"RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token "
+                         f"(`ray get-auth-token` on the head prints it).")
+    return UserError(f"{where}: nothing answers there ({chain[0]}). Start it (`ray start --head`), or point "
+                     f"RAY_ADDRESS (or hydra.launcher.ray.init.address) at its head.")
 
 
 def _submitit(tasks, options, sweep, memory_fraction, threads, waiting):

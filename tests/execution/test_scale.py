@@ -21,7 +21,7 @@ from mlflow.artifacts import download_artifacts
 from optuna.trial import TrialState
 
 from tests.conftest import REPO, ablate_cli, fresh_postgres_database, stopped_at_exit
-from tests.servers import free_port, serving
+from tests.servers import RAY_TOKEN, free_port, ray_head, serving
 
 GRID = ("model.bn=pre,none", "seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cpu")
 LEASES = ("tracking.heartbeat_s=1", "tracking.dead_after_s=4")  # a dead worker's lease expires in seconds
@@ -56,17 +56,30 @@ def assert_each_variant_finished_once(runs, variants):
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray cluster's head (with a GPU it does not have): Ray sweeps connect to it by its address, as to a cluster's
+    (a sweep's own local instance, ray.init(), is the installed wheel's test: tests/test_package.py)."""
+    with ray_head(num_gpus=1) as address:
+        yield address
+
+
+def on_cluster(address: str) -> dict:
+    return {"args": [f"hydra.launcher.ray.init.address={address}"], "env": {**RAY_TOKEN, "OMP_NUM_THREADS": "2"}}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["ray", "submitit_local", "population_ray"])
-def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, tracking_uri, tmp_path):
-    extra = {"ray": ["hydra.launcher.ray.init.num_cpus=2"],
-             "population_ray": ["hydra.launcher.ray.init.num_cpus=2", "hydra.launcher.max_size=2"]}.get(launcher, [])
+def test_a_grid_through_a_cluster_launcher_lands_once_per_variant(launcher, tracking_uri, tmp_path, request):
+    ray = on_cluster(request.getfixturevalue("cluster")) if "ray" in launcher else {"args": [], "env": {}}
+    extra = [*ray["args"], *(["hydra.launcher.max_size=2"] if launcher == "population_ray" else [])]
     # a task per variant: two of them (a submitit task is a process, its imports seconds of CPU); a task per
     # population: four variants, so that the two tasks are told apart from the variants
     per_population = launcher.startswith("population")
     grid = GRID if per_population else ("model.bn=pre", *GRID[1:])
     variants = 4 if per_population else 2
-    out = ablate(*grid, f"hydra/launcher={launcher}", *extra, cwd=tmp_path, env_extra={"OMP_NUM_THREADS": "2"})
+    out = ablate(*grid, f"hydra/launcher={launcher}", *extra, cwd=tmp_path, env_extra={"OMP_NUM_THREADS": "2",
+                                                                                       **ray["env"]})
     assert out.returncode == 0, out.output
     runs = train_runs(tracking_uri)
     assert_each_variant_finished_once(runs, variants)
@@ -102,6 +115,25 @@ def test_submitit_tasks_each_a_population_a_crash_and_a_death_fail_only_their_ow
     assert "process ended without a result" in dead[0].data.tags["ablate.error"]  # known at once: a local folder
     assert not {r.data.tags["ablate.pid"] for r in dead} & {r.data.tags["ablate.pid"] for r in finished}
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_a_ray_cluster_that_cannot_be_reached_is_one_line_naming_the_fix(tracking_uri, tmp_path, cluster):
+    """A cluster that asks for a token this process does not send (Ray's default for ``ray start`` since 2.59; Ray
+    retries 20 times, here 2), and an address where nothing answers (said before Ray would retry for minutes)."""
+    for address, env, said in [(cluster, {"RAY_NUM_REDIS_GET_RETRIES": "2"}, "it asks for a token and this process "
+                                                                             "sends none. Run the sweep with "
+                                                                             "RAY_AUTH_MODE=token"),
+                               (f"127.0.0.1:{free_port()}", {}, "nothing answers there ([Errno 111] Connection "
+                                                                "refused). Start it (`ray start --head`)")]:
+        out = ablate("seed=0,1", "data=digits", "trainer.epochs=1", "hydra/launcher=population_ray",
+                     f"hydra.launcher.ray.init.address={address}", cwd=tmp_path, env_extra=env)
+        assert out.returncode == 2 and f"error: cannot connect to the Ray cluster at {address}: {said}" in out.output, \
+            out.output[-3000:]
+        assert "Traceback" not in out.output
+    runs = MlflowClient(tracking_uri).search_runs([MlflowClient(tracking_uri).get_experiment_by_name("ablate")
+                                                   .experiment_id])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]  # the sweep's parent ended too
 
 
 @pytest.mark.slow
@@ -285,10 +317,12 @@ def test_jobs_side_by_side_take_the_cores_once_between_them():
 
 
 @pytest.mark.slow
-def test_a_worker_without_the_gpu_its_task_asked_for_fails_its_runs_rather_than_train_on_a_cpu(tracking_uri, tmp_path):
-    """Local Ray told it has a GPU (so the task is scheduled) on a machine whose torch sees no CUDA device."""
+def test_a_worker_without_the_gpu_its_task_asked_for_fails_its_runs_rather_than_train_on_a_cpu(tracking_uri, tmp_path,
+                                                                                              cluster):
+    """A Ray cluster told it has a GPU (so the task is scheduled) on a machine whose torch sees no CUDA device."""
+    ray = on_cluster(cluster)
     out = ablate("seed=0,1", "data=digits", "trainer.epochs=1", "trainer.device=cuda", "hydra/launcher=population_ray",
-                 "hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.num_gpus=1", cwd=tmp_path)
+                 *ray["args"], cwd=tmp_path, env_extra=ray["env"])
     first = next(line for line in out.output.splitlines() if line.startswith("plan: "))
     assert first == "plan: 2 variants in 1 population(s) of up to 2 on cuda as ray tasks, each asking for 1 GPU(s) " \
                     "and 1 CPU(s)", first
