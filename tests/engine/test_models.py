@@ -1,5 +1,7 @@
 """The families' readable definitions: the MLP of the notebook, the CNN, a user's model under the contract."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,7 @@ from ablate.engine.families.mlp import MLPConfig, build_mlp
 from ablate.engine.models import build, check, check_shapes, decayed_weights, summary
 from ablate.errors import ConfigValueError
 from ablate.nn import Dropout
+from tests import user_models
 from tests.conftest import REPO
 
 
@@ -146,10 +149,14 @@ def test_the_contract_is_checked_before_any_data_is_read(cfg, message):
     assert message in str(err.value)
 
 
+RAISES_LINE = next(i for i, line in enumerate(Path(user_models.__file__).read_text().splitlines(), 1)
+                   if 'raise ValueError("needs at least 3 channels")' in line)
+
+
 @pytest.mark.parametrize("cfg, message", [
     (custom("Raises", bn=BN.pre), "tests.user_models.Raises(in_shape=(1, 8, 8), n_classes=10, bn='pre') raised "
-                                  "ValueError: needs at least 3 channels (at user_models.py:71: raise ValueError(\"needs "
-                                  "at least 3 channels\")); fix the constructor"),
+                                  f"ValueError: needs at least 3 channels (at user_models.py:{RAISES_LINE}: raise "
+                                  "ValueError(\"needs at least 3 channels\")); fix the constructor"),
     (custom("WrongOutput"), "returns [2, 11] for a batch of [2, 1, 8, 8]: its forward must return [batch, n_classes] "
                             "= [2, 10]."),
     (custom("Tiny"), None),
