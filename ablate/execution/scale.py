@@ -223,7 +223,7 @@ def _ray(tasks, options, sweep, memory_fraction, threads, waiting):
 
     if not ray.is_initialized():
         init = {k: v for k, v in options.get("init", {}).items() if v is not None}
-        _check_answers(init.get("address"))
+        check_ray_address(init.get("address"))
         try:
             ray.init(**init)
         except ConnectionError as err:
@@ -245,8 +245,9 @@ def _ray(tasks, options, sweep, memory_fraction, threads, waiting):
         yield pending.pop(ref), outcome
 
 
-def _check_answers(address: Optional[str]) -> None:
-    """A cluster's head named as host:port answers there, or one line now: ``ray.init`` would retry for minutes."""
+def check_ray_address(address: Optional[str]) -> None:
+    """A Ray cluster's head named as host:port answers there, or one line now: ``ray.init`` would retry for
+    minutes (population_ray here, hydra/launcher=ray from the sweeper, before the sweep opens)."""
     import socket
 
     host, _, port = (address or "").rpartition(":")
