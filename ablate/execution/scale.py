@@ -221,13 +221,7 @@ def fail_task(tracker: Tracker, members: list[RunConfig], task: str, error: Base
 def _ray(tasks, options, sweep, memory_fraction, threads, waiting):
     import ray
 
-    if not ray.is_initialized():
-        init = {k: v for k, v in options.get("init", {}).items() if v is not None}
-        check_ray_address(init.get("address"))
-        try:
-            ray.init(**init)
-        except ConnectionError as err:
-            raise _unreachable(init.get("address"), err) from err  # a traceback of Ray's retries, else
+    start_ray(options.get("init", {}))
     remote = ray.remote(**{k: v for k, v in options.get("remote", {}).items() if v is not None})(train_population)
     gpu = asks_for_gpu(options)
     pending = {remote.remote(population, sweep, task, memory_fraction, gpu, threads): (population, task)
@@ -245,9 +239,25 @@ def _ray(tasks, options, sweep, memory_fraction, threads, waiting):
         yield pending.pop(ref), outcome
 
 
+def start_ray(init: dict[str, Any]) -> None:
+    """Ray started here (a local instance) or joined (``address``: a cluster's head), once per process, with
+    ``ray.init``'s arguments; a cluster that cannot be joined is one line, not Ray's retries and traceback. Both
+    Ray launchers start it so: population_ray's dispatch, and the sweeper before hydra/launcher=ray's jobs."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    init = {k: v for k, v in init.items() if v is not None}
+    check_ray_address(init.get("address"))
+    try:
+        ray.init(**init)
+    except ConnectionError as err:
+        raise _unreachable(init.get("address"), err) from err
+
+
 def check_ray_address(address: Optional[str]) -> None:
     """A Ray cluster's head named as host:port answers there, or one line now: ``ray.init`` would retry for
-    minutes (population_ray here, hydra/launcher=ray from the sweeper, before the sweep opens)."""
+    minutes."""
     import socket
 
     host, _, port = (address or "").rpartition(":")

@@ -70,10 +70,10 @@ class AblateSweeper(Sweeper):
             raise UserError("no variants to train: the sweep's values expand to nothing (an empty range or list?); "
                             "give each swept key at least one value.")
         data_sizes(cfgs)  # the data read, each model checked against it, before the parent run opens
-        if type(self.launcher).__name__ == "RayLauncher":
-            from ablate.execution.scale import check_ray_address
+        if type(self.launcher).__name__ == "RayLauncher":  # Ray joined before the sweep opens, a failure one line
+            from ablate.execution.scale import start_ray
 
-            check_ray_address(OmegaConf.select(self.config, "hydra.launcher.ray.init.address"))
+            start_ray(OmegaConf.to_container(self.config.hydra.launcher.ray.init, resolve=True))
         sweep = Sweep(Tracker(cfgs[0].tracking), definition, len(cfgs), factors)
         sweep.announce(f"plan: {len(cfgs)} variants, one {type(self.launcher).__name__} job each")
         if type(self.launcher).__name__ == "BasicLauncher":  # one after another in this process: their sum

@@ -120,7 +120,7 @@ def test_submitit_tasks_each_a_population_a_crash_and_a_death_fail_only_their_ow
 @pytest.mark.parametrize("launcher", ["population_ray", "ray"])
 def test_a_ray_address_nobody_answers_at_is_one_line_at_once(launcher, tracking_uri):
     """Said before Ray would retry for minutes (82 s with 2 of its 20 retries); nothing left RUNNING (one job per
-    variant: said before the sweep opens)."""
+    variant: Ray is joined before the sweep opens)."""
     address = f"127.0.0.1:{free_port()}"
     ran = ablate_cli("-m", "seed=0,1", "data=digits", "trainer.epochs=1", f"hydra/launcher={launcher}",
                      f"hydra.launcher.ray.init.address={address}")
@@ -133,9 +133,11 @@ def test_a_ray_address_nobody_answers_at_is_one_line_at_once(launcher, tracking_
 
 
 @pytest.mark.slow
-def test_a_ray_cluster_that_asks_for_a_token_this_process_does_not_send_is_one_line(tracking_uri, tmp_path, cluster):
+@pytest.mark.parametrize("launcher", ["population_ray", "ray"])
+def test_a_ray_cluster_that_asks_for_a_token_this_process_does_not_send_is_one_line(launcher, tracking_uri, tmp_path,
+                                                                                    cluster):
     """Token authentication: Ray's default for ``ray start`` since 2.59 (Ray retries 20 times, here 2)."""
-    out = ablate("seed=0,1", "data=digits", "trainer.epochs=1", "hydra/launcher=population_ray",
+    out = ablate("seed=0,1", "data=digits", "trainer.epochs=1", f"hydra/launcher={launcher}",
                  f"hydra.launcher.ray.init.address={cluster}", cwd=tmp_path, env_extra={"RAY_NUM_REDIS_GET_RETRIES": "2"})
     assert out.returncode == 2 and f"error: cannot connect to the Ray cluster at {cluster}: it asks for a token and " \
                                    f"this process sends none. Run the sweep with RAY_AUTH_MODE=token" in out.output, \
