@@ -17,7 +17,7 @@ import sys
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ablate.errors import (Stopped, UserError, first_signal, raise_if_stopped, signal_received,
+from ablate.errors import (Stopped, UserError, chain, first_signal, raise_if_stopped, signal_received,
                            signals_cleared)
 from ablate.tracking.store import store_lines_quiet
 
@@ -128,13 +128,7 @@ def _yaml_error(err: BaseException) -> Optional[str]:
 
 def _chained(err: BaseException, kind: type) -> Optional[BaseException]:
     """The first exception of type ``kind`` in ``err``'s chain of causes and contexts, or None."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kind):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return next((e for e in chain(err) if isinstance(e, kind)), None)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,15 @@ class DataError(UserError, ValueError):
     """A data file that is missing or malformed; the message names the file, the row and the fix."""
 
 
+def chain(err: Optional[BaseException]) -> Iterator[BaseException]:
+    """``err``, then its causes and contexts, each once: where a library's wrapping hides what failed underneath."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     """The config check every schema uses: ``key=value`` fails with what is allowed instead."""
     if not ok:

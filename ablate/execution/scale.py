@@ -19,7 +19,7 @@ from typing import Any, Callable, Collection, Optional
 from ablate.config.identity import config_hash
 from ablate.config.run import Device, RunConfig
 from ablate.engine.plan import Plan, PlannedPopulation
-from ablate.errors import UserError
+from ablate.errors import UserError, chain
 from ablate.execution.runner import Outcome, Recording, RunResult, execute
 from ablate.tracking.tracker import RunKind, RunStatus, SweepRef, Tracker
 
@@ -272,17 +272,14 @@ def check_ray_address(address: Optional[str]) -> None:
 def _unreachable(address: Optional[str], err: BaseException) -> UserError:
     """The Ray cluster a sweep names, unreachable, in one line: one that asks for a token this process does not send
     (token authentication: Ray's default for ``ray start`` since 2.59), or none answering at the address."""
-    chain = []
-    while err is not None and len(chain) < 8:
-        chain.append(str(err))
-        err = err.__cause__ or err.__context__
+    texts = [str(e) for e in chain(err)]
     where = f"cannot connect to the Ray cluster at {address}" if address else \
         "cannot connect to the Ray cluster that ray.init found on this machine"
-    if "Authentication token is missing or incorrect" in "".join(chain):
+    if "Authentication token is missing or incorrect" in "".join(texts):
         return UserError(f"{where}: it asks for a token and this process sends none. Run the sweep with "
                          f"RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token "
                          f"(`ray get-auth-token` on the head prints it).")
-    return UserError(f"{where}: nothing answers there ({chain[0]}). Start it (`ray start --head`), or point "
+    return UserError(f"{where}: nothing answers there ({texts[0]}). Start it (`ray start --head`), or point "
                      f"RAY_ADDRESS (or hydra.launcher.ray.init.address) at its head.")
 
 

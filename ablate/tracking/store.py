@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ablate.errors import UserError
+from ablate.errors import UserError, chain
 
 _PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
 
@@ -243,15 +243,12 @@ _WRITE_FAILURES = ("database or disk is full", "attempt to write a readonly data
 def store_failure(err: BaseException) -> Optional[str]:
     """One line for a store that failed under a command (a full disk, a file made read-only or damaged meanwhile),
     found anywhere in ``err``'s chain (MLflow wraps SQLAlchemy, which wraps the driver); None for anything else."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        text = str(err).lower()
+    for found in chain(err):
+        text = str(found).lower()
         reason = next((r for r in _WRITE_FAILURES if r in text), None)
         if reason is not None:
             return (f"the MLflow store could not be written ({reason}): free disk space or make the store writable, "
                     f"then run the same command again (the runs finished before are kept).")
-        err = err.__cause__ or err.__context__
     return None
 
 

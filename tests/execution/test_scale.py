@@ -37,10 +37,12 @@ def ablate(*args, cwd, env_extra=None, module="ablate", wait=True):
     return process
 
 
-def train_runs(uri, experiment="ablate"):
+def train_runs(uri, experiment="ablate", kind="train"):
+    """The experiment's runs of ``kind`` (train, sweep: a sweep's parent; None: all)."""
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
-    return [] if found is None else client.search_runs([found.experiment_id], "tags.`ablate.kind` = 'train'")
+    query = f"tags.`ablate.kind` = '{kind}'" if kind else ""
+    return [] if found is None else client.search_runs([found.experiment_id], query)
 
 
 def assert_each_variant_finished_once(runs, variants):
@@ -127,8 +129,7 @@ def test_a_ray_address_nobody_answers_at_is_one_line_at_once(launcher, tracking_
     assert ran.code == 2 and f"error: cannot connect to the Ray cluster at {address}: nothing answers there ([Errno " \
                              f"111] Connection refused). Start it (`ray start --head`)" in ran.err, ran.err
     assert "Traceback" not in ran.text
-    found = MlflowClient(tracking_uri).get_experiment_by_name("ablate")
-    runs = MlflowClient(tracking_uri).search_runs([found.experiment_id]) if found else []
+    runs = train_runs(tracking_uri, kind=None)
     assert not [r for r in runs if r.info.status == "RUNNING"] and bool(runs) == (launcher == "population_ray")
 
 
@@ -155,8 +156,7 @@ def test_a_remote_tasks_progress_moves_the_sweeps_bar_while_it_trains(tracking_u
     shown = [int(n) for n, total in re.findall(r"\| *(\d+)/(\d+) \[", out.output) if total == "10"]
     assert set(shown) - {0, 5, 10} and shown[-1] == 10, shown
     assert shown == sorted(shown), shown  # never back
-    [parent] = MlflowClient(tracking_uri).search_runs(
-        [MlflowClient(tracking_uri).get_experiment_by_name("ablate").experiment_id], "tags.`ablate.kind` = 'sweep'")
+    [parent] = train_runs(tracking_uri, kind="sweep")
     assert not [tag for tag in parent.data.tags if tag.startswith("ablate.task_epochs.")]  # cleared at the end
 
 
